@@ -1,0 +1,76 @@
+"""The wide cohort table: one row per patient, the single input of the model Pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from csf_responder.config import AnalyteSpec
+
+__all__ = ["CLINICAL_COLUMNS", "FLAG_SUFFIX", "cohort_table", "csf_columns"]
+
+#: Suffix of the column that holds each CSF value's censoring flag.
+FLAG_SUFFIX = "_flag"
+
+#: Clinical columns of the wide table, in order.
+CLINICAL_COLUMNS = ("age", "sex", "onset_site", "onset_months", "alsfrs_baseline",
+                    "leadin_slope")
+
+
+def csf_columns(keys: Sequence[str], timepoints: Sequence[str]) -> list[str]:
+    """Names of the value columns of a panel: ``{analyte_key}_{timepoint}``."""
+    return [f"{key}_{tp}" for key in keys for tp in timepoints]
+
+
+def cohort_table(
+    patients: pd.DataFrame,
+    lead_in: pd.DataFrame,
+    csf: pd.DataFrame,
+    *,
+    analytes: Sequence[AnalyteSpec],
+    timepoints: Sequence[str],
+) -> pd.DataFrame:
+    """Assemble the raw wide cohort table.
+
+    Parameters
+    ----------
+    patients : DataFrame
+        Checked patients table (one row per subject).
+    lead_in : DataFrame
+        Output of :func:`csf_responder.labels.lead_in_summary` for the same subjects.
+    csf : DataFrame
+        Checked CSF table: ``subject_id``, ``timepoint``, ``analyte``, ``value`` (canonical
+        unit; the limit when censored) and ``flag``.
+    analytes, timepoints
+        The panel, which fixes the CSF columns whether or not a patient has the sample.
+
+    Returns
+    -------
+    DataFrame
+        One row per patient: ``subject_id``, ``arm``, the clinical columns, then for each
+        analyte and timepoint a value column ``{key}_{timepoint}`` (float, canonical
+        unit, e.g. pg/mL) and a flag column ``{key}_{timepoint}_flag`` (``observed``,
+        ``below``, ``above``, ``extrapolated`` or ``missing``). A censored value holds
+        its limit; imputing it is a step of the model Pipeline.
+    """
+    table = patients.merge(lead_in[["subject_id", "alsfrs_baseline", "leadin_slope"]],
+                           on="subject_id", how="left", validate="one_to_one")
+    table = table[["subject_id", "arm", *CLINICAL_COLUMNS]].copy()
+    index = pd.Index(table["subject_id"])
+    by_name = {spec.name: spec.column_key for spec in analytes}
+    wide_value = csf.pivot(index="subject_id", columns=["analyte", "timepoint"], values="value")
+    wide_flag = csf.pivot(index="subject_id", columns=["analyte", "timepoint"], values="flag")
+    columns: dict[str, np.ndarray] = {}
+    for name, key in by_name.items():
+        for tp in timepoints:
+            if (name, tp) in wide_value.columns:
+                value = wide_value[(name, tp)].reindex(index).to_numpy(dtype="float64")
+                flag = wide_flag[(name, tp)].reindex(index).fillna("missing").to_numpy(object)
+            else:
+                value = np.full(len(index), np.nan)
+                flag = np.full(len(index), "missing", dtype=object)
+            columns[f"{key}_{tp}"] = value
+            columns[f"{key}_{tp}{FLAG_SUFFIX}"] = flag
+    return pd.concat([table.reset_index(drop=True), pd.DataFrame(columns)], axis=1)

@@ -1,0 +1,322 @@
+"""Typed, validated configuration.
+
+The YAML files under ``configs/`` decide every value; this module only defines
+what a valid configuration looks like. Models forbid unknown keys, so a typo is
+an error that names the key, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from csf_responder.errors import ConfigError
+
+__all__ = [
+    "AnalyteSpec",
+    "SimulationConfig",
+    "TrainConfig",
+    "analyte_key",
+    "apply_overrides",
+    "load_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def analyte_key(name: str) -> str:
+    """Column-safe key of an analyte name: ``"TGF-beta1"`` -> ``"tgf_beta1"``."""
+    key = re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+    if not key:
+        raise ValueError(f"analyte name {name!r} has no letters or digits")
+    return key
+
+
+# --------------------------------------------------------------------------- train
+class AnalyteSpec(_Strict):
+    """One analyte of a panel: its name as labs write it and its canonical unit."""
+
+    name: str
+    unit: str
+    key: str | None = None
+
+    @property
+    def column_key(self) -> str:
+        return self.key or analyte_key(self.name)
+
+
+class CohortSpec(_Strict):
+    path: str
+    name: str
+
+
+class PanelSpec(_Strict):
+    analytes: list[AnalyteSpec] = Field(min_length=1)
+    timepoints: list[str] = Field(min_length=1)
+
+    def analyte(self, name: str) -> AnalyteSpec:
+        for spec in self.analytes:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+class LabelSpec(_Strict):
+    cutoff: float = Field(gt=0, le=2)
+    horizon_months: float = Field(gt=0)
+    lead_in_days: int = Field(gt=0)
+    min_visits_lead_in: int = Field(ge=2)
+    min_visits_follow_up: int = Field(ge=2)
+    horizon_tolerance_days: int = Field(ge=0)
+
+
+ClinicalFeature = Literal[
+    "alsfrs_baseline", "leadin_slope", "delta_fs", "age", "sex", "onset_site"
+]
+
+
+class FeatureSpec(_Strict):
+    censoring: Literal["lloq_sqrt2", "lloq_half", "lloq"]
+    ratios: list[tuple[str, str]]
+    changes: bool
+    clinical: list[ClinicalFeature]
+
+
+class ModelSpec(_Strict):
+    family: Literal["logistic", "xgboost"]
+    params: dict[str, Any]
+
+
+class ValidationSpec(_Strict):
+    n_splits: int = Field(ge=2)
+    n_repeats: int = Field(ge=1)
+    n_bootstrap: int = Field(ge=100)
+    ci_level: float = Field(gt=0, lt=1)
+
+
+class TrackingSpec(_Strict):
+    uri: str
+    artifact_root: str
+    experiment: str
+
+
+class TrainConfig(_Strict):
+    """Everything ``csf-responder train`` needs; see ``configs/train.yaml``."""
+
+    seed: int
+    cohort: CohortSpec
+    panel: PanelSpec
+    labels: LabelSpec
+    features: FeatureSpec
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    validation: ValidationSpec
+    tracking: TrackingSpec
+
+    @model_validator(mode="after")
+    def _ratios_name_panel_analytes(self) -> TrainConfig:
+        names = {a.name for a in self.panel.analytes}
+        for num, den in self.features.ratios:
+            for name in (num, den):
+                if name not in names:
+                    raise ValueError(
+                        f"features.ratios names '{name}', which is not in panel.analytes"
+                    )
+        return self
+
+
+# ---------------------------------------------------------------------- simulate
+class SimAnalyte(_Strict):
+    """Generating distribution of one CSF analyte (log scale) and how the lab reports it."""
+
+    name: str
+    median_pg_ml: float = Field(gt=0)
+    log_sd: float = Field(gt=0)
+    reported_unit: str
+    pg_ml_per_reported_unit: float = Field(gt=0)
+    lloq: float = Field(gt=0, description="lower limit of quantification, reported unit")
+    msc_log_change: float
+    log_change_sd: float = Field(gt=0)
+    assay_log_sd: float = Field(ge=0)
+
+
+class SimDesign(_Strict):
+    lead_in_visit_days: list[int]
+    follow_up_visit_months: list[float]
+    visit_jitter_days: int = Field(ge=0)
+    csf_days: dict[str, int]
+    csf_in_controls: bool
+    dropout_by_last_visit: dict[Literal["MSC", "control"], float]
+
+
+class SimClinical(_Strict):
+    age_mean: float
+    age_sd: float = Field(gt=0)
+    age_range: tuple[float, float]
+    p_male: float = Field(ge=0, le=1)
+    p_bulbar: float = Field(ge=0, le=1)
+    alsfrs_baseline_mean: float
+    alsfrs_baseline_sd: float = Field(gt=0)
+    alsfrs_baseline_range: tuple[float, float]
+
+
+class SimProgression(_Strict):
+    rate_median: float = Field(gt=0)
+    rate_log_sd: float = Field(gt=0)
+    mcp1_log_effect: float
+    vegf_log_effect: float
+    bulbar_log_effect: float
+    follow_up_rate_multiplier: float = Field(gt=0)
+    late_phase_start_months: float = Field(gt=0)
+    late_rate_multiplier: float = Field(gt=0)
+    period_drift_log_sd: float = Field(ge=0)
+    visit_noise_sd: float = Field(gt=0)
+    onset_rate_log_sd: float = Field(gt=0)
+
+
+class SimBenefit(_Strict):
+    max_fraction: float = Field(gt=0, le=1)
+    intercept: float
+    axis_slope: float
+    axis_change_weight: float = Field(ge=0, le=1)
+    noise_sd: float = Field(ge=0)
+    late_fraction: float = Field(ge=0, le=1)
+
+
+class SimulationConfig(_Strict):
+    """Everything ``csf-responder simulate`` needs; see ``configs/simulate.yaml``."""
+
+    seed: int
+    cohort_name: str
+    n_msc: int = Field(ge=0)
+    n_control: int = Field(ge=0)
+    oracle_draws: int = Field(ge=100)
+    oracle_cutoff: float = Field(gt=0)
+    oracle_horizon_months: float = Field(gt=0)
+    design: SimDesign
+    clinical: SimClinical
+    progression: SimProgression
+    csf_tgf_mcp_correlation: float = Field(gt=-1, lt=1)
+    analytes: list[SimAnalyte] = Field(min_length=1)
+    benefit: SimBenefit
+
+    @model_validator(mode="after")
+    def _axis_analytes_present(self) -> SimulationConfig:
+        names = {a.name for a in self.analytes}
+        missing = {"TGF-beta1", "MCP-1", "VEGF"} - names
+        if missing:
+            raise ValueError(f"analytes must include {sorted(missing)} (the generating model uses them)")
+        return self
+
+
+# ------------------------------------------------------------------------ loading
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides; values are parsed as YAML (``5``, ``true``, ``[a, b]``).
+
+    A key that is not in ``data`` is an error, so a mistyped override never passes unnoticed.
+    """
+    result = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {dotted}: value {raw!r} is not valid YAML") from None
+        node = result
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                known = ", ".join(sorted(node)) if isinstance(node, dict) else "none"
+                where = ".".join(keys[: depth + 1])
+                raise ConfigError(f"--set {dotted}: unknown key '{where}' (known here: {known})")
+            if depth == len(keys) - 1:
+                node[key] = value
+            else:
+                node = node[key]
+    return result
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{loc}'")
+        elif err["type"] == "missing":
+            problems.append(f"missing key '{loc}'")
+        else:
+            problems.append(f"key '{loc}': {err['msg']}")
+    return f"{path}: " + "; ".join(problems)
+
+
+def load_config(
+    path: str | Path,
+    model: type[ConfigT],
+    *,
+    overrides: list[str] | None = None,
+) -> tuple[ConfigT, dict[str, Any]]:
+    """Load a YAML config, its git-ignored local override and ``--set`` overrides.
+
+    The local override of ``configs/train.yaml`` is ``configs/train.local.yaml``; when
+    present it is merged over the base file, key by key.
+
+    Returns
+    -------
+    config : ConfigT
+        The validated, frozen configuration.
+    resolved : dict
+        The merged mapping that was validated, for logging as the run's resolved config.
+    """
+    path = Path(path)
+    data = _read_yaml(path)
+    local = path.with_name(f"{path.stem}.local{path.suffix}")
+    if local.exists():
+        data = _merge(data, _read_yaml(local))
+    data = apply_overrides(data, overrides or [])
+    try:
+        config = model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from None
+    return config, data

@@ -1,0 +1,194 @@
+"""Feature engineering as scikit-learn transformers, so it travels inside the model.
+
+Both transformers take and return pandas DataFrames and give readable
+``get_feature_names_out``; the model Pipeline starts from the raw wide cohort table
+(:func:`csf_responder.cohort.cohort_table`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from csf_responder.cohort import FLAG_SUFFIX
+
+__all__ = ["CENSORING_RULES", "CensoredValueImputer", "CohortFeatures"]
+
+#: Value given to a concentration below the LLOQ, as a fraction of the LLOQ.
+CENSORING_RULES = {"lloq_sqrt2": 1 / math.sqrt(2), "lloq_half": 0.5, "lloq": 1.0}
+
+CLINICAL_FEATURES = ("alsfrs_baseline", "leadin_slope", "delta_fs", "age", "sex", "onset_site")
+ALSFRS_MAX = 48.0
+
+
+def _as_frame(X) -> pd.DataFrame:
+    if not isinstance(X, pd.DataFrame):
+        raise TypeError("expects the wide cohort table as a pandas DataFrame")
+    return X
+
+
+class CensoredValueImputer(TransformerMixin, BaseEstimator):
+    """Replace censored CSF concentrations by a value derived from their limit.
+
+    Every column ``c`` with a companion flag column ``c + "_flag"`` is a concentration.
+    Where the flag is ``below``, the column holds the LLOQ and becomes
+    ``LLOQ * factor`` (``lloq_sqrt2``: LLOQ/sqrt(2), the default; ``lloq_half``: LLOQ/2;
+    ``lloq``: the LLOQ itself). ``above`` keeps the ULOQ; ``missing`` becomes NaN, left
+    for the Pipeline's imputer. Flag columns are dropped; other columns pass through.
+
+    Parameters
+    ----------
+    rule : {"lloq_sqrt2", "lloq_half", "lloq"}
+        How a value below the LLOQ is replaced.
+    """
+
+    def __init__(self, rule: str = "lloq_sqrt2"):
+        self.rule = rule
+
+    def fit(self, X, y=None):
+        X = _as_frame(X)
+        if self.rule not in CENSORING_RULES:
+            raise ValueError(f"rule must be one of {sorted(CENSORING_RULES)}, got {self.rule!r}")
+        columns = [str(c) for c in X.columns]
+        flags = {c for c in columns if c.endswith(FLAG_SUFFIX) and c[: -len(FLAG_SUFFIX)] in columns}
+        self.feature_names_in_ = np.asarray(columns, dtype=object)
+        self.n_features_in_ = len(columns)
+        self.value_columns_ = [c[: -len(FLAG_SUFFIX)] for c in columns if c in flags]
+        self.output_columns_ = [c for c in columns if c not in flags]
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "value_columns_")
+        X = _as_frame(X)
+        missing = [c for c in self.feature_names_in_ if c not in X.columns]
+        if missing:
+            raise ValueError(f"input is missing column(s) {', '.join(missing)}")
+        factor = CENSORING_RULES[self.rule]
+        out = X[self.output_columns_].copy()
+        for column in self.value_columns_:
+            flag = X[column + FLAG_SUFFIX].astype("string")
+            value = pd.to_numeric(X[column], errors="coerce").astype("float64")
+            value = value.mask(flag.eq("below").fillna(False), value * factor)
+            out[column] = value.mask(flag.eq("missing").fillna(True))
+        return out
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "output_columns_")
+        return np.asarray(self.output_columns_, dtype=object)
+
+
+class CohortFeatures(TransformerMixin, BaseEstimator):
+    """Model features from the wide cohort table.
+
+    Output columns, in order:
+
+    - ``log_{analyte}_{timepoint}``: natural log of each concentration (canonical unit);
+    - ``log_ratio_{num}_{den}_{timepoint}``: log of each configured ratio, e.g. the
+      TGF-beta1/MCP-1 ratio, the candidate biomarker of Oh et al. 2018;
+    - with ``changes``: ``change_log_{analyte}`` and ``change_log_ratio_{num}_{den}``,
+      last minus first timepoint (week4 vs baseline);
+    - the clinical features asked for: ``alsfrs_baseline``, ``leadin_slope``
+      (points/month), ``delta_fs`` = (48 - ALSFRS-R at baseline) / months since onset,
+      ``age``, ``male`` (1/0 from ``sex``) and ``bulbar_onset`` (1/0 from ``onset_site``).
+
+    Nothing is learned; a concentration <= 0 or missing gives NaN.
+
+    Parameters
+    ----------
+    analytes : sequence of str
+        Analyte column keys (``tgf_beta1``, ``mcp1``, ...).
+    timepoints : sequence of str
+        CSF timepoints, first = baseline.
+    ratios : sequence of (str, str)
+        (numerator, denominator) analyte keys.
+    changes : bool
+        Add the change between the first and last timepoint.
+    clinical : sequence of str
+        Clinical features, a subset of ``CLINICAL_FEATURES``.
+    """
+
+    def __init__(
+        self,
+        analytes: Sequence[str] = (),
+        timepoints: Sequence[str] = ("baseline",),
+        ratios: Sequence[tuple[str, str]] = (),
+        changes: bool = False,
+        clinical: Sequence[str] = (),
+    ):
+        self.analytes = analytes
+        self.timepoints = timepoints
+        self.ratios = ratios
+        self.changes = changes
+        self.clinical = clinical
+
+    def _required_columns(self) -> list[str]:
+        needed = [f"{a}_{tp}" for a in self.analytes for tp in self.timepoints]
+        needed += [f"{k}_{tp}" for pair in self.ratios for k in pair for tp in self.timepoints]
+        source = {"delta_fs": ("alsfrs_baseline", "onset_months")}
+        for feature in self.clinical:
+            needed += source.get(feature, (feature,))
+        return list(dict.fromkeys(needed))
+
+    def fit(self, X, y=None):
+        X = _as_frame(X)
+        unknown = [c for c in self.clinical if c not in CLINICAL_FEATURES]
+        if unknown:
+            raise ValueError(f"unknown clinical feature(s) {unknown}; "
+                             f"choose from {list(CLINICAL_FEATURES)}")
+        missing = [c for c in self._required_columns() if c not in X.columns]
+        if missing:
+            raise ValueError(f"input is missing column(s) {', '.join(missing)}")
+        self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self.feature_names_out_ = list(self._compute(X.head(0)).columns)
+        return self
+
+    def _compute(self, X: pd.DataFrame) -> pd.DataFrame:
+        def log(column: str) -> pd.Series:
+            value = pd.to_numeric(X[column], errors="coerce").astype("float64")
+            return np.log(value.where(value > 0))
+
+        out: dict[str, pd.Series] = {}
+        first, last = self.timepoints[0], self.timepoints[-1]
+        for a in self.analytes:
+            for tp in self.timepoints:
+                out[f"log_{a}_{tp}"] = log(f"{a}_{tp}")
+        for num, den in self.ratios:
+            for tp in self.timepoints:
+                out[f"log_ratio_{num}_{den}_{tp}"] = log(f"{num}_{tp}") - log(f"{den}_{tp}")
+        if self.changes and len(self.timepoints) > 1:
+            for a in self.analytes:
+                out[f"change_log_{a}"] = log(f"{a}_{last}") - log(f"{a}_{first}")
+            for num, den in self.ratios:
+                out[f"change_log_ratio_{num}_{den}"] = (
+                    out[f"log_ratio_{num}_{den}_{last}"] - out[f"log_ratio_{num}_{den}_{first}"])
+        for feature in self.clinical:
+            if feature == "delta_fs":
+                months = pd.to_numeric(X["onset_months"], errors="coerce").astype("float64")
+                baseline = pd.to_numeric(X["alsfrs_baseline"], errors="coerce")
+                out["delta_fs"] = (ALSFRS_MAX - baseline) / months.where(months > 0)
+            elif feature == "sex":
+                out["male"] = X["sex"].map({"male": 1.0, "female": 0.0}).astype("float64")
+            elif feature == "onset_site":
+                out["bulbar_onset"] = X["onset_site"].map(
+                    {"bulbar": 1.0, "spinal": 0.0}).astype("float64")
+            else:
+                out[feature] = pd.to_numeric(X[feature], errors="coerce").astype("float64")
+        return pd.DataFrame(out, index=X.index)
+
+    def transform(self, X):
+        check_is_fitted(self, "feature_names_out_")
+        X = _as_frame(X)
+        missing = [c for c in self._required_columns() if c not in X.columns]
+        if missing:
+            raise ValueError(f"input is missing column(s) {', '.join(missing)}")
+        return self._compute(X)
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "feature_names_out_")
+        return np.asarray(self.feature_names_out_, dtype=object)

@@ -1,0 +1,204 @@
+"""Responder labels from visit-level ALSFRS-R scores.
+
+Definitions (Oh et al. 2018, Ann Neurol 84:361-373)
+---------------------------------------------------
+- Days count from baseline, the visit just before the first injection (day 0);
+  lead-in visits have negative days. A month is 365.25 / 12 = 30.4375 days.
+- The **lead-in slope** is the least-squares slope of ALSFRS-R total on time, in
+  points per month, over the visits from ``-lead_in_days`` to baseline.
+- The **follow-up slope** is the same over the visits from baseline to the horizon
+  (``horizon_months``; a visit counts up to ``horizon_tolerance_days`` past it).
+- **Slope improvement** = 1 - follow-up slope / lead-in slope: 0 when progression goes on
+  unchanged, 1 when it stops, above 1 when scores improve.
+- A **good responder** has slope improvement >= ``cutoff`` (0.5 in the trial: the
+  decline slowed by at least half).
+
+A patient whose label cannot be computed gets ``responder`` missing and one of the
+exclusion reasons in :data:`EXCLUSIONS`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "EXCLUSIONS", "MONTH_DAYS", "derive_labels", "exclusion_rejects", "lead_in_summary",
+    "window_slopes",
+]
+
+MONTH_DAYS = 365.25 / 12
+
+#: Why a patient has no label, in the order the checks run.
+EXCLUSIONS = {
+    "no_alsfrs_visits": "no ALSFRS-R visit at all",
+    "no_baseline_visit": "no ALSFRS-R visit at baseline (day 0, within the tolerance)",
+    "too_few_lead_in_visits": "too few lead-in visits to fit a slope",
+    "no_lead_in_decline": "lead-in slope is not negative: improvement is undefined",
+    "no_visit_at_horizon": "no follow-up visit at the horizon (dropped out or missing)",
+    "too_few_follow_up_visits": "too few follow-up visits to fit a slope",
+}
+
+
+def window_slopes(visits: pd.DataFrame) -> pd.DataFrame:
+    """Least-squares slope per subject, in points per month.
+
+    Parameters
+    ----------
+    visits : DataFrame
+        Columns ``subject_id``, ``day`` and ``alsfrs_r``; one window's visits.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by ``subject_id`` with ``n_visits`` and ``slope`` (NaN with fewer than two
+        visits or a single distinct day).
+    """
+    t = visits["day"].to_numpy(dtype="float64") / MONTH_DAYS
+    y = visits["alsfrs_r"].to_numpy(dtype="float64")
+    sums = pd.DataFrame(
+        {"n": 1.0, "t": t, "y": y, "tt": t * t, "ty": t * y}, index=visits.index
+    ).groupby(visits["subject_id"].to_numpy(), sort=False).sum()
+    sxx = sums["tt"] - sums["t"] ** 2 / sums["n"]
+    sxy = sums["ty"] - sums["t"] * sums["y"] / sums["n"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (sxy / sxx).where(sxx > 1e-12)
+    out = pd.DataFrame({"n_visits": sums["n"].astype("int64"), "slope": slope})
+    out.index.name = "subject_id"
+    return out
+
+
+def lead_in_summary(
+    alsfrs: pd.DataFrame,
+    *,
+    subjects: pd.Series,
+    lead_in_days: int,
+    baseline_tolerance_days: int,
+) -> pd.DataFrame:
+    """Baseline ALSFRS-R and lead-in slope of each subject: what is known at baseline.
+
+    Parameters
+    ----------
+    alsfrs : DataFrame
+        Visits with ``subject_id``, ``day`` and ``alsfrs_r``.
+    subjects : Series
+        Subject identifiers, in the order of the returned rows.
+    lead_in_days : int
+        Length of the lead-in window before baseline, in days.
+    baseline_tolerance_days : int
+        How far before day 0 the latest lead-in visit may lie and still count as baseline.
+
+    Returns
+    -------
+    DataFrame
+        One row per subject: ``subject_id``, ``baseline_day``, ``alsfrs_baseline``,
+        ``n_lead_in``, ``leadin_slope`` (points/month; NaN when it cannot be fitted).
+    """
+    pre = alsfrs[(alsfrs["day"] <= 0) & (alsfrs["day"] >= -lead_in_days)]
+    last = pre.sort_values("day", kind="stable").groupby("subject_id").tail(1)
+    last = last[last["day"] >= -baseline_tolerance_days].set_index("subject_id")
+    slopes = window_slopes(pre)
+    index = pd.Index(subjects, name="subject_id")
+    return pd.DataFrame({
+        "subject_id": index,
+        "baseline_day": last["day"].reindex(index).to_numpy(dtype="float64"),
+        "alsfrs_baseline": last["alsfrs_r"].reindex(index).to_numpy(dtype="float64"),
+        "n_lead_in": slopes["n_visits"].reindex(index).fillna(0).astype("int64").to_numpy(),
+        "leadin_slope": slopes["slope"].reindex(index).to_numpy(dtype="float64"),
+    })
+
+
+def derive_labels(
+    alsfrs: pd.DataFrame,
+    *,
+    subjects: pd.Series,
+    cutoff: float,
+    horizon_months: float,
+    lead_in_days: int,
+    min_visits_lead_in: int,
+    min_visits_follow_up: int,
+    horizon_tolerance_days: int,
+) -> pd.DataFrame:
+    """Derive good/poor responder labels from visit-level ALSFRS-R totals.
+
+    Parameters
+    ----------
+    alsfrs : DataFrame
+        Visits with ``subject_id``, ``day`` (days from baseline) and ``alsfrs_r``.
+    subjects : Series
+        Every subject to label (a subject with no visit is excluded with a reason).
+    cutoff : float
+        Minimum slope improvement of a good responder (0.5 = decline halved).
+    horizon_months : float
+        End of the follow-up window, in months after baseline.
+    lead_in_days : int
+        Length of the lead-in window, in days before baseline.
+    min_visits_lead_in, min_visits_follow_up : int
+        Fewest visits (baseline included) to fit each window's slope.
+    horizon_tolerance_days : int
+        Slack around baseline and the horizon for visit scheduling.
+
+    Returns
+    -------
+    DataFrame
+        One row per subject, in the order of ``subjects``: ``subject_id``,
+        ``alsfrs_baseline``, ``leadin_slope``, ``followup_slope``, ``slope_improvement``,
+        ``responder`` (nullable Int64: 1 good, 0 poor, missing when excluded) and
+        ``exclusion`` (a key of :data:`EXCLUSIONS`, or missing).
+    """
+    summary = lead_in_summary(alsfrs, subjects=subjects, lead_in_days=lead_in_days,
+                              baseline_tolerance_days=horizon_tolerance_days)
+    horizon_days = horizon_months * MONTH_DAYS
+    baseline_day = alsfrs["subject_id"].map(summary.set_index("subject_id")["baseline_day"])
+    follow = alsfrs[(alsfrs["day"] >= baseline_day)
+                    & (alsfrs["day"] <= horizon_days + horizon_tolerance_days)]
+    fu = window_slopes(follow).reindex(summary["subject_id"])
+    last_day = follow.groupby("subject_id")["day"].max().reindex(summary["subject_id"])
+    n_visits = alsfrs.groupby("subject_id").size().reindex(summary["subject_id"]).fillna(0)
+
+    lead = summary["leadin_slope"].to_numpy()
+    checks = [
+        ("no_alsfrs_visits", n_visits.to_numpy() == 0),
+        ("no_baseline_visit", summary["baseline_day"].isna().to_numpy()),
+        ("too_few_lead_in_visits",
+         (summary["n_lead_in"].to_numpy() < min_visits_lead_in) | np.isnan(lead)),
+        ("no_lead_in_decline", ~(lead < 0)),
+        ("no_visit_at_horizon",
+         ~(last_day.to_numpy(dtype="float64") >= horizon_days - horizon_tolerance_days)),
+        ("too_few_follow_up_visits",
+         (fu["n_visits"].fillna(0).to_numpy() < min_visits_follow_up)
+         | fu["slope"].isna().to_numpy()),
+    ]
+    exclusion = pd.Series(pd.NA, index=summary.index, dtype="string")
+    for reason, failed in checks:
+        exclusion = exclusion.mask(exclusion.isna() & failed, reason)
+
+    followup = fu["slope"].to_numpy(dtype="float64")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        improvement = 1.0 - followup / lead
+    labelled = exclusion.isna().to_numpy()
+    responder = pd.array(np.where(improvement >= cutoff, 1, 0), dtype="Int64")
+    responder[~labelled] = pd.NA
+    return pd.DataFrame({
+        "subject_id": summary["subject_id"],
+        "alsfrs_baseline": summary["alsfrs_baseline"],
+        "leadin_slope": lead,
+        "followup_slope": np.where(labelled, followup, np.nan),
+        "slope_improvement": np.where(labelled, improvement, np.nan),
+        "responder": responder,
+        "exclusion": exclusion,
+    })
+
+
+def exclusion_rejects(labels: pd.DataFrame, *, file: str) -> pd.DataFrame:
+    """Patients without a label as rejects rows (``file``, ``line``, ``subject_id``, ``reason``).
+
+    ``line`` is missing: an exclusion concerns a patient's visits as a whole.
+    """
+    excluded = labels[labels["exclusion"].notna()]
+    return pd.DataFrame({
+        "file": file,
+        "line": pd.array([pd.NA] * len(excluded), dtype="Int64"),
+        "subject_id": excluded["subject_id"].to_numpy(),
+        "reason": [f"{key}: {EXCLUSIONS[key]}" for key in excluded["exclusion"]],
+    })

@@ -1,0 +1,52 @@
+"""Factories of unfitted model Pipelines: all fitting happens in validation or the final refit."""
+
+from __future__ import annotations
+
+from sklearn.base import ClassifierMixin
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from csf_responder.config import FeatureSpec, ModelSpec, PanelSpec
+from csf_responder.features import CensoredValueImputer, CohortFeatures
+
+__all__ = ["make_classifier", "make_pipeline"]
+
+
+def make_classifier(spec: ModelSpec, *, seed: int) -> ClassifierMixin:
+    """An unfitted classifier of the given family with the spec's parameters."""
+    if spec.family == "logistic":
+        return LogisticRegression(**{"max_iter": 5000, **spec.params}, random_state=seed)
+    if spec.family == "xgboost":
+        from xgboost import XGBClassifier  # heavy: imported only when a model is built
+
+        params = {"n_jobs": 1, "tree_method": "hist", "eval_metric": "logloss", **spec.params}
+        return XGBClassifier(**params, random_state=seed)
+    raise ValueError(f"unknown model family {spec.family!r}")
+
+
+def make_pipeline(
+    spec: ModelSpec, *, panel: PanelSpec, features: FeatureSpec, seed: int
+) -> Pipeline:
+    """The one Pipeline from raw wide cohort table to responder probability.
+
+    Steps: censored-value rule -> engineered features -> median imputation of missing
+    values -> standardisation -> classifier. It outputs pandas DataFrames between
+    steps, so every intermediate column keeps a readable name.
+    """
+    keys = {a.name: a.column_key for a in panel.analytes}
+    steps = [
+        ("censoring", CensoredValueImputer(rule=features.censoring)),
+        ("features", CohortFeatures(
+            analytes=tuple(keys.values()),
+            timepoints=tuple(panel.timepoints),
+            ratios=tuple((keys[num], keys[den]) for num, den in features.ratios),
+            changes=features.changes,
+            clinical=tuple(features.clinical),
+        )),
+        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+        ("scale", StandardScaler()),
+        ("model", make_classifier(spec, seed=seed)),
+    ]
+    return Pipeline(steps).set_output(transform="pandas")

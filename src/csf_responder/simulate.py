@@ -1,0 +1,392 @@
+"""A simulated phase 2 trial, and the oracle probability of response of each patient.
+
+Generating model (one draw per patient; all parameters in ``configs/simulate.yaml``)
+-------------------------------------------------------------------------------------
+Covariates
+    age ~ N, clipped; sex and onset site ~ Bernoulli; ALSFRS-R at baseline
+    ``a`` ~ N, clipped.
+CSF (log pg/mL)
+    Baseline log concentrations are multivariate normal around each analyte's median,
+    TGF-beta1 and MCP-1 inversely correlated. After the first injection each analyte
+    moves by ``msc_log_change`` (MSC arm; zero without treatment) plus individual
+    variation. The lab measures each sample with log-normal assay noise and reports
+    values below the LLOQ as ``<LLOQ``, in the analyte's reported unit.
+Natural progression (points/month)
+    log rate = log median + effects of standardised baseline MCP-1 (faster) and VEGF
+    (slower) + bulbar onset + N(0, rate_log_sd). Symptom onset lies
+    ``(48 - a) / (rate * exp(N(0, onset_rate_log_sd)))`` months before baseline, which
+    makes the pre-slope (delta-FS) prognostic. After baseline the rate is multiplied by
+    ``follow_up_rate_multiplier`` and an individual drift ``exp(N(0, period_drift_log_sd))``,
+    and by ``late_rate_multiplier`` after ``late_phase_start_months`` (the published
+    control curve flattens after month 4).
+Treatment benefit (MSC arm)
+    The fraction of decline prevented is
+    ``b = max_fraction * expit(intercept + axis_slope * axis + noise_sd * N(0, 1))``, where
+    ``axis`` is a unit-variance mix of the baseline log TGF-beta1/MCP-1 ratio and of its
+    change after the first injection (weight ``axis_change_weight``). After the late-phase
+    start only ``late_fraction`` of the benefit remains (cells leave the CSF).
+Visits
+    ALSFRS-R total = round(true score + N(0, visit_noise_sd)), clipped to 0-48, at the
+    scheduled days plus jitter; some patients drop out before the last visit.
+
+The oracle
+----------
+:func:`oracle_probabilities` gives, for every patient, the probability of being a good
+responder given only what the pipeline observes (covariates, onset, lead-in visits,
+CSF as reported), by importance sampling: the CSF latents are drawn from their Gaussian
+posterior given the quantified values, the other latents from the prior, each draw is
+weighted by the likelihood of the censored CSF values, the lead-in visits (rounding and
+the 0/48 bounds are exact) and the onset time, and the follow-up is simulated forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.special import expit
+
+from csf_responder.config import SimulationConfig
+from csf_responder.labels import MONTH_DAYS, derive_labels
+
+__all__ = ["SimulatedTrial", "oracle_probabilities", "simulate_trial", "trial_summary"]
+
+ALSFRS_MAX = 48
+
+
+@dataclass(frozen=True)
+class SimulatedTrial:
+    """The cohort tables in the input contract, plus the latent truth (never written there)."""
+
+    patients: pd.DataFrame
+    alsfrs: pd.DataFrame
+    csf: pd.DataFrame
+    latent: pd.DataFrame
+
+
+# ----------------------------------------------------------------------- helpers
+def _csf_prior(config: SimulationConfig, arm_msc: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Prior mean and covariance of (baseline logs, changes), length 2 x n_analytes."""
+    names = [a.name for a in config.analytes]
+    mu = np.log([a.median_pg_ml for a in config.analytes])
+    sd = np.array([a.log_sd for a in config.analytes])
+    corr = np.eye(len(names))
+    i, j = names.index("TGF-beta1"), names.index("MCP-1")
+    corr[i, j] = corr[j, i] = config.csf_tgf_mcp_correlation
+    change_mean = np.array([a.msc_log_change if arm_msc else 0.0 for a in config.analytes])
+    change_sd = np.array([a.log_change_sd for a in config.analytes])
+    mean = np.concatenate([mu, change_mean])
+    cov = np.zeros((2 * len(names), 2 * len(names)))
+    cov[: len(names), : len(names)] = corr * np.outer(sd, sd)
+    cov[len(names):, len(names):] = np.diag(change_sd**2)
+    return mean, cov
+
+
+def _progression_rate(config: SimulationConfig, base_logs: np.ndarray, bulbar: np.ndarray,
+                      eta: np.ndarray) -> np.ndarray:
+    """Natural decline rate (points/month) from baseline CSF logs (..., n_analytes)."""
+    p = config.progression
+    names = [a.name for a in config.analytes]
+    mu = np.log([a.median_pg_ml for a in config.analytes])
+    sd = np.array([a.log_sd for a in config.analytes])
+    std = (base_logs - mu) / sd
+    log_rate = (np.log(p.rate_median)
+                + p.mcp1_log_effect * std[..., names.index("MCP-1")]
+                + p.vegf_log_effect * std[..., names.index("VEGF")]
+                + p.bulbar_log_effect * (bulbar - config.clinical.p_bulbar)
+                + p.rate_log_sd * eta)
+    return np.exp(log_rate)
+
+
+def _benefit(config: SimulationConfig, base_logs: np.ndarray, changes: np.ndarray,
+             xi: np.ndarray) -> np.ndarray:
+    """Fraction of decline prevented by MSC, from the CSF TGF-beta1/MCP-1 axis."""
+    names = [a.name for a in config.analytes]
+    i, j = names.index("TGF-beta1"), names.index("MCP-1")
+    tgf, mcp = config.analytes[i], config.analytes[j]
+    rho = config.csf_tgf_mcp_correlation
+    base_ratio = ((base_logs[..., i] - np.log(tgf.median_pg_ml))
+                  - (base_logs[..., j] - np.log(mcp.median_pg_ml)))
+    base_sd = np.sqrt(tgf.log_sd**2 + mcp.log_sd**2 - 2 * rho * tgf.log_sd * mcp.log_sd)
+    change_ratio = ((changes[..., i] - tgf.msc_log_change) - (changes[..., j] - mcp.msc_log_change))
+    change_sd = np.sqrt(tgf.log_change_sd**2 + mcp.log_change_sd**2)
+    w = config.benefit.axis_change_weight
+    axis = np.sqrt(1 - w) * base_ratio / base_sd + np.sqrt(w) * change_ratio / change_sd
+    b = config.benefit
+    return b.max_fraction * expit(b.intercept + b.axis_slope * axis + b.noise_sd * xi)
+
+
+def _follow_up_loss(config: SimulationConfig, months: np.ndarray, benefit: np.ndarray
+                    ) -> np.ndarray:
+    """Points lost from baseline to ``months`` per unit of natural rate (broadcasts)."""
+    p, late = config.progression, config.progression.late_phase_start_months
+    early = np.minimum(months, late)
+    after = np.maximum(months - late, 0.0)
+    lf = config.benefit.late_fraction
+    return p.follow_up_rate_multiplier * (
+        (1 - benefit) * early + p.late_rate_multiplier * (1 - benefit * lf) * after)
+
+
+def _observe(true_score: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(true_score + noise), 0, ALSFRS_MAX)
+
+
+def _format_value(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+# --------------------------------------------------------------------- simulate
+def simulate_trial(config: SimulationConfig) -> SimulatedTrial:
+    """Simulate one trial cohort; deterministic given ``config`` (its ``seed`` included)."""
+    rng = np.random.default_rng(config.seed)
+    n = config.n_msc + config.n_control
+    d, c, p = config.design, config.clinical, config.progression
+    msc = rng.permutation(np.r_[np.ones(config.n_msc, bool), np.zeros(config.n_control, bool)])
+    ids = np.array([f"PT{i + 1:04d}" for i in range(n)])
+    age = np.rint(np.clip(rng.normal(c.age_mean, c.age_sd, n), *c.age_range))
+    male = rng.random(n) < c.p_male
+    bulbar = (rng.random(n) < c.p_bulbar).astype(float)
+    baseline = np.clip(rng.normal(c.alsfrs_baseline_mean, c.alsfrs_baseline_sd, n),
+                       *c.alsfrs_baseline_range)
+
+    n_an = len(config.analytes)
+    latents = np.empty((n, 2 * n_an))
+    for arm_msc in (True, False):
+        mean, cov = _csf_prior(config, arm_msc)
+        rows = msc == arm_msc
+        latents[rows] = rng.multivariate_normal(mean, cov, size=int(rows.sum()),
+                                                method="cholesky")
+    base_logs, changes = latents[:, :n_an], latents[:, n_an:]
+    rate = _progression_rate(config, base_logs, bulbar, rng.standard_normal(n))
+    benefit = np.where(msc, _benefit(config, base_logs, changes, rng.standard_normal(n)), 0.0)
+    onset = (ALSFRS_MAX - baseline) / (rate * np.exp(p.onset_rate_log_sd * rng.standard_normal(n)))
+    drift = np.exp(p.period_drift_log_sd * rng.standard_normal(n))
+
+    # ALSFRS-R visits
+    lead_days = np.asarray(d.lead_in_visit_days, dtype=float)
+    fu_months = np.asarray(d.follow_up_visit_months, dtype=float)
+    fu_days = np.rint(fu_months * MONTH_DAYS)
+    jitter = d.visit_jitter_days
+    lead_obs = lead_days + np.where(lead_days == 0, 0, rng.integers(-jitter, jitter + 1,
+                                                                     (n, lead_days.size)))
+    fu_obs = fu_days + rng.integers(-jitter, jitter + 1, (n, fu_days.size))
+    lead_true = baseline[:, None] - rate[:, None] * lead_obs / MONTH_DAYS
+    fu_true = baseline[:, None] - (rate * drift)[:, None] * _follow_up_loss(
+        config, fu_obs / MONTH_DAYS, benefit[:, None])
+    noise = rng.normal(0, p.visit_noise_sd, (n, lead_days.size + fu_days.size))
+    scores = _observe(np.hstack([lead_true, fu_true]), noise)
+    days = np.hstack([lead_obs, fu_obs])
+    dropout_p = np.where(msc, d.dropout_by_last_visit["MSC"], d.dropout_by_last_visit["control"])
+    drops = rng.random(n) < dropout_p
+    first_missing = np.where(drops, rng.integers(0, fu_days.size, n), fu_days.size)
+    present = np.hstack([np.ones((n, lead_days.size), bool),
+                         np.arange(fu_days.size)[None, :] < first_missing[:, None]])
+    alsfrs = pd.DataFrame({
+        "subject_id": np.repeat(ids, days.shape[1])[present.ravel()],
+        "day": days.ravel()[present.ravel()].astype(int),
+        "alsfrs_r": scores.ravel()[present.ravel()].astype(int),
+    })
+
+    # CSF samples, as the lab reports them
+    has_csf = msc | d.csf_in_controls
+    records = []
+    sample = 0
+    for idx in np.flatnonzero(has_csf):
+        for t, (timepoint, _day) in enumerate(d.csf_days.items()):
+            plate = f"PLATE{1 + sample // 40:02d}"
+            sample += 1
+            for k, analyte in enumerate(config.analytes):
+                true_log = base_logs[idx, k] + (changes[idx, k] if t > 0 else 0.0)
+                measured = np.exp(true_log + analyte.assay_log_sd * rng.standard_normal())
+                reported = measured / analyte.pg_ml_per_reported_unit
+                text = (f"<{analyte.lloq:g}" if reported < analyte.lloq
+                        else _format_value(reported))
+                records.append((ids[idx], timepoint, analyte.name, text,
+                                analyte.reported_unit, f"{analyte.lloq:g}", plate))
+    csf = pd.DataFrame(records, columns=["subject_id", "timepoint", "analyte", "value", "unit",
+                                         "lloq", "plate"])
+    patients = pd.DataFrame({
+        "subject_id": ids,
+        "arm": np.where(msc, "MSC", "control"),
+        "age": age.astype(int),
+        "sex": np.where(male, "male", "female"),
+        "onset_site": np.where(bulbar == 1, "bulbar", "spinal"),
+        "onset_months": np.round(onset, 1),
+    })
+    latent = pd.DataFrame({"subject_id": ids, "rate": rate, "drift": drift,
+                           "benefit": benefit, "alsfrs_true_baseline": baseline})
+    return SimulatedTrial(patients, alsfrs, csf, latent)
+
+
+# ------------------------------------------------------------------------ oracle
+def _log_interval_prob(y: np.ndarray, mean: np.ndarray, sd: float) -> np.ndarray:
+    """log P(clip(round(mean + N(0, sd))) == y), exact for rounding and the 0/48 bounds."""
+    upper = np.where(y >= ALSFRS_MAX, np.inf, (y + 0.5 - mean) / sd)
+    lower = np.where(y <= 0, -np.inf, (y - 0.5 - mean) / sd)
+    prob = stats.norm.cdf(upper) - stats.norm.cdf(lower)
+    return np.log(np.maximum(prob, 1e-300))
+
+
+def _lead_in_slope(days: np.ndarray, scores: np.ndarray) -> float:
+    t = days / MONTH_DAYS
+    if t.size < 2 or np.ptp(t) == 0:
+        return np.nan
+    return float(np.polyfit(t, scores, 1)[0])
+
+
+def oracle_probabilities(
+    trial: SimulatedTrial,
+    config: SimulationConfig,
+    *,
+    draws: int,
+    cutoff: float,
+    horizon_months: float,
+    seed: int,
+) -> pd.DataFrame:
+    """Probability of being a good responder given what the pipeline observes.
+
+    Returns
+    -------
+    DataFrame
+        ``subject_id`` and ``p_responder`` (NaN where the lead-in slope is not negative,
+        so no label can exist), one row per patient.
+    """
+    rng = np.random.default_rng(seed)
+    d, c, p = config.design, config.clinical, config.progression
+    n_an = len(config.analytes)
+    names = [a.name for a in config.analytes]
+    sd_assay = np.array([max(a.assay_log_sd, 1e-3) for a in config.analytes])
+    log_lloq = np.log([a.lloq * a.pg_ml_per_reported_unit for a in config.analytes])
+    fu_months = np.asarray([m for m in d.follow_up_visit_months if m <= horizon_months + 1e-9])
+    fu_days = np.rint(fu_months * MONTH_DAYS)
+    jitter = d.visit_jitter_days
+    var_noise = p.visit_noise_sd
+
+    visits = {sid: g for sid, g in trial.alsfrs.groupby("subject_id")}
+    csf_groups = {sid: g for sid, g in trial.csf.groupby("subject_id")}
+    timepoints = list(d.csf_days)
+    out = []
+    for row in trial.patients.itertuples(index=False):
+        v = visits.get(row.subject_id)
+        lead = v[v["day"] <= 0] if v is not None else None
+        if lead is None or len(lead) < 2:
+            out.append(np.nan)
+            continue
+        lead_slope = _lead_in_slope(lead["day"].to_numpy(float), lead["alsfrs_r"].to_numpy(float))
+        if not lead_slope < 0:
+            out.append(np.nan)
+            continue
+        arm_msc = row.arm == "MSC"
+        bulbar = 1.0 if row.onset_site == "bulbar" else 0.0
+
+        # CSF latents: Gaussian posterior given quantified values; censored ones weight
+        mean, cov = _csf_prior(config, arm_msc)
+        H_rows, y_obs, r_obs, cens_rows, cens_limits, cens_sd = [], [], [], [], [], []
+        for sample in csf_groups.get(row.subject_id, pd.DataFrame()).itertuples(index=False):
+            k, t = names.index(sample.analyte), timepoints.index(sample.timepoint)
+            h = np.zeros(2 * n_an)
+            h[k] = 1.0
+            if t > 0:
+                h[n_an + k] = 1.0
+            if str(sample.value).startswith("<"):
+                cens_rows.append(h)
+                cens_limits.append(log_lloq[k])
+                cens_sd.append(sd_assay[k])
+            else:
+                pg = float(sample.value) * config.analytes[k].pg_ml_per_reported_unit
+                H_rows.append(h)
+                y_obs.append(np.log(pg))
+                r_obs.append(sd_assay[k] ** 2)
+        if H_rows:
+            H = np.array(H_rows)
+            S = H @ cov @ H.T + np.diag(r_obs)
+            gain = np.linalg.solve(S, H @ cov).T
+            mean = mean + gain @ (np.array(y_obs) - H @ mean)
+            cov = cov - gain @ H @ cov
+        cov = (cov + cov.T) / 2 + 1e-10 * np.eye(cov.shape[0])
+        x = rng.multivariate_normal(mean, cov, size=draws, method="eigh")
+        log_w = np.zeros(draws)
+        if cens_rows:
+            z = (np.array(cens_limits)[None, :] - x @ np.array(cens_rows).T) / np.array(cens_sd)
+            log_w += stats.norm.logcdf(z).sum(axis=1)
+        base_logs, changes = x[:, :n_an], x[:, n_an:]
+
+        # progression latents from the prior, weighted by lead-in visits and onset
+        a = np.clip(rng.normal(c.alsfrs_baseline_mean, c.alsfrs_baseline_sd, draws),
+                    *c.alsfrs_baseline_range)
+        rate = _progression_rate(config, base_logs, bulbar, rng.standard_normal(draws))
+        t_lead = lead["day"].to_numpy(float) / MONTH_DAYS
+        expected = a[:, None] - rate[:, None] * t_lead[None, :]
+        log_w += _log_interval_prob(lead["alsfrs_r"].to_numpy(float)[None, :], expected,
+                                    var_noise).sum(axis=1)
+        if np.isfinite(row.onset_months) and row.onset_months > 0:
+            mu_onset = np.log(ALSFRS_MAX - a) - np.log(rate)
+            log_w += stats.norm.logpdf(np.log(row.onset_months), mu_onset, p.onset_rate_log_sd)
+        w = np.exp(log_w - log_w.max())
+        w /= w.sum()
+
+        # forward: follow-up visits to the horizon, follow-up slope, label
+        drift = np.exp(p.period_drift_log_sd * rng.standard_normal(draws))
+        benefit = (_benefit(config, base_logs, changes, rng.standard_normal(draws))
+                   if arm_msc else np.zeros(draws))
+        days = fu_days[None, :] + rng.integers(-jitter, jitter + 1, (draws, fu_days.size))
+        true = a[:, None] - (rate * drift)[:, None] * _follow_up_loss(
+            config, days / MONTH_DAYS, benefit[:, None])
+        scores = _observe(true, rng.normal(0, p.visit_noise_sd, true.shape))
+        baseline_score = float(lead.loc[lead["day"].idxmax(), "alsfrs_r"])
+        t = np.hstack([np.zeros((draws, 1)), days / MONTH_DAYS])
+        y = np.hstack([np.full((draws, 1), baseline_score), scores])
+        tc = t - t.mean(axis=1, keepdims=True)
+        slope = (tc * (y - y.mean(axis=1, keepdims=True))).sum(axis=1) / (tc**2).sum(axis=1)
+        responder = (1 - slope / lead_slope) >= cutoff
+        out.append(float(np.sum(w * responder)))
+    return pd.DataFrame({"subject_id": trial.patients["subject_id"], "p_responder": out})
+
+
+# --------------------------------------------------------------------- summaries
+def trial_summary(
+    patients: pd.DataFrame,
+    alsfrs: pd.DataFrame,
+    *,
+    horizons_months: tuple[float, ...],
+    cutoff: float,
+    lead_in_days: int,
+    tolerance_days: int,
+) -> pd.DataFrame:
+    """The published phase 2 figures, computed on a cohort, per arm and horizon.
+
+    Returns
+    -------
+    DataFrame
+        Rows (arm, horizon_months) with ``change_mean``, ``change_sd``, ``change_n``
+        (ALSFRS-R change from baseline at the horizon visit), ``responder_rate``,
+        ``responder_n`` (good responders at ``cutoff``) and ``slope_change_mean``,
+        ``slope_change_sd`` (follow-up minus lead-in slope, points/month).
+    """
+    rows = []
+    base = alsfrs[alsfrs["day"] == 0].set_index("subject_id")["alsfrs_r"]
+    for horizon in horizons_months:
+        labels = derive_labels(
+            alsfrs, subjects=patients["subject_id"], cutoff=cutoff, horizon_months=horizon,
+            lead_in_days=lead_in_days, min_visits_lead_in=2, min_visits_follow_up=2,
+            horizon_tolerance_days=tolerance_days,
+        ).merge(patients[["subject_id", "arm"]], on="subject_id")
+        target = horizon * MONTH_DAYS
+        at = alsfrs[(alsfrs["day"] - target).abs() <= tolerance_days]
+        at = at.drop_duplicates("subject_id").set_index("subject_id")["alsfrs_r"]
+        change = (at - base.reindex(at.index)).dropna()
+        for arm, group in labels.groupby("arm"):
+            arm_change = change.reindex(group["subject_id"]).dropna()
+            labelled = group[group["responder"].notna()]
+            slope_change = labelled["followup_slope"] - labelled["leadin_slope"]
+            rows.append({
+                "arm": arm, "horizon_months": horizon,
+                "change_mean": arm_change.mean(), "change_sd": arm_change.std(),
+                "change_n": len(arm_change),
+                "responder_rate": labelled["responder"].astype(float).mean(),
+                "responder_n": len(labelled),
+                "slope_change_mean": slope_change.mean(), "slope_change_sd": slope_change.std(),
+            })
+    return pd.DataFrame(rows)

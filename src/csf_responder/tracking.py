@@ -1,0 +1,145 @@
+"""MLflow tracking: the local store, run metadata and what each training run logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from csf_responder.explain import shap_summary_plot
+from csf_responder.training import FamilyResult, TrainingData
+
+__all__ = [
+    "flatten", "git_state", "log_family_run", "log_parent_run", "run", "setup_tracking",
+]
+
+
+#: Modules whose types a logged model may hold; skops refuses to load any other type.
+TRUSTED_MODULES = ("csf_responder.", "sklearn.", "numpy.", "xgboost.", "scipy.")
+
+
+def setup_tracking(uri: str, *, artifact_root: str, experiment: str) -> str:
+    """Point MLflow at the store and make sure the experiment exists; return the URI used.
+
+    ``MLFLOW_TRACKING_URI``, when set, wins over ``uri``. For a local SQLite store the
+    folder is created and a new experiment keeps its artifacts under ``artifact_root``.
+    """
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        location = None
+        if uri.startswith("sqlite:") or "://" not in uri:
+            root = Path(artifact_root).resolve()
+            root.mkdir(parents=True, exist_ok=True)
+            location = root.as_uri()
+        mlflow.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment)
+    return uri
+
+
+@contextmanager
+def run(name: str, *, nested: bool = False) -> Iterator[str]:
+    """Start an MLflow run (a child of the active one when ``nested``); yield its id."""
+    import mlflow
+
+    with mlflow.start_run(run_name=name, nested=nested) as active:
+        yield active.info.run_id
+
+
+def git_state(directory: str | Path = ".") -> dict[str, str]:
+    """Commit and dirty flag of the working tree (``unknown`` outside a git checkout)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+    try:
+        return {"git_commit": git("rev-parse", "HEAD"),
+                "git_dirty": str(bool(git("status", "--porcelain"))).lower()}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists are written as JSON."""
+    flat: dict[str, str] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return flat
+
+
+def log_parent_run(*, resolved_config: dict[str, Any], tags: dict[str, str],
+                   metrics: dict[str, float], tables: dict[str, pd.DataFrame]) -> None:
+    """Log the active parent run: config as params and YAML artifact, tags, metrics, tables."""
+    import mlflow
+    import yaml
+
+    mlflow.set_tags(tags)
+    mlflow.log_params(flatten(resolved_config))
+    mlflow.log_text(yaml.safe_dump(resolved_config, sort_keys=False), "config/train.yaml")
+    mlflow.log_metrics(metrics)
+    for name, table in tables.items():
+        mlflow.log_table(table, artifact_file=f"tables/{name}.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.csv"
+            table.to_csv(path, index=False)
+            mlflow.log_artifact(str(path), artifact_path="tables")
+
+
+def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str, Any],
+                   tags: dict[str, str]) -> str:
+    """Log one model family in the active (child) run; return the logged model's URI.
+
+    Logs the ROC AUC with its interval, the out-of-fold predictions, the refitted
+    Pipeline (signature and input example from the raw wide table; its pyfunc returns
+    ``predict_proba``), a SHAP summary plot and the per-patient SHAP values.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    mlflow.set_tags(tags)
+    mlflow.log_params({f"model.{k}": v for k, v in params.items()})
+    mlflow.log_metrics({
+        "roc_auc": result.auc.estimate,
+        "roc_auc_ci_low": result.auc.low,
+        "roc_auc_ci_high": result.auc.high,
+        "n_labelled": float(len(data.y)),
+        "n_responders": float(data.y.sum()),
+    })
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        oof = result.cv.predictions(data.subject_ids, data.y)
+        oof.to_csv(tmp / "oof_predictions.csv", index=False)
+        result.shap.to_csv(tmp / "shap_values.csv", index=False)
+        shap_summary_plot(result.shap.drop(columns="subject_id"), result.shap_features,
+                          tmp / "shap_summary.png", title=f"SHAP: {result.name}")
+        mlflow.log_artifact(str(tmp / "oof_predictions.csv"), artifact_path="tables")
+        mlflow.log_artifact(str(tmp / "shap_values.csv"), artifact_path="tables")
+        mlflow.log_artifact(str(tmp / "shap_summary.png"), artifact_path="figures")
+    example = data.X.head(5)
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(result.model))
+    foreign = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
+    if foreign:
+        raise TypeError(f"model holds types outside {TRUSTED_MODULES}: {foreign}")
+    signature = infer_signature(example, result.model.predict_proba(example))
+    info = mlflow.sklearn.log_model(
+        result.model, name="model", signature=signature, input_example=example,
+        pyfunc_predict_fn="predict_proba", serialization_format="skops",
+        skops_trusted_types=untrusted,
+    )
+    return info.model_uri

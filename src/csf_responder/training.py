@@ -1,0 +1,87 @@
+"""Training stages: select the labelled patients, validate a model family, refit it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+
+from csf_responder.explain import shap_values
+from csf_responder.validation import CVResult, MetricCI, auc_with_ci, repeated_cv
+
+__all__ = ["FamilyResult", "TrainingData", "evaluate_family", "training_data"]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The labelled patients of one arm: raw wide rows ``X`` and labels ``y``."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    subject_ids: pd.Series
+
+
+def training_data(table: pd.DataFrame, labels: pd.DataFrame, *, arm: str) -> TrainingData:
+    """Rows of ``arm`` with a responder label, as the model's raw input and target.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The wide cohort table (one row per patient).
+    labels : DataFrame
+        Output of :func:`csf_responder.labels.derive_labels` for the same patients.
+    arm : str
+        The arm the model learns from (``MSC``: response to the treatment).
+    """
+    merged = table.merge(labels[["subject_id", "responder"]], on="subject_id",
+                         how="left", validate="one_to_one")
+    keep = merged["arm"].eq(arm) & merged["responder"].notna()
+    chosen = merged.loc[keep].reset_index(drop=True)
+    return TrainingData(
+        X=chosen.drop(columns=["responder"]),
+        y=chosen["responder"].astype(int).to_numpy(),
+        subject_ids=chosen["subject_id"],
+    )
+
+
+@dataclass(frozen=True)
+class FamilyResult:
+    """Validation and final refit of one model family."""
+
+    name: str
+    cv: CVResult
+    auc: MetricCI
+    model: Pipeline
+    shap: pd.DataFrame
+    shap_features: pd.DataFrame
+
+
+def evaluate_family(
+    name: str,
+    pipeline: Pipeline,
+    data: TrainingData,
+    *,
+    n_splits: int,
+    n_repeats: int,
+    n_bootstrap: int,
+    ci_level: float,
+    seed: int,
+    on_fold: Callable[[], None] | None = None,
+) -> FamilyResult:
+    """Cross-validate an unfitted Pipeline, then refit it on every labelled patient.
+
+    The AUC and its interval come from the out-of-fold predictions only; the refitted
+    model (the one logged and used for scoring) is explained with SHAP on the
+    training rows.
+    """
+    cv = repeated_cv(pipeline, data.X, data.y, n_splits=n_splits, n_repeats=n_repeats,
+                     seed=seed, on_fold=on_fold)
+    auc = auc_with_ci(data.y, cv.oof, n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed)
+    final = clone(pipeline).fit(data.X, data.y)
+    values, features = shap_values(final, data.X)
+    values.insert(0, "subject_id", data.subject_ids.to_numpy())
+    return FamilyResult(name, cv, auc, final, values, features)

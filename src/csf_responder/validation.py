@@ -1,0 +1,137 @@
+"""Repeated stratified cross-validation with every fitted step inside the fold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.pipeline import Pipeline
+
+from csf_responder.errors import DataError
+
+__all__ = ["CVResult", "MetricCI", "auc_with_ci", "proportion_ci", "repeated_cv"]
+
+
+@dataclass(frozen=True)
+class MetricCI:
+    """A point estimate with its confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.estimate:.2f} ({self.low:.2f}-{self.high:.2f})"
+
+
+@dataclass(frozen=True)
+class CVResult:
+    """Out-of-fold predictions of repeated cross-validation.
+
+    Attributes
+    ----------
+    oof : ndarray of shape (n_repeats, n_samples)
+        Out-of-fold responder probability of every patient in every repeat.
+    fold_aucs : ndarray of shape (n_repeats * n_splits,)
+        ROC AUC of each test fold (NaN for a fold with one class only).
+    """
+
+    oof: np.ndarray
+    fold_aucs: np.ndarray
+
+    def predictions(self, subject_ids: pd.Series, y: np.ndarray) -> pd.DataFrame:
+        """Long table: ``subject_id``, ``repeat``, ``responder``, ``probability``."""
+        n_repeats, n = self.oof.shape
+        return pd.DataFrame({
+            "subject_id": np.tile(np.asarray(subject_ids), n_repeats),
+            "repeat": np.repeat(np.arange(n_repeats), n),
+            "responder": np.tile(y, n_repeats),
+            "probability": self.oof.ravel(),
+        })
+
+
+def repeated_cv(
+    pipeline: Pipeline,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    n_splits: int,
+    n_repeats: int,
+    seed: int,
+    on_fold: Callable[[], None] | None = None,
+) -> CVResult:
+    """Out-of-fold probabilities from repeated stratified K-fold.
+
+    A fresh clone of ``pipeline`` (censoring rule, features, imputer, scaler, model) is
+    fitted on each training fold only, so nothing learned sees the test fold.
+
+    Raises
+    ------
+    DataError
+        If the smaller class has fewer patients than ``n_splits``.
+    """
+    y = np.asarray(y, dtype=int)
+    smallest = int(np.bincount(y, minlength=2).min())
+    if smallest < n_splits:
+        raise DataError(
+            f"the smaller class has {smallest} patient(s), fewer than the {n_splits} "
+            "cross-validation folds; lower validation.n_splits or label more patients")
+    splitter = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
+    oof = np.full((n_repeats, len(y)), np.nan)
+    fold_aucs = []
+    for i, (train, test) in enumerate(splitter.split(X, y)):
+        model = clone(pipeline).fit(X.iloc[train], y[train])
+        proba = model.predict_proba(X.iloc[test])[:, 1]
+        oof[i // n_splits, test] = proba
+        fold_aucs.append(roc_auc_score(y[test], proba) if len(set(y[test])) == 2 else np.nan)
+        if on_fold is not None:
+            on_fold()
+    return CVResult(oof=oof, fold_aucs=np.asarray(fold_aucs))
+
+
+def _mean_auc(y: np.ndarray, oof: np.ndarray) -> float:
+    """Mean over rows of ``oof`` of the ROC AUC (Mann-Whitney form, ties count half)."""
+    ranks = stats.rankdata(oof, axis=1)
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    auc = (ranks[:, y == 1].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return float(auc.mean())
+
+
+def auc_with_ci(
+    y: np.ndarray, oof: np.ndarray, *, n_bootstrap: int, ci_level: float, seed: int
+) -> MetricCI:
+    """Cross-validated ROC AUC with a stratified percentile-bootstrap interval.
+
+    The estimate is the mean over repeats of the AUC of each repeat's out-of-fold
+    predictions. The interval resamples patients within each class (so every
+    resample holds both classes) and recomputes that mean; it reflects which patients
+    were sampled, the dominant source of uncertainty at small N.
+    """
+    y = np.asarray(y, dtype=int)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    boot = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        boot[b] = _mean_auc(y[idx], oof[:, idx])
+    alpha = (1 - ci_level) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    return MetricCI(_mean_auc(y, oof), float(low), float(high))
+
+
+def proportion_ci(successes: int, total: int, *, ci_level: float) -> MetricCI:
+    """A proportion with its Wilson score interval (NaN when ``total`` is 0)."""
+    if total == 0:
+        return MetricCI(np.nan, np.nan, np.nan)
+    p = successes / total
+    z = stats.norm.ppf(1 - (1 - ci_level) / 2)
+    centre = (p + z**2 / (2 * total)) / (1 + z**2 / total)
+    half = z * np.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / (1 + z**2 / total)
+    return MetricCI(p, max(0.0, centre - half), min(1.0, centre + half))

@@ -1,0 +1,61 @@
+# csf-responder: the front door. `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEFAULT_COHORT := data/raw/phase2
+COHORT ?=
+CONFIG ?= configs/train.yaml
+SET ?=
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+# No usage telemetry leaves the machine from runs over clinical data.
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= true
+
+.PHONY: help venv data train test lint ui bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: COHORT=dir CONFIG=file SET='--set key.path=value ...' (make train)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the package (other targets do it when needed)
+
+data: $(STAMP) ## (Re)generate the default simulated cohort in data/raw/phase2
+	$(BIN)/csf-responder simulate --out $(DEFAULT_COHORT)
+
+train: $(STAMP) ## Train and log the responder models (COHORT=dir CONFIG=file SET=...)
+ifeq ($(strip $(COHORT)),)
+	@test -f $(DEFAULT_COHORT)/patients.csv || $(MAKE) --no-print-directory data
+	$(BIN)/csf-responder train --config $(CONFIG) $(SET)
+else
+	$(BIN)/csf-responder train --cohort $(COHORT) --config $(CONFIG) $(SET)
+endif
+
+test: $(STAMP) ## Lint (ruff) and run the tests (pytest)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## Lint only
+	$(BIN)/ruff check .
+
+ui: $(STAMP) ## Open the MLflow UI over the local store (http://127.0.0.1:5000; HOST, PORT)
+	@mkdir -p mlruns/artifacts
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
+		--default-artifact-root mlruns/artifacts --host $(HOST) --port $(PORT)
+
+bench: $(STAMP) ## Time make train and the CLI's --help; write benchmarks/results.json
+	$(BIN)/python benchmarks/bench.py --out benchmarks/results.json
+
+clean: ## Remove generated data, runs and caches (keeps .venv)
+	rm -rf data mlruns/mlflow.db mlruns/artifacts reports .pytest_cache .ruff_cache

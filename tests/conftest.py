@@ -11,11 +11,11 @@ CONFIGS = ROOT / "configs"
 
 
 @pytest.fixture(autouse=True)
-def _offline_mlflow(monkeypatch):
-    """Keep MLflow quiet and local: no telemetry, no tracking URI from the environment."""
+def _offline_mlflow(monkeypatch, tmp_path):
+    """Keep MLflow quiet and away from the checkout: no telemetry, a per-test store."""
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("DO_NOT_TRACK", "true")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
 @pytest.fixture

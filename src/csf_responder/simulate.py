@@ -49,7 +49,7 @@ from scipy import stats
 from scipy.special import expit
 
 from csf_responder.config import SimulationConfig
-from csf_responder.labels import MONTH_DAYS, derive_labels
+from csf_responder.labels import MONTH_DAYS, derive_labels, lead_in_summary
 
 __all__ = ["SimulatedTrial", "oracle_probabilities", "simulate_trial", "trial_summary"]
 
@@ -229,13 +229,6 @@ def _log_interval_prob(y: np.ndarray, mean: np.ndarray, sd: float) -> np.ndarray
     return np.log(np.maximum(prob, 1e-300))
 
 
-def _lead_in_slope(days: np.ndarray, scores: np.ndarray) -> float:
-    t = days / MONTH_DAYS
-    if t.size < 2 or np.ptp(t) == 0:
-        return np.nan
-    return float(np.polyfit(t, scores, 1)[0])
-
-
 def oracle_probabilities(
     trial: SimulatedTrial,
     config: SimulationConfig,
@@ -264,6 +257,10 @@ def oracle_probabilities(
     jitter = d.visit_jitter_days
     var_noise = p.visit_noise_sd
 
+    lead_slopes = lead_in_summary(
+        trial.alsfrs, subjects=trial.patients["subject_id"],
+        lead_in_days=int(-min(d.lead_in_visit_days)) + jitter, baseline_tolerance_days=0,
+    ).set_index("subject_id")["leadin_slope"]
     visits = {sid: g for sid, g in trial.alsfrs.groupby("subject_id")}
     csf_groups = {sid: g for sid, g in trial.csf.groupby("subject_id")}
     timepoints = list(d.csf_days)
@@ -274,7 +271,7 @@ def oracle_probabilities(
         if lead is None or len(lead) < 2:
             out.append(np.nan)
             continue
-        lead_slope = _lead_in_slope(lead["day"].to_numpy(float), lead["alsfrs_r"].to_numpy(float))
+        lead_slope = lead_slopes[row.subject_id]
         if not lead_slope < 0:
             out.append(np.nan)
             continue
@@ -341,7 +338,7 @@ def oracle_probabilities(
         tc = t - t.mean(axis=1, keepdims=True)
         slope = (tc * (y - y.mean(axis=1, keepdims=True))).sum(axis=1) / (tc**2).sum(axis=1)
         responder = (1 - slope / lead_slope) >= cutoff
-        out.append(float(np.sum(w * responder)))
+        out.append(float(np.clip(np.sum(w * responder), 0.0, 1.0)))  # float rounding
     return pd.DataFrame({"subject_id": trial.patients["subject_id"], "p_responder": out})
 
 

@@ -1,0 +1,117 @@
+"""The command line: help texts, and bad input as one clear line with a non-zero exit."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from csf_responder.config import SimulationConfig, load_config
+from csf_responder.io import write_cohort
+from csf_responder.simulate import simulate_trial
+from pipelines.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cohort_dir(tmp_path, configs_dir):
+    config = load_config(configs_dir / "simulate.yaml", SimulationConfig,
+                         overrides=["n_msc=6", "n_control=4"])[0]
+    trial = simulate_trial(config)
+    return write_cohort(tmp_path / "cohort", patients=trial.patients, alsfrs=trial.alsfrs,
+                        csf=trial.csf)
+
+
+def _fails_with(args: list[str], *fragments: str) -> str:
+    result = runner.invoke(app, args)
+    output = result.output
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output
+    message = " ".join(output.split())  # rich may wrap a long line
+    assert message.startswith("error:"), output
+    for fragment in fragments:
+        assert fragment in message, output
+    return message
+
+
+def test_help_lists_commands_and_explains_options():
+    top = runner.invoke(app, ["--help"])
+    assert top.exit_code == 0
+    assert "simulate" in top.output and "train" in top.output
+    train = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
+    for option in ("--cohort", "--config", "--set", "Override one config value"):
+        assert option in train
+    simulate = " ".join(runner.invoke(app, ["simulate", "--help"]).output.split())
+    for option in ("--out", "--truth", "--seed", "--n-msc", "--n-control"):
+        assert option in simulate
+
+
+def test_missing_cohort_directory(tmp_path, configs_dir):
+    missing = tmp_path / "nowhere"
+    _fails_with(["train", "--cohort", str(missing), "--config", str(configs_dir / "train.yaml")],
+                str(missing), "cohort directory not found")
+
+
+def test_missing_cohort_file(cohort_dir, configs_dir):
+    (cohort_dir / "alsfrs.csv").unlink()
+    _fails_with(["train", "--cohort", str(cohort_dir), "--config",
+                 str(configs_dir / "train.yaml")], "alsfrs.csv", "file not found")
+
+
+def test_missing_required_column(cohort_dir, configs_dir):
+    path = cohort_dir / "patients.csv"
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [i for i, name in enumerate(header) if name != "onset_site"]
+    path.write_text("\n".join(",".join(line.split(",")[i] for i in keep) for line in lines))
+    _fails_with(["train", "--cohort", str(cohort_dir), "--config",
+                 str(configs_dir / "train.yaml")], "patients.csv", "column 'onset_site'",
+                "required column is missing")
+
+
+def test_unknown_arm_value_names_file_line_and_column(cohort_dir, configs_dir):
+    path = cohort_dir / "patients.csv"
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].replace(",MSC,", ",placebo,").replace(",control,", ",placebo,")
+    path.write_text("\n".join(lines) + "\n")
+    _fails_with(["train", "--cohort", str(cohort_dir), "--config",
+                 str(configs_dir / "train.yaml")], "patients.csv", "line 4", "column 'arm'",
+                "'placebo'")
+
+
+def test_unreadable_config(tmp_path, cohort_dir):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 1\nmodels: [unclosed\n")
+    _fails_with(["train", "--cohort", str(cohort_dir), "--config", str(bad)], str(bad), "line")
+
+
+def test_missing_config_file(tmp_path, cohort_dir):
+    _fails_with(["train", "--cohort", str(cohort_dir), "--config", str(tmp_path / "no.yaml")],
+                "no.yaml", "config file not found")
+
+
+def test_mistyped_config_key_is_named(tmp_path, cohort_dir, configs_dir):
+    copy = tmp_path / "train.yaml"
+    shutil.copy(configs_dir / "train.yaml", copy)
+    copy.write_text(copy.read_text().replace("n_repeats:", "n_repeat:"))
+    _fails_with(["train", "--cohort", str(cohort_dir), "--config", str(copy)],
+                "unknown key 'validation.n_repeat'", "missing key 'validation.n_repeats'")
+
+
+def test_unknown_set_key_is_named(cohort_dir, configs_dir):
+    _fails_with(["train", "--cohort", str(cohort_dir), "--config",
+                 str(configs_dir / "train.yaml"), "--set", "validation.folds=3"],
+                "unknown key 'validation.folds'")
+
+
+def test_simulate_writes_cohort_and_truth_apart(tmp_path, configs_dir):
+    out, truth = tmp_path / "cohort", tmp_path / "truth" / "t.csv"
+    result = runner.invoke(app, ["simulate", "--out", str(out), "--truth", str(truth),
+                                 "--seed", "5", "--n-msc", "5", "--n-control", "3",
+                                 "--config", str(configs_dir / "simulate.yaml")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["alsfrs.csv", "csf.csv", "patients.csv"]
+    assert truth.read_text().splitlines()[0] == "subject_id,p_responder"
+    assert len(truth.read_text().splitlines()) == 1 + 8

@@ -1,0 +1,125 @@
+"""End to end: simulate a cohort, train into a temporary MLflow store, load the model
+in a fresh Python process and predict on raw wide rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CONFIGS, ROOT
+
+BIN = Path(sys.executable).parent
+FAST = ["validation.n_repeats=2", "validation.n_bootstrap=200",
+        "models.xgboost.params.n_estimators=30"]
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+           "COLUMNS": "200"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cli = str(BIN / "csf-responder")
+    _run([cli, "simulate", "--out", "cohort", "--truth", "truth/cohort.csv", "--n-msc", "40",
+          "--n-control", "10", "--config", str(CONFIGS / "simulate.yaml")], work, env)
+    sets = [arg for item in FAST for arg in ("--set", item)]
+    result = _run([cli, "train", "--cohort", "cohort", "--config", str(CONFIGS / "train.yaml"),
+                   "--set", "tracking.uri=sqlite:///store/mlflow.db",
+                   "--set", "tracking.artifact_root=store/artifacts", *sets], work, env)
+    return work, env, result
+
+
+def test_train_prints_summary_and_where_to_look(trained):
+    _, _, result = trained
+    out = result.stdout
+    assert "MSC patients labelled" in out
+    assert "logistic_l2" in out and "xgboost" in out
+    assert "ROC AUC (95% CI)" in out
+    assert "make ui" in out
+    assert "cross-validation folds" in result.stderr  # the progress bar
+
+
+def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
+    work, _, _ = trained
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{work / 'store' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("csf-responder")
+    assert Path(experiment.artifact_location.removeprefix("file://")) == work / "store" / "artifacts"
+    runs = client.search_runs([experiment.experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert {c.data.tags["family"] for c in children} == {"logistic_l2", "xgboost"}
+    assert parent.data.params["validation.n_repeats"] == "2"
+    assert len(parent.data.tags["git_commit"]) in (40, len("unknown"))
+    assert len(parent.data.tags["data_digest"]) == 16
+    assert parent.data.metrics["n_labelled_msc"] > 20
+    parent_files = {f.path for f in client.list_artifacts(parent.info.run_id, "tables")}
+    assert "tables/rejects.csv" in parent_files
+    assert client.list_artifacts(parent.info.run_id, "config")[0].path == "config/train.yaml"
+    for child in children:
+        m = child.data.metrics
+        assert m["roc_auc_ci_low"] <= m["roc_auc"] <= m["roc_auc_ci_high"]
+        figures = {f.path for f in client.list_artifacts(child.info.run_id, "figures")}
+        tables = {f.path for f in client.list_artifacts(child.info.run_id, "tables")}
+        assert "figures/shap_summary.png" in figures
+        assert {"tables/shap_values.csv", "tables/oof_predictions.csv"} <= tables
+        model = mlflow.models.get_model_info(f"runs:/{child.info.run_id}/model")
+        inputs = {spec.name for spec in model.signature.inputs.inputs}
+        assert {"tgf_beta1_baseline", "tgf_beta1_baseline_flag", "sex", "leadin_slope"} <= inputs
+
+
+def test_logged_model_predicts_raw_wide_rows_in_a_fresh_process(trained):
+    work, env, _ = trained
+    script = textwrap.dedent(f"""
+        import json
+        import mlflow
+        from mlflow import MlflowClient
+        from csf_responder.cohort import cohort_table
+        from csf_responder.config import TrainConfig, load_config
+        from csf_responder.contracts import check_cohort
+        from csf_responder.io import read_cohort
+        from csf_responder.labels import lead_in_summary
+
+        mlflow.set_tracking_uri("sqlite:///store/mlflow.db")
+        config = load_config({str(CONFIGS / 'train.yaml')!r}, TrainConfig)[0]
+        checked = check_cohort(read_cohort("cohort"), analytes=config.panel.analytes,
+                               timepoints=config.panel.timepoints)
+        lead_in = lead_in_summary(checked.alsfrs, subjects=checked.patients["subject_id"],
+                                  lead_in_days=98, baseline_tolerance_days=21)
+        table = cohort_table(checked.patients, lead_in, checked.csf,
+                             analytes=config.panel.analytes, timepoints=config.panel.timepoints)
+        rows = table[table["arm"] == "MSC"].head(7)
+        client = MlflowClient()
+        out = {{}}
+        for run in client.search_runs([client.get_experiment_by_name("csf-responder").experiment_id],
+                                      filter_string="tags.family != ''"):
+            model = mlflow.pyfunc.load_model(f"runs:/{{run.info.run_id}}/model")
+            proba = model.predict(rows)
+            out[run.data.tags["family"]] = [list(map(float, p)) for p in proba]
+        print(json.dumps(out))
+    """)
+    env = {**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+    result = _run([sys.executable, "-c", script], work, env)
+    predictions = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(predictions) == {"logistic_l2", "xgboost"}
+    for rows in predictions.values():
+        assert len(rows) == 7
+        for p_poor, p_good in rows:
+            assert 0 <= p_good <= 1 and abs(p_poor + p_good - 1) < 1e-6

@@ -1,0 +1,126 @@
+"""Cross-validation and intervals: correct numbers, no leakage, real signal found."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from csf_responder.cohort import cohort_table
+from csf_responder.config import SimulationConfig, TrainConfig, load_config
+from csf_responder.contracts import check_cohort
+from csf_responder.errors import DataError
+from csf_responder.io import read_cohort, write_cohort
+from csf_responder.labels import derive_labels
+from csf_responder.models import make_pipeline
+from csf_responder.simulate import oracle_probabilities, simulate_trial
+from csf_responder.training import training_data
+from csf_responder.validation import _mean_auc, auc_with_ci, proportion_ci, repeated_cv
+from tests.conftest import CONFIGS
+
+
+def test_fast_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40)
+    scores = np.round(rng.random((3, 40)), 1)  # many ties
+    expected = np.mean([roc_auc_score(y, row) for row in scores])
+    assert _mean_auc(y, scores) == pytest.approx(expected)
+
+
+def test_auc_interval_brackets_estimate_and_narrows_with_n():
+    rng = np.random.default_rng(1)
+
+    def width(n: int) -> float:
+        y = np.r_[np.zeros(n // 2, int), np.ones(n // 2, int)]
+        oof = (y + rng.normal(0, 1.0, (2, n)))
+        ci = auc_with_ci(y, oof, n_bootstrap=500, ci_level=0.95, seed=0)
+        assert ci.low <= ci.estimate <= ci.high
+        return ci.high - ci.low
+
+    assert width(400) < width(40) / 2
+
+
+def test_wilson_interval_known_values():
+    ci = proportion_ci(5, 27, ci_level=0.95)
+    # Wilson interval for 5/27 by hand (z = 1.96): centre 0.2244, half-width 0.1426
+    assert ci.estimate == pytest.approx(5 / 27)
+    assert ci.low == pytest.approx(0.0818, abs=1e-3)
+    assert ci.high == pytest.approx(0.3670, abs=1e-3)
+    assert np.isnan(proportion_ci(0, 0, ci_level=0.95).estimate)
+
+
+def test_too_few_patients_in_a_class_is_a_clear_error():
+    X = pd.DataFrame({"a": range(10)})
+    y = np.array([1] * 8 + [0] * 2)
+    with pytest.raises(DataError, match="smaller class has 2 patient"):
+        repeated_cv(None, X, y, n_splits=5, n_repeats=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """A simulated cohort of 150 treated patients, through the real ingest and labels."""
+    sim = load_config(CONFIGS / "simulate.yaml", SimulationConfig,
+                      overrides=["n_msc=150", "n_control=0", "seed=21"])[0]
+    trial = simulate_trial(sim)
+    directory = write_cohort(tmp_path_factory.mktemp("cohort"), patients=trial.patients,
+                             alsfrs=trial.alsfrs, csf=trial.csf)
+    config = load_config(CONFIGS / "train.yaml", TrainConfig)[0]
+    checked = check_cohort(read_cohort(directory), analytes=config.panel.analytes,
+                           timepoints=config.panel.timepoints)
+    labels = derive_labels(checked.alsfrs, subjects=checked.patients["subject_id"],
+                           **config.labels.model_dump())
+    table = cohort_table(checked.patients, labels, checked.csf,
+                         analytes=config.panel.analytes, timepoints=config.panel.timepoints)
+    data = training_data(table, labels, arm="MSC")
+    oracle = oracle_probabilities(trial, sim, draws=2000, cutoff=0.5, horizon_months=6, seed=2)
+    p_oracle = oracle.set_index("subject_id").loc[data.subject_ids, "p_responder"].to_numpy()
+    return config, data, p_oracle
+
+
+def _cv_auc(config: TrainConfig, family: str, X, y, seed: int = 0) -> float:
+    pipeline = make_pipeline(config.models[family], panel=config.panel,
+                             features=config.features, seed=seed)
+    cv = repeated_cv(pipeline, X, y, n_splits=5, n_repeats=2, seed=seed)
+    return _mean_auc(y, cv.oof)
+
+
+def test_finds_no_signal_in_shuffled_labels(cohort):
+    config, data, _ = cohort
+    rng = np.random.default_rng(5)
+    aucs = [_cv_auc(config, "logistic_l2", data.X, rng.permutation(data.y), seed=s)
+            for s in range(5)]
+    assert 0.4 < np.mean(aucs) < 0.6, aucs
+
+
+@pytest.mark.parametrize("family", ["logistic_l2", "xgboost"])
+def test_finds_real_signal_but_not_more_than_the_oracle(cohort, family):
+    config, data, p_oracle = cohort
+    oracle_auc = roc_auc_score(data.y, p_oracle)
+    model_auc = _cv_auc(config, family, data.X, data.y)
+    print(f"{family}: cross-validated AUC {model_auc:.3f}, oracle AUC {oracle_auc:.3f}")
+    assert model_auc > 0.6
+    assert model_auc < oracle_auc + 0.03
+
+
+def test_fitting_never_sees_the_test_fold(cohort):
+    """A patient's out-of-fold prediction ignores the other test-fold patients' data.
+
+    If imputation or scaling were fitted before the split, changing the other test
+    rows would move the learned medians and scales, and so this patient's prediction.
+    """
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    config, data, _ = cohort
+    pipeline = make_pipeline(config.models["logistic_l2"], panel=config.panel,
+                             features=config.features, seed=0)
+    base = repeated_cv(pipeline, data.X, data.y, n_splits=5, n_repeats=1, seed=3)
+    _, test = next(RepeatedStratifiedKFold(n_splits=5, n_repeats=1, random_state=3)
+                   .split(data.X, data.y))
+    kept, others = test[0], test[1:]
+    changed = data.X.copy()
+    numeric = ["tgf_beta1_baseline", "mcp1_week4", "age", "leadin_slope", "onset_months"]
+    changed.loc[changed.index[others], numeric] *= 50
+    again = repeated_cv(pipeline, changed, data.y, n_splits=5, n_repeats=1, seed=3)
+    assert again.oof[0, kept] == pytest.approx(base.oof[0, kept], abs=1e-12)
+    assert not np.allclose(again.oof[0, others], base.oof[0, others])

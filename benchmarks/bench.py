@@ -34,7 +34,8 @@ def _time(args: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
-    parser.add_argument("--repeats", type=int, default=5, help="runs of --help to take the median of")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="runs of --help to take the median of")
     args = parser.parse_args()
 
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, ROOT
+from tests.conftest import CONFIGS
 
 BIN = Path(sys.executable).parent
 FAST = ["validation.n_repeats=2", "validation.n_bootstrap=200",
@@ -61,7 +61,8 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("csf-responder")
-    assert Path(experiment.artifact_location.removeprefix("file://")) == work / "store" / "artifacts"
+    location = Path(experiment.artifact_location.removeprefix("file://"))
+    assert location == work / "store" / "artifacts"
     runs = client.search_runs([experiment.experiment_id])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -108,7 +109,8 @@ def test_logged_model_predicts_raw_wide_rows_in_a_fresh_process(trained):
         rows = table[table["arm"] == "MSC"].head(7)
         client = MlflowClient()
         out = {{}}
-        for run in client.search_runs([client.get_experiment_by_name("csf-responder").experiment_id],
+        experiment = client.get_experiment_by_name("csf-responder")
+        for run in client.search_runs([experiment.experiment_id],
                                       filter_string="tags.family != ''"):
             model = mlflow.pyfunc.load_model(f"runs:/{{run.info.run_id}}/model")
             proba = model.predict(rows)

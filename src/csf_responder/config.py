@@ -211,7 +211,8 @@ class SimulationConfig(_Strict):
         names = {a.name for a in self.analytes}
         missing = {"TGF-beta1", "MCP-1", "VEGF"} - names
         if missing:
-            raise ValueError(f"analytes must include {sorted(missing)} (the generating model uses them)")
+            raise ValueError(
+                f"analytes must include {sorted(missing)} (the generating model uses them)")
         return self
 
 

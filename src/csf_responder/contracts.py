@@ -157,7 +157,8 @@ def _check_alsfrs(raw: RawCohort, subjects: set[str], notes: list[str]):
     rejects = pd.concat([
         _rejects(table, unknown, file, "subject_id not in patients.csv"),
         _rejects(table, blank, file, "alsfrs_r is blank"),
-        _rejects(table, duplicate, file, "duplicate visit: same subject_id and day as an earlier line"),
+        _rejects(table, duplicate, file,
+                 "duplicate visit: same subject_id and day as an earlier line"),
     ])
     keep = ~(unknown | blank | duplicate)
     visits = pd.DataFrame({
@@ -195,8 +196,8 @@ def _check_csf(raw: RawCohort, subjects: set[str], analytes: Sequence[AnalyteSpe
     table, matched = table.loc[keep], matched[keep]
     parsed = parse_concentrations(
         table["value"],
-        lloq=table["lloq"] if "lloq" in table else None,
-        uloq=table["uloq"] if "uloq" in table else None,
+        lloq=table.get("lloq"),
+        uloq=table.get("uloq"),
     )
     _first_bad(table, parsed["flag"].eq("invalid"), file, "value",
                "expected a concentration or a censored notation such as <15.6")

@@ -55,7 +55,8 @@ class CensoredValueImputer(TransformerMixin, BaseEstimator):
         if self.rule not in CENSORING_RULES:
             raise ValueError(f"rule must be one of {sorted(CENSORING_RULES)}, got {self.rule!r}")
         columns = [str(c) for c in X.columns]
-        flags = {c for c in columns if c.endswith(FLAG_SUFFIX) and c[: -len(FLAG_SUFFIX)] in columns}
+        flags = {c for c in columns
+                 if c.endswith(FLAG_SUFFIX) and c[: -len(FLAG_SUFFIX)] in columns}
         self.feature_names_in_ = np.asarray(columns, dtype=object)
         self.n_features_in_ = len(columns)
         self.value_columns_ = [c[: -len(FLAG_SUFFIX)] for c in columns if c in flags]

@@ -91,9 +91,8 @@ def log_parent_run(*, resolved_config: dict[str, Any], tags: dict[str, str],
     mlflow.log_params(flatten(resolved_config))
     mlflow.log_text(yaml.safe_dump(resolved_config, sort_keys=False), "config/train.yaml")
     mlflow.log_metrics(metrics)
-    for name, table in tables.items():
-        mlflow.log_table(table, artifact_file=f"tables/{name}.json")
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, table in tables.items():
             path = Path(tmp) / f"{name}.csv"
             table.to_csv(path, index=False)
             mlflow.log_artifact(str(path), artifact_path="tables")

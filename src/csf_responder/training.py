@@ -18,7 +18,8 @@ __all__ = ["FamilyResult", "TrainingData", "evaluate_family", "training_data"]
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The labelled patients of one arm: raw wide rows ``X`` and labels ``y``."""
+    """The labelled patients of one arm: raw wide rows ``X`` (no ``arm`` column, which
+    scoring does not need) and labels ``y``."""
 
     X: pd.DataFrame
     y: np.ndarray
@@ -42,7 +43,7 @@ def training_data(table: pd.DataFrame, labels: pd.DataFrame, *, arm: str) -> Tra
     keep = merged["arm"].eq(arm) & merged["responder"].notna()
     chosen = merged.loc[keep].reset_index(drop=True)
     return TrainingData(
-        X=chosen.drop(columns=["responder"]),
+        X=chosen.drop(columns=["responder", "arm"]),
         y=chosen["responder"].astype(int).to_numpy(),
         subject_ids=chosen["subject_id"],
     )

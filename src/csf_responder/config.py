@@ -22,6 +22,7 @@ __all__ = [
     "SimulationConfig",
     "TrainConfig",
     "analyte_key",
+    "analyte_match_key",
     "apply_overrides",
     "load_config",
 ]
@@ -29,6 +30,15 @@ __all__ = [
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def analyte_match_key(name: str) -> str:
+    """Key for matching analyte names, ignoring case, spaces and punctuation.
+
+    ``"TGF-β1"``, ``"TGF beta 1"`` and ``"tgfbeta1"`` all give ``"tgfbeta1"``.
+    """
+    spelled = name.lower().replace("β", "beta").replace("α", "alpha").replace("γ", "gamma")
+    return re.sub(r"[^0-9a-z]+", "", spelled)
 
 
 def analyte_key(name: str) -> str:
@@ -279,17 +289,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return result
 
 
-def _format_validation_error(path: Path, exc: ValidationError) -> str:
-    problems = []
+def _holds(data: Any, loc: tuple) -> bool:
+    for part in loc:
+        found = (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and part < len(data))
+        if not found:
+            return False
+        data = data[part]
+    return True
+
+
+def _format_validation_error(path: Path, exc: ValidationError,
+                             local: tuple[Path, dict[str, Any]] | None) -> str:
+    """One line per file: each problem is reported against the file that set the key."""
+    by_file: dict[Path, list[str]] = {}
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{loc}'")
+            problem = f"unknown key '{loc}'"
         elif err["type"] == "missing":
-            problems.append(f"missing key '{loc}'")
+            problem = f"missing key '{loc}'"
         else:
-            problems.append(f"key '{loc}': {err['msg']}")
-    return f"{path}: " + "; ".join(problems)
+            problem = f"key '{loc}': {err['msg']}"
+        source = local[0] if local is not None and _holds(local[1], err["loc"]) else path
+        by_file.setdefault(source, []).append(problem)
+    return "; ".join(f"{file}: " + "; ".join(problems) for file, problems in by_file.items())
 
 
 def load_config(
@@ -312,12 +336,13 @@ def load_config(
     """
     path = Path(path)
     data = _read_yaml(path)
-    local = path.with_name(f"{path.stem}.local{path.suffix}")
-    if local.exists():
-        data = _merge(data, _read_yaml(local))
+    local_path = path.with_name(f"{path.stem}.local{path.suffix}")
+    local = (local_path, _read_yaml(local_path)) if local_path.exists() else None
+    if local is not None:
+        data = _merge(data, local[1])
     data = apply_overrides(data, overrides or [])
     try:
         config = model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(path, exc)) from None
+        raise ConfigError(_format_validation_error(path, exc, local)) from None
     return config, data

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from csf_responder.censoring import parse_concentrations
-from csf_responder.config import AnalyteSpec, analyte_key
+from csf_responder.config import AnalyteSpec, analyte_match_key
 from csf_responder.errors import CohortError
 from csf_responder.io import LINE, RawCohort
 from csf_responder.units import conversion_factor
@@ -152,8 +152,9 @@ def _check_alsfrs(raw: RawCohort, subjects: set[str], notes: list[str]):
     score = _numeric(table, "alsfrs_r", file, integer=True, allow_blank=True, low=0, high=48)
     unknown = ~table["subject_id"].isin(subjects)
     blank = score.isna() & ~unknown
+    usable = ~unknown & ~blank
     keys = pd.DataFrame({"s": table["subject_id"], "d": day})
-    duplicate = keys.duplicated(keep="first") & ~unknown & ~blank
+    duplicate = usable & keys.where(usable).duplicated(keep="first")
     rejects = pd.concat([
         _rejects(table, unknown, file, "subject_id not in patients.csv"),
         _rejects(table, blank, file, "alsfrs_r is blank"),
@@ -178,9 +179,8 @@ def _check_csf(raw: RawCohort, subjects: set[str], analytes: Sequence[AnalyteSpe
         subject_id=table["subject_id"].str.strip(),
         timepoint=table["timepoint"].str.strip(),
     )
-    by_key = {analyte_key(spec.name): spec for spec in analytes}
-    matched = table["analyte"].map(lambda name: by_key.get(analyte_key(name)) if name.strip()
-                                   and any(ch.isalnum() for ch in name) else None)
+    by_key = {analyte_match_key(spec.name): spec for spec in analytes}
+    matched = table["analyte"].map(lambda name: by_key.get(analyte_match_key(name)))
     unknown_subject = ~table["subject_id"].isin(subjects)
     unknown_analyte = matched.isna() & ~unknown_subject
     unknown_timepoint = ~table["timepoint"].isin(timepoints) & ~unknown_subject & ~unknown_analyte

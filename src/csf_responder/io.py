@@ -45,15 +45,17 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise CohortError("file not found (a cohort directory holds "
                           f"{', '.join(COHORT_FILES)})", file=str(path))
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                            skip_blank_lines=False)
     except pd.errors.EmptyDataError:
         raise CohortError("file is empty (expected a header row)", file=str(path)) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise CohortError(f"cannot parse as CSV ({first})", file=str(path)) from None
     table.columns = [str(c).strip() for c in table.columns]
-    table[LINE] = table.index + 2
-    return table
+    table[LINE] = table.index + 2  # header is line 1; blank lines are kept until here
+    blank = table.drop(columns=LINE).apply(lambda col: col.str.strip().eq("")).all(axis=1)
+    return table.loc[~blank].reset_index(drop=True)
 
 
 def read_cohort(directory: str | Path) -> RawCohort:

@@ -29,6 +29,9 @@ __all__ = [
 
 MONTH_DAYS = 365.25 / 12
 
+#: Slack when comparing the slope improvement with the cut-off (floating-point rounding).
+CUTOFF_TOLERANCE = 1e-9
+
 #: Why a patient has no label, in the order the checks run.
 EXCLUSIONS = {
     "no_alsfrs_visits": "no ALSFRS-R visit at all",
@@ -54,15 +57,17 @@ def window_slopes(visits: pd.DataFrame) -> pd.DataFrame:
         Indexed by ``subject_id`` with ``n_visits`` and ``slope`` (NaN with fewer than two
         visits or a single distinct day).
     """
-    t = visits["day"].to_numpy(dtype="float64") / MONTH_DAYS
-    y = visits["alsfrs_r"].to_numpy(dtype="float64")
-    sums = pd.DataFrame(
-        {"n": 1.0, "t": t, "y": y, "tt": t * t, "ty": t * y}, index=visits.index
-    ).groupby(visits["subject_id"].to_numpy(), sort=False).sum()
-    sxx = sums["tt"] - sums["t"] ** 2 / sums["n"]
-    sxy = sums["ty"] - sums["t"] * sums["y"] / sums["n"]
+    groups = visits["subject_id"].to_numpy()
+    frame = pd.DataFrame({"t": visits["day"].to_numpy(dtype="float64") / MONTH_DAYS,
+                          "y": visits["alsfrs_r"].to_numpy(dtype="float64")})
+    grouped = frame.groupby(groups, sort=False)
+    # centred sums: the one-pass form (sum t^2 - (sum t)^2 / n) loses precision
+    tc = frame["t"] - grouped["t"].transform("mean")
+    yc = frame["y"] - grouped["y"].transform("mean")
+    sums = pd.DataFrame({"n": 1.0, "sxx": tc * tc, "sxy": tc * yc}).groupby(
+        groups, sort=False).sum()
     with np.errstate(invalid="ignore", divide="ignore"):
-        slope = (sxy / sxx).where(sxx > 1e-12)
+        slope = (sums["sxy"] / sums["sxx"]).where(sums["sxx"] > 1e-12)
     out = pd.DataFrame({"n_visits": sums["n"].astype("int64"), "slope": slope})
     out.index.name = "subject_id"
     return out
@@ -177,7 +182,8 @@ def derive_labels(
     with np.errstate(invalid="ignore", divide="ignore"):
         improvement = 1.0 - followup / lead
     labelled = exclusion.isna().to_numpy()
-    responder = pd.array(np.where(improvement >= cutoff, 1, 0), dtype="Int64")
+    # a decline exactly halved is a good responder, whatever the floating-point rounding
+    responder = pd.array(np.where(improvement >= cutoff - CUTOFF_TOLERANCE, 1, 0), dtype="Int64")
     responder[~labelled] = pd.NA
     return pd.DataFrame({
         "subject_id": summary["subject_id"],

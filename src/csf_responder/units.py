@@ -6,19 +6,19 @@ import re
 
 __all__ = ["conversion_factor", "normalise_unit"]
 
-# grams per litre of one unit
-_G_PER_L = {
-    "g/l": 1.0,
-    "mg/l": 1e-3,
-    "mg/ml": 1.0,
-    "ug/l": 1e-6,
-    "ug/ml": 1e-3,
-    "ng/l": 1e-9,
-    "ng/ml": 1e-6,
-    "ng/dl": 1e-8,
-    "pg/l": 1e-12,
-    "pg/ml": 1e-9,
-    "pg/dl": 1e-11,
+# power of ten of grams per litre of one unit (integers, so factors are exact)
+_G_PER_L_EXPONENT = {
+    "g/l": 0,
+    "mg/l": -3,
+    "mg/ml": 0,
+    "ug/l": -6,
+    "ug/ml": -3,
+    "ng/l": -9,
+    "ng/ml": -6,
+    "ng/dl": -8,
+    "pg/l": -12,
+    "pg/ml": -9,
+    "pg/dl": -11,
 }
 
 
@@ -38,6 +38,6 @@ def conversion_factor(from_unit: str, to_unit: str) -> float:
     """
     src, dst = normalise_unit(from_unit), normalise_unit(to_unit)
     for unit, original in ((src, from_unit), (dst, to_unit)):
-        if unit not in _G_PER_L:
+        if unit not in _G_PER_L_EXPONENT:
             raise KeyError(original)
-    return _G_PER_L[src] / _G_PER_L[dst]
+    return 10.0 ** (_G_PER_L_EXPONENT[src] - _G_PER_L_EXPONENT[dst])

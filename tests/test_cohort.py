@@ -1,0 +1,133 @@
+"""Tests of the wide cohort table, :func:`csf_responder.cohort.cohort_table`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from csf_responder.cohort import CLINICAL_COLUMNS, FLAG_SUFFIX, cohort_table, csf_columns
+from csf_responder.config import AnalyteSpec
+
+PANEL = [
+    AnalyteSpec(name="TGF-beta1", unit="pg/mL", key="tgf_beta1"),
+    AnalyteSpec(name="MCP-1", unit="pg/mL"),            # key derived: mcp_1
+]
+TIMEPOINTS = ["baseline", "week4"]
+
+
+@pytest.fixture
+def patients() -> pd.DataFrame:
+    return pd.DataFrame({
+        "subject_id": ["P01", "P02", "P03"],
+        "arm": ["MSC", "MSC", "control"],
+        "age": [54.0, 61.0, 47.0],
+        "sex": ["male", "female", "male"],
+        "onset_site": ["bulbar", "spinal", "spinal"],
+        "onset_months": [14.0, 20.5, 9.0],
+    })
+
+
+@pytest.fixture
+def lead_in() -> pd.DataFrame:
+    return pd.DataFrame({
+        "subject_id": ["P03", "P01", "P02"],        # order differs from patients on purpose
+        "baseline_day": [0.0, 0.0, -7.0],
+        "alsfrs_baseline": [41.0, 37.0, 30.0],
+        "n_lead_in": [4, 4, 3],
+        "leadin_slope": [-0.5, -1.0, -2.0],
+    })
+
+
+@pytest.fixture
+def csf() -> pd.DataFrame:
+    # P03 is a control patient without CSF
+    return pd.DataFrame({
+        "subject_id": ["P01", "P01", "P01", "P02", "P02"],
+        "timepoint": ["baseline", "week4", "baseline", "baseline", "week4"],
+        "analyte": ["TGF-beta1", "TGF-beta1", "MCP-1", "TGF-beta1", "MCP-1"],
+        "value": [1200.0, 900.0, 15.6, 800.0, 2000.0],
+        "flag": ["observed", "observed", "below", "extrapolated", "above"],
+        "limit": [np.nan, np.nan, 15.6, np.nan, 2000.0],
+    })
+
+
+def build(patients, lead_in, csf) -> pd.DataFrame:
+    return cohort_table(patients, lead_in, csf, analytes=PANEL, timepoints=TIMEPOINTS)
+
+
+def test_one_row_per_patient_in_patient_order(patients, lead_in, csf):
+    table = build(patients, lead_in, csf)
+    assert table["subject_id"].tolist() == ["P01", "P02", "P03"]
+    assert table["arm"].tolist() == ["MSC", "MSC", "control"]
+
+
+def test_columns_and_their_order(patients, lead_in, csf):
+    table = build(patients, lead_in, csf)
+    csf_part = []
+    for key in ("tgf_beta1", "mcp_1"):
+        for tp in TIMEPOINTS:
+            csf_part += [f"{key}_{tp}", f"{key}_{tp}{FLAG_SUFFIX}"]
+    assert list(table.columns) == ["subject_id", "arm", *CLINICAL_COLUMNS, *csf_part]
+
+
+def test_lead_in_summary_is_joined_by_subject(patients, lead_in, csf):
+    table = build(patients, lead_in, csf)
+    assert table["alsfrs_baseline"].tolist() == [37.0, 30.0, 41.0]
+    assert table["leadin_slope"].tolist() == [-1.0, -2.0, -0.5]
+    assert "baseline_day" not in table.columns
+
+
+def test_values_and_flags_land_in_their_columns(patients, lead_in, csf):
+    table = build(patients, lead_in, csf).set_index("subject_id")
+    assert table.loc["P01", "tgf_beta1_baseline"] == 1200.0
+    assert table.loc["P01", "tgf_beta1_week4"] == 900.0
+    assert table.loc["P01", "mcp_1_baseline"] == 15.6
+    assert table.loc["P01", "mcp_1_baseline_flag"] == "below"
+    assert table.loc["P02", "tgf_beta1_baseline_flag"] == "extrapolated"
+    assert table.loc["P02", "mcp_1_week4"] == 2000.0
+    assert table.loc["P02", "mcp_1_week4_flag"] == "above"
+    assert table["tgf_beta1_baseline"].dtype == np.float64
+
+
+def test_absent_sample_is_nan_with_missing_flag(patients, lead_in, csf):
+    table = build(patients, lead_in, csf).set_index("subject_id")
+    # P01 has no week-4 MCP-1; P02 no week-4 TGF-beta1
+    assert np.isnan(table.loc["P01", "mcp_1_week4"])
+    assert table.loc["P01", "mcp_1_week4_flag"] == "missing"
+    assert np.isnan(table.loc["P02", "tgf_beta1_week4"])
+    assert table.loc["P02", "tgf_beta1_week4_flag"] == "missing"
+
+
+def test_control_patient_without_csf_has_all_missing(patients, lead_in, csf):
+    table = build(patients, lead_in, csf).set_index("subject_id")
+    values = table.loc["P03", csf_columns(["tgf_beta1", "mcp_1"], TIMEPOINTS)]
+    flags = table.loc["P03", [f"{c}{FLAG_SUFFIX}" for c in values.index]]
+    assert values.isna().all()
+    assert set(flags) == {"missing"}
+
+
+def test_analyte_without_any_row_still_gets_columns(patients, lead_in, csf):
+    only_tgf = csf[csf["analyte"] == "TGF-beta1"]
+    table = build(patients, lead_in, only_tgf)
+    assert table[["mcp_1_baseline", "mcp_1_week4"]].isna().all().all()
+    assert set(table["mcp_1_baseline_flag"]) == {"missing"}
+
+
+def test_csf_of_unknown_subject_adds_no_row(patients, lead_in, csf):
+    extra = pd.concat([csf, pd.DataFrame({
+        "subject_id": ["P99"], "timepoint": ["baseline"], "analyte": ["MCP-1"],
+        "value": [5.0], "flag": ["observed"], "limit": [np.nan]})], ignore_index=True)
+    table = build(patients, lead_in, extra)
+    assert table["subject_id"].tolist() == ["P01", "P02", "P03"]
+
+
+def test_inputs_are_not_mutated(patients, lead_in, csf):
+    before = patients.copy(), lead_in.copy(), csf.copy()
+    build(patients, lead_in, csf)
+    for after, original in zip((patients, lead_in, csf), before, strict=True):
+        pd.testing.assert_frame_equal(after, original)
+
+
+def test_csf_columns_orders_by_analyte_then_timepoint():
+    assert csf_columns(["a", "b"], ["t0", "t1"]) == ["a_t0", "a_t1", "b_t0", "b_t1"]

@@ -92,4 +92,8 @@ def train(
 
 def main() -> None:
     """Entry point of the ``csf-responder`` console script."""
+    import os
+
+    # MLflow logs its store migrations at INFO; keep the terminal to results unless asked
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     app(prog_name="csf-responder")

@@ -52,7 +52,7 @@ def print_train_summary(outcome: TrainOutcome, console: Console) -> None:
     cohort.add_row("patients", str(outcome.n_patients))
     cohort.add_row("MSC patients labelled (training)", str(outcome.n_labelled))
     for reason, count in outcome.exclusions.items():
-        cohort.add_row(f"excluded: {reason}", str(count))
+        cohort.add_row(f"no label (both arms): {reason}", str(count))
     cohort.add_row("rejected input rows", str(outcome.n_rejected_rows))
     cohort.add_row(f"good responders, MSC ({level}% CI)", _rate(outcome.msc_rate))
     cohort.add_row(f"good responders, control ({level}% CI): noise alone",

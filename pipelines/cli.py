@@ -64,13 +64,59 @@ def simulate(
     print_simulate_summary(outcome, Console())
 
 
+CohortOption = Annotated[Path | None, typer.Option(
+    help="Cohort directory in the input contract (default: the config's cohort.path).")]
+ConfigOption = Annotated[Path, typer.Option(help="Training config (YAML).")]
+DecimalCommaOption = Annotated[bool, typer.Option(
+    "--decimal-comma", help="Read CSF numbers written with a decimal comma (12,5).")]
+
+
+def _train_overrides(cohort: Path | None, set_: list[str] | None, decimal_comma: bool
+                     ) -> list[str]:
+    overrides = list(set_ or [])
+    if cohort is not None:
+        overrides += [f"cohort.path={cohort}", f"cohort.name={cohort.name}"]
+    if decimal_comma:
+        overrides.append("panel.decimal_comma=true")
+    return overrides
+
+
+@app.command()
+def validate(
+    cohort: CohortOption = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Directory for cohort.parquet, rejects.csv, qc_replicates.csv and "
+             "accounting.csv (default data/interim/<cohort name>).")] = None,
+    config: ConfigOption = Path("configs/train.yaml"),
+    decimal_comma: DecimalCommaOption = False,
+    set_: SetOption = None,
+) -> None:
+    """Check a cohort (ingest, contract, labels) without training; write the model's input."""
+    from rich.console import Console
+
+    from csf_responder.errors import CsfResponderError
+    from pipelines import validate as recipe
+    from pipelines.console import print_validate_summary
+
+    overrides = _train_overrides(cohort, set_, decimal_comma)
+    name = cohort.name if cohort is not None else None
+    try:
+        if out is None:
+            from csf_responder.config import TrainConfig, load_config
+
+            name = name or load_config(config, TrainConfig, overrides=overrides)[0].cohort.name
+            out = Path("data/interim") / name
+        outcome = recipe.run(config_path=config, overrides=overrides, out=out)
+    except CsfResponderError as exc:
+        _fail(str(exc))
+    print_validate_summary(outcome, Console())
+
+
 @app.command()
 def train(
-    cohort: Annotated[Path | None, typer.Option(
-        help="Cohort directory in the input contract (default: the config's cohort.path).")
-    ] = None,
-    config: Annotated[Path, typer.Option(help="Training config (YAML).")] = Path(
-        "configs/train.yaml"),
+    cohort: CohortOption = None,
+    config: ConfigOption = Path("configs/train.yaml"),
+    decimal_comma: DecimalCommaOption = False,
     set_: SetOption = None,
 ) -> None:
     """Derive responder labels, cross-validate the models and log them to MLflow."""
@@ -80,9 +126,7 @@ def train(
     from pipelines import train as recipe
     from pipelines.console import Reporter, print_train_summary
 
-    overrides = list(set_ or [])
-    if cohort is not None:
-        overrides += [f"cohort.path={cohort}", f"cohort.name={cohort.name}"]
+    overrides = _train_overrides(cohort, set_, decimal_comma)
     try:
         outcome = recipe.run(config_path=config, overrides=overrides, reporter=Reporter())
     except CsfResponderError as exc:

@@ -11,8 +11,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from csf_responder.ingest import IngestedCohort
     from pipelines.simulate import SimulateOutcome
     from pipelines.train import TrainOutcome
+    from pipelines.validate import ValidateOutcome
 
 
 class Reporter:
@@ -45,21 +47,55 @@ def print_simulate_summary(outcome: SimulateOutcome, console: Console) -> None:
     console.print(table)
 
 
+def print_ingest_summary(cohort: IngestedCohort, console: Console) -> None:
+    """One screen: rows per file, rejects by rule, replicate QC, patients and labels."""
+    files = Table(title="Ingest: every row used or rejected")
+    for column in ("file", "rows read", "used", "rejected"):
+        files.add_column(column, justify="left" if column == "file" else "right")
+    for row in cohort.checked.accounting.itertuples(index=False):
+        files.add_row(row.file, str(row.rows_read), str(row.rows_used), str(row.rows_rejected))
+    console.print(files)
+    contract = cohort.checked.rejects
+    if len(contract):
+        rules = Table(title="Rejected rows by rule (details in rejects.csv)")
+        for column in ("file", "rule", "action", "rows"):
+            rules.add_column(column, justify="right" if column == "rows" else "left")
+        counts = contract.groupby(["file", "rule", "action"]).size().reset_index(name="n")
+        for row in counts.itertuples(index=False):
+            rules.add_row(row.file, row.rule, row.action, str(row.n))
+        console.print(rules)
+    table = cohort.table
+    patients = Table(title="Patients", show_header=False)
+    for arm, group in table.groupby("arm"):
+        labelled = group["responder"].notna()
+        patients.add_row(f"{arm}", f"{len(group)} patients, {int(labelled.sum())} labelled, "
+                                   f"{int(group.loc[labelled, 'responder'].sum())} good responders")
+    for reason, count in cohort.labels["exclusion"].value_counts().items():
+        patients.add_row(f"no label: {reason}", str(count))
+    qc = cohort.checked.qc
+    if len(qc):
+        patients.add_row("replicate samples above the CV limit", f"{int(qc['flagged'].sum())} "
+                                                                  f"of {len(qc)}")
+    console.print(patients)
+
+
+def print_validate_summary(outcome: ValidateOutcome, console: Console) -> None:
+    print_ingest_summary(outcome.cohort, console)
+    console.print(f"Wrote cohort.parquet, rejects.csv, qc_replicates.csv and accounting.csv "
+                  f"to [bold]{outcome.out}[/bold].")
+
+
 def print_train_summary(outcome: TrainOutcome, console: Console) -> None:
     config = outcome.config
     level = round(100 * config.validation.ci_level)
-    cohort = Table(title=f"Cohort {config.cohort.name}", show_header=False)
-    cohort.add_row("patients", str(outcome.n_patients))
-    cohort.add_row("MSC patients labelled (training)", str(outcome.n_labelled))
-    for reason, count in outcome.exclusions.items():
-        cohort.add_row(f"no label (both arms): {reason}", str(count))
-    cohort.add_row("rejected input rows", str(outcome.n_rejected_rows))
-    cohort.add_row(f"good responders, MSC ({level}% CI)", _rate(outcome.msc_rate))
-    cohort.add_row(f"good responders, control ({level}% CI): noise alone",
-                   _rate(outcome.control_rate))
-    console.print(cohort)
+    print_ingest_summary(outcome.cohort, console)
+    rates = Table(title="Good responders", show_header=False)
+    rates.add_row(f"MSC ({level}% CI), training labels", _rate(outcome.msc_rate))
+    rates.add_row(f"control ({level}% CI): what noise alone gives", _rate(outcome.control_rate))
+    console.print(rates)
 
-    models = Table(title=f"Responder models (cut-off {config.labels.cutoff:g}, "
+    models = Table(title=f"Responder models on {outcome.n_labelled} labelled MSC patients "
+                         f"(cut-off {config.labels.cutoff:g}, "
                          f"{config.labels.horizon_months:g} months)")
     models.add_column("model")
     models.add_column(f"ROC AUC ({level}% CI)", justify="right")
@@ -70,10 +106,10 @@ def print_train_summary(outcome: TrainOutcome, console: Console) -> None:
                        f"{v.n_repeats}x repeated {v.n_splits}-fold CV, out-of-fold")
     console.print(models)
     console.print(f"MLflow run [bold]{outcome.parent_run_id}[/bold] in experiment "
-                  f"'{outcome.experiment}' ({outcome.tracking_uri}).")
+                  f"'{config.tracking.experiment}' ({outcome.tracking_uri}).")
     if outcome.tracking_uri.startswith("sqlite:"):
         console.print("Open it with [bold]make ui[/bold], then http://127.0.0.1:5000 "
-                      f"-> Experiments -> {outcome.experiment}.")
+                      f"-> Experiments -> {config.tracking.experiment}.")
 
 
 def _rate(rate) -> str:

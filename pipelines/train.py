@@ -1,4 +1,4 @@
-"""Recipe: cohort files -> contract -> labels -> wide table -> validated models -> MLflow."""
+"""Recipe: ingest (as `validate`) -> validated models per family -> MLflow."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from csf_responder.cohort import cohort_table
 from csf_responder.config import TrainConfig, load_config
-from csf_responder.contracts import check_cohort
-from csf_responder.io import cohort_digest, read_cohort
-from csf_responder.labels import derive_labels, exclusion_rejects
+from csf_responder.ingest import IngestedCohort, ingest_cohort
+from csf_responder.io import cohort_digest
 from csf_responder.models import make_pipeline
 from csf_responder.training import FamilyResult, evaluate_family, training_data
 from csf_responder.validation import MetricCI, proportion_ci
@@ -21,60 +19,50 @@ from pipelines.console import Reporter
 @dataclass(frozen=True)
 class TrainOutcome:
     config: TrainConfig
-    n_patients: int
+    cohort: IngestedCohort
     n_labelled: int
-    exclusions: pd.Series
-    n_rejected_rows: int
     msc_rate: MetricCI
     control_rate: MetricCI
     results: dict[str, FamilyResult]
     parent_run_id: str
     tracking_uri: str
-    experiment: str
 
 
-def _arm_rate(labels: pd.DataFrame, patients: pd.DataFrame, arm: str, level: float) -> MetricCI:
-    labelled = labels[patients["arm"].eq(arm).to_numpy() & labels["responder"].notna().to_numpy()]
-    return proportion_ci(int(labelled["responder"].sum()), len(labelled), ci_level=level)
+def _arm_rate(table: pd.DataFrame, arm: str, level: float) -> MetricCI:
+    labelled = table.loc[table["arm"].eq(arm) & table["responder"].notna(), "responder"]
+    return proportion_ci(int(labelled.sum()), len(labelled), ci_level=level)
 
 
 def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> TrainOutcome:
     from csf_responder import tracking  # MLflow is heavy: loaded only when training runs
 
     config, resolved = load_config(config_path, TrainConfig, overrides=overrides)
-    raw = read_cohort(config.cohort.path)
-    checked = check_cohort(raw, analytes=config.panel.analytes,
-                           timepoints=config.panel.timepoints)
-    reporter.notes(checked.notes)
-    labels = derive_labels(checked.alsfrs, subjects=checked.patients["subject_id"],
-                           **config.labels.model_dump())
-    table = cohort_table(checked.patients, labels, checked.csf,
-                         analytes=config.panel.analytes, timepoints=config.panel.timepoints)
-    data = training_data(table, labels, arm="MSC")
-    rejects = pd.concat([checked.rejects,
-                         exclusion_rejects(labels, file=raw.file("alsfrs.csv"))],
-                        ignore_index=True)
-    level = config.validation.ci_level
-    msc_rate = _arm_rate(labels, checked.patients, "MSC", level)
-    control_rate = _arm_rate(labels, checked.patients, "control", level)
+    cohort = ingest_cohort(config.cohort.path, panel=config.panel, labels=config.labels,
+                           drop_columns=config.ingest.drop_columns)
+    reporter.notes(cohort.checked.notes)
+    data = training_data(cohort.table, arm="MSC", minimum=config.ingest.min_labelled)
+    level, v = config.validation.ci_level, config.validation
+    msc_rate = _arm_rate(cohort.table, "MSC", level)
+    control_rate = _arm_rate(cohort.table, "control", level)
 
     uri = tracking.setup_tracking(config.tracking.uri, artifact_root=config.tracking.artifact_root,
                                   experiment=config.tracking.experiment)
-    tags = {"cohort": config.cohort.name, "data_digest": cohort_digest(raw.directory),
+    tags = {"cohort": config.cohort.name, "data_digest": cohort_digest(cohort.raw.directory),
             "label_cutoff": str(config.labels.cutoff),
             "label_horizon_months": str(config.labels.horizon_months),
             **tracking.git_state(Path(__file__).parent)}
     results: dict[str, FamilyResult] = {}
-    v = config.validation
     with tracking.run(f"train {config.cohort.name}") as parent_id:
         tracking.log_parent_run(
             resolved_config=resolved, tags=tags,
-            metrics={"n_patients": len(table), "n_labelled_msc": len(data.y),
-                     "n_excluded": int(labels["exclusion"].notna().sum()),
-                     "n_rejected_rows": len(checked.rejects),
+            metrics={"n_patients": len(cohort.table), "n_labelled_msc": len(data.y),
+                     "n_excluded": int(cohort.labels["exclusion"].notna().sum()),
+                     "n_rejected_rows": int(cohort.checked.accounting["rows_rejected"].sum()),
                      "msc_responder_rate": msc_rate.estimate,
                      "control_responder_rate": control_rate.estimate},
-            tables={"rejects": rejects, "labels": labels})
+            tables={"rejects": cohort.rejects, "labels": cohort.labels,
+                    "qc_replicates": cohort.checked.qc,
+                    "accounting": cohort.checked.accounting})
         with reporter.progress(len(config.models) * v.n_splits * v.n_repeats) as advance:
             for name, spec in config.models.items():
                 pipeline = make_pipeline(spec, panel=config.panel, features=config.features,
@@ -87,8 +75,5 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
                     tracking.log_family_run(result, data, params=spec.params,
                                             tags={**tags, "family": name})
                 results[name] = result
-    return TrainOutcome(
-        config=config, n_patients=len(table), n_labelled=len(data.y),
-        exclusions=labels["exclusion"].value_counts(), n_rejected_rows=len(checked.rejects),
-        msc_rate=msc_rate, control_rate=control_rate, results=results,
-        parent_run_id=parent_id, tracking_uri=uri, experiment=config.tracking.experiment)
+    return TrainOutcome(config, cohort, len(data.y), msc_rate, control_rate, results,
+                        parent_id, uri)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -71,14 +72,32 @@ def test_missing_required_column(cohort_dir, configs_dir):
                 "required column is missing")
 
 
-def test_unknown_arm_value_names_file_line_and_column(cohort_dir, configs_dir):
+def test_unknown_arm_value_is_rejected_with_file_line_and_column(cohort_dir, configs_dir,
+                                                                 tmp_path):
     path = cohort_dir / "patients.csv"
     lines = path.read_text().splitlines()
+    subject = lines[3].split(",")[0]
     lines[3] = lines[3].replace(",MSC,", ",placebo,").replace(",control,", ",placebo,")
     path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "checked"
+    result = runner.invoke(app, ["validate", "--cohort", str(cohort_dir), "--out", str(out),
+                                 "--config", str(configs_dir / "train.yaml")])
+    assert result.exit_code == 0, result.output
+    rejects = pd.read_csv(out / "rejects.csv")
+    arm = rejects[rejects["rule"] == "arm_unknown"]
+    assert arm[["line", "subject_id", "column", "value", "action"]].values.tolist() == [
+        [4, subject, "arm", "placebo", "patient dropped"]]
+    # the patient's visits follow it out, each with its reason
+    visits = rejects[(rejects["subject_id"] == subject) & (rejects["rule"] == "subject_rejected")]
+    assert len(visits) == (pd.read_csv(cohort_dir / "alsfrs.csv")["subject_id"] == subject).sum() \
+        + (pd.read_csv(cohort_dir / "csf.csv")["subject_id"] == subject).sum()
+    accounting = pd.read_csv(out / "accounting.csv")
+    assert (accounting["rows_read"] == accounting["rows_used"] + accounting["rows_rejected"]).all()
+
+
+def test_too_few_labelled_patients_stop_training(cohort_dir, configs_dir):
     _fails_with(["train", "--cohort", str(cohort_dir), "--config",
-                 str(configs_dir / "train.yaml")], "patients.csv", "line 4", "column 'arm'",
-                "'placebo'")
+                 str(configs_dir / "train.yaml")], "labelled MSC patient", "ingest.min_labelled")
 
 
 def test_unreadable_config(tmp_path, cohort_dir):
@@ -95,6 +114,7 @@ def test_missing_config_file(tmp_path, cohort_dir):
 def test_mistyped_config_key_is_named(tmp_path, cohort_dir, configs_dir):
     copy = tmp_path / "train.yaml"
     shutil.copy(configs_dir / "train.yaml", copy)
+    shutil.copytree(configs_dir / "panels", tmp_path / "panels")
     copy.write_text(copy.read_text().replace("n_repeats:", "n_repeat:"))
     _fails_with(["train", "--cohort", str(cohort_dir), "--config", str(copy)],
                 "unknown key 'validation.n_repeat'", "missing key 'validation.n_repeats'")

@@ -36,6 +36,8 @@ def trained(tmp_path_factory):
     _run([cli, "simulate", "--out", "cohort", "--truth", "truth/cohort.csv", "--n-msc", "40",
           "--n-control", "10", "--config", str(CONFIGS / "simulate.yaml")], work, env)
     sets = [arg for item in FAST for arg in ("--set", item)]
+    _run([cli, "validate", "--cohort", "cohort", "--out", "interim",
+          "--config", str(CONFIGS / "train.yaml")], work, env)
     result = _run([cli, "train", "--cohort", "cohort", "--config", str(CONFIGS / "train.yaml"),
                    "--set", "tracking.uri=sqlite:///store/mlflow.db",
                    "--set", "tracking.artifact_root=store/artifacts", *sets], work, env)
@@ -45,7 +47,8 @@ def trained(tmp_path_factory):
 def test_train_prints_summary_and_where_to_look(trained):
     _, _, result = trained
     out = result.stdout
-    assert "MSC patients labelled" in out
+    assert "Ingest: every row used or rejected" in out
+    assert "labelled MSC patients" in out
     assert "logistic_l2" in out and "xgboost" in out
     assert "ROC AUC (95% CI)" in out
     assert "make ui" in out
@@ -92,21 +95,11 @@ def test_logged_model_predicts_raw_wide_rows_in_a_fresh_process(trained):
         import json
         import mlflow
         from mlflow import MlflowClient
-        from csf_responder.cohort import cohort_table
-        from csf_responder.config import TrainConfig, load_config
-        from csf_responder.contracts import check_cohort
-        from csf_responder.io import read_cohort
-        from csf_responder.labels import lead_in_summary
+        import pandas as pd
 
         mlflow.set_tracking_uri("sqlite:///store/mlflow.db")
-        config = load_config({str(CONFIGS / 'train.yaml')!r}, TrainConfig)[0]
-        checked = check_cohort(read_cohort("cohort"), analytes=config.panel.analytes,
-                               timepoints=config.panel.timepoints)
-        lead_in = lead_in_summary(checked.alsfrs, subjects=checked.patients["subject_id"],
-                                  lead_in_days=98, baseline_tolerance_days=21)
-        table = cohort_table(checked.patients, lead_in, checked.csf,
-                             analytes=config.panel.analytes, timepoints=config.panel.timepoints)
-        rows = table[table["arm"] == "MSC"].head(7)
+        table = pd.read_parquet("interim/cohort.parquet")  # written by csf-responder validate
+        rows = table[table["arm"] == "MSC"].drop(columns=["arm", "responder"]).head(7)
         client = MlflowClient()
         out = {{}}
         experiment = client.get_experiment_by_name("csf-responder")

@@ -7,12 +7,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from csf_responder.cohort import cohort_table
 from csf_responder.config import SimulationConfig, TrainConfig, load_config
-from csf_responder.contracts import check_cohort
 from csf_responder.errors import DataError
-from csf_responder.io import read_cohort, write_cohort
-from csf_responder.labels import derive_labels
+from csf_responder.ingest import ingest_cohort
+from csf_responder.io import write_cohort
 from csf_responder.models import make_pipeline
 from csf_responder.simulate import oracle_probabilities, simulate_trial
 from csf_responder.training import training_data
@@ -50,6 +48,14 @@ def test_wilson_interval_known_values():
     assert np.isnan(proportion_ci(0, 0, ci_level=0.95).estimate)
 
 
+def test_too_few_labelled_patients_stop_with_a_clear_error():
+    table = pd.DataFrame({"subject_id": ["a", "b", "c"], "arm": ["MSC", "MSC", "control"],
+                          "responder": pd.array([1, pd.NA, 0], dtype="Int64")})
+    with pytest.raises(DataError, match="only 1 labelled MSC patient"):
+        training_data(table, arm="MSC", minimum=2)
+    assert len(training_data(table, arm="MSC", minimum=1).y) == 1
+
+
 def test_too_few_patients_in_a_class_is_a_clear_error():
     X = pd.DataFrame({"a": range(10)})
     y = np.array([1] * 8 + [0] * 2)
@@ -66,13 +72,9 @@ def cohort(tmp_path_factory):
     directory = write_cohort(tmp_path_factory.mktemp("cohort"), patients=trial.patients,
                              alsfrs=trial.alsfrs, csf=trial.csf)
     config = load_config(CONFIGS / "train.yaml", TrainConfig)[0]
-    checked = check_cohort(read_cohort(directory), analytes=config.panel.analytes,
-                           timepoints=config.panel.timepoints)
-    labels = derive_labels(checked.alsfrs, subjects=checked.patients["subject_id"],
-                           **config.labels.model_dump())
-    table = cohort_table(checked.patients, labels, checked.csf,
-                         analytes=config.panel.analytes, timepoints=config.panel.timepoints)
-    data = training_data(table, labels, arm="MSC")
+    cohort = ingest_cohort(directory, panel=config.panel, labels=config.labels,
+                           drop_columns=())
+    data = training_data(cohort.table, arm="MSC", minimum=20)
     oracle = oracle_probabilities(trial, sim, draws=2000, cutoff=0.5, horizon_months=6, seed=2)
     p_oracle = oracle.set_index("subject_id").loc[data.subject_ids, "p_responder"].to_numpy()
     return config, data, p_oracle

@@ -53,7 +53,8 @@ def cohort_table(
         analyte and timepoint a value column ``{key}_{timepoint}`` (float, canonical
         unit, e.g. pg/mL) and a flag column ``{key}_{timepoint}_flag`` (``observed``,
         ``below``, ``above``, ``extrapolated`` or ``missing``). A censored value holds
-        its limit; imputing it is a step of the model Pipeline.
+        its limit; imputing it is a step of the model Pipeline. Then ``plate_{timepoint}``:
+        the assay plate of each sample ("" when unknown), for plate correction.
     """
     table = patients.merge(lead_in[["subject_id", "alsfrs_baseline", "leadin_slope"]],
                            on="subject_id", how="left", validate="one_to_one")
@@ -73,4 +74,10 @@ def cohort_table(
                 flag = np.full(len(index), "missing", dtype=object)
             columns[f"{key}_{tp}"] = value
             columns[f"{key}_{tp}{FLAG_SUFFIX}"] = flag
+    plates = (csf.drop_duplicates(["subject_id", "timepoint"])
+              .pivot(index="subject_id", columns="timepoint", values="plate")
+              if "plate" in csf else pd.DataFrame(index=index))
+    for tp in timepoints:
+        plate = plates[tp].reindex(index) if tp in plates else pd.Series(index=index)
+        columns[f"plate_{tp}"] = plate.fillna("").astype(str).to_numpy(dtype=object)
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(columns)], axis=1)

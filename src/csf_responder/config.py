@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -51,11 +51,21 @@ def analyte_key(name: str) -> str:
 
 # --------------------------------------------------------------------------- train
 class AnalyteSpec(_Strict):
-    """One analyte of a panel: its name as labs write it and its canonical unit."""
+    """One analyte of a panel.
+
+    ``name`` is the canonical name, ``unit`` the canonical unit every value is converted
+    to, ``aliases`` other spellings labs use (matched ignoring case and punctuation),
+    ``lloq``/``uloq`` the default limits in ``unit`` (a file's own limits win), and
+    ``required`` whether a cohort without it cannot be used.
+    """
 
     name: str
     unit: str
+    required: bool
     key: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    lloq: float | None = Field(default=None, gt=0)
+    uloq: float | None = Field(default=None, gt=0)
 
     @property
     def column_key(self) -> str:
@@ -68,14 +78,45 @@ class CohortSpec(_Strict):
 
 
 class PanelSpec(_Strict):
+    """An assay panel (``configs/panels/*.yaml``): analytes, timepoints, number format."""
+
+    name: str
     analytes: list[AnalyteSpec] = Field(min_length=1)
     timepoints: list[str] = Field(min_length=1)
+    decimal_comma: bool
+    replicate_cv_max_percent: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _names_are_unambiguous(self) -> PanelSpec:
+        owner: dict[str, str] = {}
+        for spec in self.analytes:
+            for spelling in (spec.name, *spec.aliases):
+                key = analyte_match_key(spelling)
+                if owner.setdefault(key, spec.name) != spec.name:
+                    raise ValueError(f"analyte spelling '{spelling}' of {spec.name} also names "
+                                     f"{owner[key]}: ambiguous")
+        keys = [spec.column_key for spec in self.analytes]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"analyte keys are not unique: {keys}")
+        return self
 
     def analyte(self, name: str) -> AnalyteSpec:
         for spec in self.analytes:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+    def spellings(self) -> dict[str, AnalyteSpec]:
+        """Match key of every name and alias -> its analyte."""
+        return {analyte_match_key(s): spec for spec in self.analytes
+                for s in (spec.name, *spec.aliases)}
+
+
+class IngestSpec(_Strict):
+    """How cohort files are read and what makes a cohort unusable."""
+
+    min_labelled: int = Field(ge=1)
+    drop_columns: list[str]
 
 
 class LabelSpec(_Strict):
@@ -93,7 +134,9 @@ ClinicalFeature = Literal[
 
 
 class FeatureSpec(_Strict):
-    censoring: Literal["lloq_sqrt2", "lloq_half", "lloq"]
+    analytes: list[str] = Field(min_length=1)
+    censoring: Literal["lloq_sqrt2", "lloq_half", "lloq", "censored_normal"]
+    plate_correction: Literal["none", "median"]
     ratios: list[tuple[str, str]]
     changes: bool
     clinical: list[ClinicalFeature]
@@ -120,9 +163,12 @@ class TrackingSpec(_Strict):
 class TrainConfig(_Strict):
     """Everything ``csf-responder train`` needs; see ``configs/train.yaml``."""
 
+    INCLUDES: ClassVar[tuple[str, ...]] = ("panel",)
+
     seed: int
     cohort: CohortSpec
     panel: PanelSpec
+    ingest: IngestSpec
     labels: LabelSpec
     features: FeatureSpec
     models: dict[str, ModelSpec] = Field(min_length=1)
@@ -130,14 +176,16 @@ class TrainConfig(_Strict):
     tracking: TrackingSpec
 
     @model_validator(mode="after")
-    def _ratios_name_panel_analytes(self) -> TrainConfig:
+    def _features_name_panel_analytes(self) -> TrainConfig:
         names = {a.name for a in self.panel.analytes}
+        for name in self.features.analytes:
+            if name not in names:
+                raise ValueError(f"features.analytes names '{name}', which is not in the panel")
         for num, den in self.features.ratios:
             for name in (num, den):
-                if name not in names:
+                if name not in self.features.analytes:
                     raise ValueError(
-                        f"features.ratios names '{name}', which is not in panel.analytes"
-                    )
+                        f"features.ratios names '{name}', which is not in features.analytes")
         return self
 
 
@@ -325,7 +373,9 @@ def load_config(
     """Load a YAML config, its git-ignored local override and ``--set`` overrides.
 
     The local override of ``configs/train.yaml`` is ``configs/train.local.yaml``; when
-    present it is merged over the base file, key by key.
+    present it is merged over the base file, key by key. A key of ``model.INCLUDES``
+    (such as ``panel``) may hold a path to another YAML file, relative to the config
+    file; its content is included in place, before overrides apply.
 
     Returns
     -------
@@ -336,6 +386,9 @@ def load_config(
     """
     path = Path(path)
     data = _read_yaml(path)
+    for key in getattr(model, "INCLUDES", ()):
+        if isinstance(data.get(key), str):  # a path, relative to the including file
+            data[key] = _read_yaml(path.parent / data[key])
     local_path = path.with_name(f"{path.stem}.local{path.suffix}")
     local = (local_path, _read_yaml(local_path)) if local_path.exists() else None
     if local is not None:

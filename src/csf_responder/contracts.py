@@ -1,27 +1,36 @@
-"""The input contract: check the raw cohort tables and give them types.
+"""The input contract: pandera schemas that check the cohort tables and give them types.
 
-A value that breaks the contract (an unknown arm, a score that is no integer) is an
-error naming file, line and column. A row that is well-formed but cannot be used (a
-visit of a subject who is not in ``patients.csv``, an analyte outside the panel) goes
-to the rejects table with its reason. Every input row is thus used, rejected with a
-reason, or stops the run with a message.
+Every input row ends in one of three places:
+
+- **used**: it passed every rule;
+- **rejects**: it broke a rule; one row per broken rule with file, line, subject, column,
+  the offending value, the rule and the action taken (``row dropped``, ...);
+- **an error** that stops the run, only when the file cannot be read as the contract
+  says at all (a required column is missing, a unit cannot be converted, an identifier
+  column is present) or when a required analyte has no value anywhere.
+
+Rows read = rows used + rows rejected is checked for every file before returning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
 
-from csf_responder.censoring import parse_concentrations
-from csf_responder.config import AnalyteSpec, analyte_match_key
+from csf_responder.censoring import parse_concentrations, parse_numbers
+from csf_responder.config import PanelSpec, analyte_match_key
 from csf_responder.errors import CohortError
 from csf_responder.io import LINE, RawCohort
 from csf_responder.units import conversion_factor
 
-__all__ = ["REJECT_COLUMNS", "CheckedCohort", "check_cohort"]
+__all__ = ["ACCOUNT_COLUMNS", "QC_COLUMNS", "REJECT_COLUMNS", "RULES", "CheckedCohort",
+           "check_cohort"]
 
 PATIENT_COLUMNS = ("subject_id", "arm", "age", "sex", "onset_site", "onset_months")
 ALSFRS_COLUMNS = ("subject_id", "day", "alsfrs_r")
@@ -32,241 +41,408 @@ ARMS = {"msc": "MSC", "control": "control"}
 SEXES = {"male": "male", "m": "male", "female": "female", "f": "female"}
 ONSET_SITES = {"bulbar": "bulbar", "spinal": "spinal", "limb": "spinal"}
 
-#: Columns of every rejects table: where the row came from and why it was not used.
-REJECT_COLUMNS = ("file", "line", "subject_id", "reason")
+#: Column names that look like direct identifiers; refused unless the config drops them.
+IDENTIFIER_PATTERN = re.compile(
+    r"^(patient_?|subject_?|first_?|last_?|full_?|sur)?name$|^initials?$|^dob$|"
+    r"birth|^address|street|^zip|postcode|postal|phone|e_?mail|^mrn$|medical_record|"
+    r"^notes?$|comment|free_?text|remark|^ssn$|social_security|insurance_?(no|number)")
+
+#: Columns of every rejects table.
+REJECT_COLUMNS = ("file", "line", "subject_id", "column", "value", "rule", "action")
+#: Columns of the replicate QC report (one row per sample and analyte with replicates).
+QC_COLUMNS = ("subject_id", "timepoint", "analyte", "n_replicates", "mean", "cv_percent",
+              "flagged")
+#: Columns of the accounting table.
+ACCOUNT_COLUMNS = ("file", "rows_read", "rows_used", "rows_rejected")
+
+#: Every rule a row can break: what it means and what is done.
+RULES: dict[str, tuple[str, str]] = {
+    "subject_id_missing": ("subject_id is blank", "row dropped"),
+    "subject_id_duplicate": ("the same subject_id with different data", "patient dropped"),
+    "exact_duplicate": ("an exact copy of an earlier row", "copy dropped"),
+    "arm_unknown": ("arm is not MSC or control", "patient dropped"),
+    "sex_unknown": ("sex is not male or female", "patient dropped"),
+    "onset_site_unknown": ("onset_site is not bulbar or spinal", "patient dropped"),
+    "age_invalid": ("age is not a number in 0-120", "patient dropped"),
+    "onset_months_invalid": ("onset_months is not a positive number", "patient dropped"),
+    "subject_unknown": ("subject_id is not in patients.csv", "row dropped"),
+    "subject_rejected": ("the subject's row in patients.csv was rejected", "row dropped"),
+    "day_invalid": ("day is not an integer", "row dropped"),
+    "score_missing": ("the score is blank", "row dropped"),
+    "score_invalid": ("the score is not an integer in its range", "row dropped"),
+    "visit_conflict": ("visits on the same day with different scores", "all such visits dropped"),
+    "analyte_unknown": ("the analyte is not in the panel", "row dropped"),
+    "timepoint_unknown": ("the timepoint is not one of the panel's", "row dropped"),
+    "value_invalid": ("the value is no concentration or censored notation", "row dropped"),
+    "value_negative": ("a concentration below zero", "row dropped"),
+    "limit_missing": ("a censored value without any limit (file or panel)", "row dropped"),
+    "limit_invalid": ("lloq/uloq is not a positive number", "row dropped"),
+    "measurement_conflict": ("the same sample, analyte and replicate with different values",
+                             "all such rows dropped"),
+}
 
 
 @dataclass(frozen=True)
 class CheckedCohort:
-    """Typed cohort tables that passed the contract.
+    """Typed cohort tables that passed the contract, and what did not.
 
     Attributes
     ----------
     patients : DataFrame
-        One row per subject: ``subject_id``, ``arm`` (``MSC``/``control``), ``age`` (years),
-        ``sex``, ``onset_site``, ``onset_months`` (symptom onset to baseline, months).
+        One row per subject: ``subject_id``, ``arm`` (``MSC``/``control``), ``age``
+        (years), ``sex``, ``onset_site``, ``onset_months`` (symptom onset to baseline).
     alsfrs : DataFrame
-        One row per visit: ``subject_id``, ``day`` (int, days from baseline), ``alsfrs_r`` (int).
+        One row per visit: ``subject_id``, ``day`` (int, days from baseline), ``alsfrs_r``.
     csf : DataFrame
         One row per subject, timepoint and analyte: ``value`` in the analyte's canonical
-        unit (the limit when censored), ``flag`` and ``limit``.
+        unit (the limit when censored), ``flag``, ``limit``, ``plate``, ``n_replicates``
+        and ``cv_percent`` (NaN with fewer than two quantified replicates).
     rejects : DataFrame
-        Rows not used, with :data:`REJECT_COLUMNS`.
+        One row per broken rule, :data:`REJECT_COLUMNS`.
+    qc : DataFrame
+        Replicate QC, :data:`QC_COLUMNS`.
+    accounting : DataFrame
+        Per file, rows read = rows used + rows rejected, :data:`ACCOUNT_COLUMNS`.
     notes : list of str
-        What a user should know (ignored columns, merged replicates).
+        What a user should know (dropped columns, assumed units, merged replicates).
     """
 
     patients: pd.DataFrame
     alsfrs: pd.DataFrame
     csf: pd.DataFrame
     rejects: pd.DataFrame
+    qc: pd.DataFrame
+    accounting: pd.DataFrame
     notes: list[str]
 
 
-def _require_columns(table: pd.DataFrame, required: Sequence[str], file: str) -> None:
+# ------------------------------------------------------------------ schema helpers
+def _rule(name: str, passes: Callable[[pd.Series], pd.Series]) -> pa.Check:
+    """A pandera check named after a rule of :data:`RULES` (the name is what failure
+    cases report; the rule's description lives in :data:`RULES`)."""
+    return pa.Check(passes, name=name)
+
+
+#: Internal column of rejects: the position of the rejected row in its raw table.
+ROW = "_row"
+
+
+def _validate(raw: pd.DataFrame, schema: pa.DataFrameSchema, file: str) -> pd.DataFrame:
+    """Run ``schema`` lazily on the raw text table; return its failures as rejects rows.
+
+    ``raw`` must have a default RangeIndex; the rejects carry it in :data:`ROW`.
+    """
+    try:
+        schema.validate(raw, lazy=True)
+    except SchemaErrors as exc:
+        cases = exc.failure_cases
+        cases = cases[cases["index"].notna() & cases["check"].isin(list(RULES))]
+        index = cases["index"].astype("int64").to_numpy()
+        columns = cases["column"].to_numpy()
+        cells = raw.to_numpy()[index, [raw.columns.get_loc(c) for c in columns]] \
+            if len(index) else []
+        if "_column" in raw:  # a wide file: name the column the value came from
+            columns = np.where(columns == "value", raw["_column"].to_numpy()[index], columns)
+        return pd.DataFrame({
+            "file": file,
+            "line": raw[LINE].to_numpy()[index],
+            "subject_id": raw["subject_id"].to_numpy()[index],
+            "column": columns,
+            "value": cells,
+            "rule": cases["check"].to_numpy(),
+            "action": [RULES[r][1] for r in cases["check"]],
+            ROW: index,
+        })
+    return pd.DataFrame(columns=[*REJECT_COLUMNS, ROW])
+
+
+def _kept(raw: pd.DataFrame, rejects: pd.DataFrame) -> np.ndarray:
+    keep = np.ones(len(raw), dtype=bool)
+    keep[rejects[ROW].to_numpy(dtype="int64")] = False
+    return keep
+
+
+def _columns(table: pd.DataFrame, required: Sequence[str], known: Sequence[str], file: str,
+             drop: Sequence[str], notes: list[str]) -> pd.DataFrame:
+    """Check the header: required columns present, identifiers refused, extras dropped."""
     for column in required:
         if column not in table.columns:
             raise CohortError("required column is missing", file=file, column=column)
-
-
-def _extra_columns(
-    table: pd.DataFrame, known: Sequence[str], file: str, notes: list[str]
-) -> None:
     extra = [c for c in table.columns if c not in known and c != LINE]
+    identifying = [c for c in extra
+                   if IDENTIFIER_PATTERN.search(c.lower()) and c not in drop]
+    if identifying:
+        raise CohortError(
+            "looks like a direct identifier; remove it from the file or list it in "
+            "ingest.drop_columns to drop it", file=file, column=identifying[0])
     if extra:
-        notes.append(f"{file}: ignored extra column(s) {', '.join(extra)}")
+        notes.append(f"{file}: dropped column(s) not in the contract: {', '.join(extra)} "
+                     "(never logged)")
+    return table.drop(columns=extra)
 
 
-def _first_bad(table: pd.DataFrame, mask: pd.Series, file: str, column: str, what: str):
-    if mask.any():
-        row = table.loc[mask].iloc[0]
-        raise CohortError(f"{what}, got {row[column]!r}", file=file, row=int(row[LINE]),
-                          column=column)
+def _number(text: pd.Series) -> pd.Series:
+    return parse_numbers(text)
 
 
-def _categorical(table: pd.DataFrame, column: str, allowed: dict[str, str], file: str) -> pd.Series:
-    mapped = table[column].str.strip().str.lower().map(allowed)
-    choices = " or ".join(sorted(set(allowed.values())))
-    _first_bad(table, mapped.isna(), file, column, f"expected {choices}")
-    return mapped.astype(object)
+def _blank(text: pd.Series) -> pd.Series:
+    return text.str.strip().eq("")
 
 
-def _numeric(
-    table: pd.DataFrame, column: str, file: str, *, integer: bool = False,
-    allow_blank: bool = False, low: float | None = None, high: float | None = None,
-) -> pd.Series:
-    text = table[column].str.strip()
-    blank = text.eq("")
-    number = pd.to_numeric(text.where(~blank), errors="coerce")
-    kind = "an integer" if integer else "a number"
-    _first_bad(table, number.isna() & ~blank, file, column, f"expected {kind}")
-    if not allow_blank:
-        _first_bad(table, blank, file, column, f"expected {kind}")
-    if integer:
-        _first_bad(table, number.notna() & (number % 1 != 0), file, column, "expected an integer")
-    if low is not None:
-        _first_bad(table, number < low, file, column, f"expected a value >= {low:g}")
-    if high is not None:
-        _first_bad(table, number > high, file, column, f"expected a value <= {high:g}")
-    return number.astype("float64")
+def _duplicates(keys: pd.DataFrame, whole: pd.DataFrame, usable: pd.Series
+                ) -> tuple[pd.Series, pd.Series]:
+    """(exact copies of an earlier usable row, rows whose key repeats with other data)."""
+    exact = whole.where(usable).duplicated(keep="first") & usable
+    keyed = keys.where(usable & ~exact)
+    conflict = keyed.duplicated(keep=False) & usable & ~exact
+    return exact, conflict
 
 
-def _rejects(table: pd.DataFrame, mask: pd.Series, file: str, reason) -> pd.DataFrame:
-    chosen = table.loc[mask]
-    reasons = reason(chosen) if callable(reason) else reason
-    return pd.DataFrame({
-        "file": file,
-        "line": chosen[LINE].astype(int).to_numpy(),
-        "subject_id": chosen["subject_id"].to_numpy(),
-        "reason": reasons,
+# ----------------------------------------------------------------------- patients
+def _check_patients(raw: pd.DataFrame, file: str, notes: list[str], drop: Sequence[str]):
+    raw = _columns(raw, PATIENT_COLUMNS, PATIENT_COLUMNS, file, drop, notes)
+    ids = raw["subject_id"].str.strip()
+    typed = pd.DataFrame({
+        "subject_id": ids,
+        "arm": raw["arm"].str.strip().str.lower().map(ARMS),
+        "age": _number(raw["age"]),
+        "sex": raw["sex"].str.strip().str.lower().map(SEXES),
+        "onset_site": raw["onset_site"].str.strip().str.lower().map(ONSET_SITES),
+        "onset_months": _number(raw["onset_months"]),
+    }, index=raw.index)
+    present = ids.ne("")
+    exact, conflict = _duplicates(raw[["subject_id"]].assign(subject_id=ids),
+                                  raw.drop(columns=LINE).apply(lambda c: c.str.strip()),
+                                  present)
+    schema = pa.DataFrameSchema({
+        "subject_id": pa.Column(checks=[
+            _rule("subject_id_missing", lambda s: present),
+            _rule("exact_duplicate", lambda s: ~exact),
+            _rule("subject_id_duplicate", lambda s: ~conflict)]),
+        "arm": pa.Column(checks=_rule("arm_unknown", lambda s: typed["arm"].notna())),
+        "sex": pa.Column(checks=_rule("sex_unknown", lambda s: typed["sex"].notna())),
+        "onset_site": pa.Column(checks=_rule("onset_site_unknown",
+                                             lambda s: typed["onset_site"].notna())),
+        "age": pa.Column(checks=_rule("age_invalid", lambda s: _blank(s) | typed["age"].between(
+            0, 120))),
+        "onset_months": pa.Column(checks=_rule(
+            "onset_months_invalid", lambda s: _blank(s) | (typed["onset_months"] > 0))),
     })
+    rejects = _validate(raw, schema, file)
+    return typed.loc[_kept(raw, rejects)].reset_index(drop=True), rejects, raw
 
 
-def _check_patients(raw: RawCohort, notes: list[str]) -> pd.DataFrame:
-    file, table = raw.file("patients.csv"), raw.patients
-    _require_columns(table, PATIENT_COLUMNS, file)
-    _extra_columns(table, PATIENT_COLUMNS, file, notes)
-    ids = table["subject_id"].str.strip()
-    _first_bad(table, ids.eq(""), file, "subject_id", "expected a subject identifier")
-    duplicated = ids.duplicated(keep="first")
-    if duplicated.any():
-        line = int(table.loc[duplicated, LINE].iloc[0])
-        raise CohortError(f"subject_id {ids[duplicated].iloc[0]!r} appears twice",
-                          file=file, row=line, column="subject_id")
-    return pd.DataFrame({
-        "subject_id": ids.astype(object),
-        "arm": _categorical(table, "arm", ARMS, file),
-        "age": _numeric(table, "age", file, allow_blank=True, low=0, high=120),
-        "sex": _categorical(table, "sex", SEXES, file),
-        "onset_site": _categorical(table, "onset_site", ONSET_SITES, file),
-        "onset_months": _numeric(table, "onset_months", file, allow_blank=True, low=0),
-    }).reset_index(drop=True)
+def _subject_rules(raw: pd.DataFrame, patients: pd.DataFrame, all_ids: set[str],
+                   ) -> tuple[pd.Series, pd.Series]:
+    ids = raw["subject_id"].str.strip()
+    known = ids.isin(all_ids)
+    usable = ids.isin(set(patients["subject_id"]))
+    return known, usable | ~known  # second: "not rejected in patients.csv"
 
 
-def _check_alsfrs(raw: RawCohort, subjects: set[str], notes: list[str]):
-    file, table = raw.file("alsfrs.csv"), raw.alsfrs
-    _require_columns(table, ALSFRS_COLUMNS, file)
-    _extra_columns(table, ALSFRS_COLUMNS + ALSFRS_ITEMS, file, notes)
-    table = table.assign(subject_id=table["subject_id"].str.strip())
-    day = _numeric(table, "day", file, integer=True)
-    score = _numeric(table, "alsfrs_r", file, integer=True, allow_blank=True, low=0, high=48)
-    unknown = ~table["subject_id"].isin(subjects)
-    blank = score.isna() & ~unknown
-    usable = ~unknown & ~blank
-    keys = pd.DataFrame({"s": table["subject_id"], "d": day})
-    duplicate = usable & keys.where(usable).duplicated(keep="first")
-    rejects = pd.concat([
-        _rejects(table, unknown, file, "subject_id not in patients.csv"),
-        _rejects(table, blank, file, "alsfrs_r is blank"),
-        _rejects(table, duplicate, file,
-                 "duplicate visit: same subject_id and day as an earlier line"),
-    ])
-    keep = ~(unknown | blank | duplicate)
+# ------------------------------------------------------------------------- alsfrs
+def _check_alsfrs(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: set[str],
+                  notes: list[str], drop: Sequence[str], score_range: tuple[int, int]):
+    raw = _columns(raw, ALSFRS_COLUMNS, ALSFRS_COLUMNS + ALSFRS_ITEMS, file, drop, notes)
+    known, not_rejected = _subject_rules(raw, patients, all_ids)
+    day, score = _number(raw["day"]), _number(raw["alsfrs_r"])
+    day_ok = day.notna() & (day % 1 == 0)
+    low, high = score_range
+    score_ok = score.notna() & (score % 1 == 0) & score.between(low, high)
+    blank = _blank(raw["alsfrs_r"])
+    usable = known & not_rejected & day_ok & score_ok
+    keys = pd.DataFrame({"s": raw["subject_id"].str.strip(), "d": day})
+    exact, conflict = _duplicates(keys, keys.assign(y=score), usable)
+    schema = pa.DataFrameSchema({
+        "subject_id": pa.Column(checks=[
+            _rule("subject_unknown", lambda s: known),
+            _rule("subject_rejected", lambda s: not_rejected),
+            _rule("exact_duplicate", lambda s: ~exact),
+            _rule("visit_conflict", lambda s: ~conflict)]),
+        "day": pa.Column(checks=_rule("day_invalid", lambda s: day_ok)),
+        "alsfrs_r": pa.Column(checks=[
+            _rule("score_missing", lambda s: ~blank),
+            _rule("score_invalid", lambda s: blank | score_ok)]),
+    })
+    rejects = _validate(raw, schema, file)
+    keep = _kept(raw, rejects)
     visits = pd.DataFrame({
-        "subject_id": table.loc[keep, "subject_id"].astype(object),
+        "subject_id": raw.loc[keep, "subject_id"].str.strip(),
         "day": day[keep].astype("int64"),
         "alsfrs_r": score[keep].astype("int64"),
     }).sort_values(["subject_id", "day"], kind="stable").reset_index(drop=True)
-    return visits, rejects
+    return visits, rejects, raw
 
 
-def _check_csf(raw: RawCohort, subjects: set[str], analytes: Sequence[AnalyteSpec],
-               timepoints: Sequence[str], notes: list[str]):
-    file, table = raw.file("csf.csv"), raw.csf
-    _require_columns(table, CSF_COLUMNS, file)
-    _extra_columns(table, CSF_COLUMNS + CSF_OPTIONAL, file, notes)
-    table = table.assign(
-        subject_id=table["subject_id"].str.strip(),
-        timepoint=table["timepoint"].str.strip(),
-    )
-    by_key = {analyte_match_key(spec.name): spec for spec in analytes}
-    matched = table["analyte"].map(lambda name: by_key.get(analyte_match_key(name)))
-    unknown_subject = ~table["subject_id"].isin(subjects)
-    unknown_analyte = matched.isna() & ~unknown_subject
-    unknown_timepoint = ~table["timepoint"].isin(timepoints) & ~unknown_subject & ~unknown_analyte
-    rejects = pd.concat([
-        _rejects(table, unknown_subject, file, "subject_id not in patients.csv"),
-        _rejects(table, unknown_analyte, file,
-                 lambda rows: [f"analyte {a!r} is not in the panel" for a in rows["analyte"]]),
-        _rejects(table, unknown_timepoint, file,
-                 lambda rows: [f"timepoint {t!r} is not one of {', '.join(timepoints)}"
-                               for t in rows["timepoint"]]),
-    ])
-    keep = ~(unknown_subject | unknown_analyte | unknown_timepoint)
-    table, matched = table.loc[keep], matched[keep]
-    parsed = parse_concentrations(
-        table["value"],
-        lloq=table.get("lloq"),
-        uloq=table.get("uloq"),
-    )
-    _first_bad(table, parsed["flag"].eq("invalid"), file, "value",
-               "expected a concentration or a censored notation such as <15.6")
-    no_limit = parsed["flag"].isin(["below", "above"]) & parsed["value"].isna()
-    _first_bad(table, no_limit, file, "value",
-               "censored value without a limit (write it as <15.6 or fill the lloq/uloq column)")
-    factors = np.ones(len(table))
-    for i, (unit, spec) in enumerate(zip(table["unit"], matched, strict=True)):
+# ---------------------------------------------------------------------------- csf
+def _unit_factors(raw: pd.DataFrame, analyte: pd.Series, panel: PanelSpec, file: str,
+                  notes: list[str]) -> np.ndarray:
+    """Factor from each row's unit to its analyte's canonical unit (vectorised by pairs)."""
+    units = raw["unit"].str.strip()
+    blank = units.eq("") & analyte.notna()
+    if blank.any():
+        notes.append(f"{file}: {int(blank.sum())} value(s) without a unit read in the "
+                     "panel's canonical unit")
+    canonical = analyte.map({spec.name: spec.unit for spec in panel.analytes})
+    units = units.where(~blank, canonical)
+    pairs = pd.DataFrame({"from": units, "to": canonical})
+    codes, uniques = pd.factorize(pd.MultiIndex.from_frame(pairs.fillna("")))
+    factors = np.ones(len(uniques))
+    for i, (src, dst) in enumerate(uniques):
+        if not dst:  # unknown analyte: rejected anyway
+            continue
         try:
-            factors[i] = conversion_factor(unit, spec.unit)
+            factors[i] = conversion_factor(src, dst)
         except KeyError:
-            line = int(table[LINE].iloc[i])
-            raise CohortError(f"unit {unit!r} cannot be converted to {spec.unit}",
-                              file=file, row=line, column="unit") from None
-    measurements = pd.DataFrame({
-        "subject_id": table["subject_id"].astype(object),
-        "timepoint": table["timepoint"].astype(object),
-        "analyte": [spec.name for spec in matched],
-        "value": parsed["value"] * factors,
-        "flag": parsed["flag"],
-        "limit": parsed["limit"] * factors,
+            row = raw.loc[(pairs["from"] == src) & (pairs["to"] == dst)].iloc[0]
+            raise CohortError(f"unit {src!r} cannot be converted to {dst}", file=file,
+                              row=int(row[LINE]), column="unit") from None
+    return factors[codes]
+
+
+def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: set[str],
+               panel: PanelSpec, notes: list[str], drop: Sequence[str]):
+    raw = _columns(raw, CSF_COLUMNS, CSF_COLUMNS + CSF_OPTIONAL + ("_column",), file, drop,
+                   notes)
+    known, not_rejected = _subject_rules(raw, patients, all_ids)
+    spellings = panel.spellings()
+    names, uniques = pd.factorize(raw["analyte"])
+    matched = pd.Series(np.array([spellings[k].name if (k := analyte_match_key(u)) in spellings
+                                  else None for u in uniques], dtype=object)[names]
+                        if len(uniques) else [], index=raw.index, dtype=object)
+    analyte_ok = matched.notna()
+    timepoint = raw["timepoint"].str.strip()
+    timepoint_ok = timepoint.isin(panel.timepoints)
+    factor = _unit_factors(raw, matched, panel, file, notes)
+    file_limits = {c: (_number(raw[c]) if c in raw else pd.Series(np.nan, index=raw.index))
+                   for c in ("lloq", "uloq")}
+    limit_ok = pd.Series(True, index=raw.index)
+    for column, limit in file_limits.items():
+        if column in raw:
+            limit_ok &= _blank(raw[column]) | (limit > 0)
+    defaults = {c: matched.map({s.name: getattr(s, c) for s in panel.analytes}).astype(float)
+                for c in ("lloq", "uloq")}
+    parsed = parse_concentrations(
+        raw["value"], decimal_comma=panel.decimal_comma,
+        lloq=(file_limits["lloq"] * factor).fillna(defaults["lloq"]) / factor,
+        uloq=(file_limits["uloq"] * factor).fillna(defaults["uloq"]) / factor)
+    flag = parsed["flag"].astype(object)
+    value_ok = flag.ne("invalid")
+    negative = parsed["value"] < 0
+    limit_missing = flag.isin(["below", "above"]) & parsed["value"].isna()
+    usable = (known & not_rejected & analyte_ok & timepoint_ok & value_ok & ~negative
+              & ~limit_missing & limit_ok)
+    replicate = raw["replicate"].str.strip() if "replicate" in raw else pd.Series(
+        "", index=raw.index)
+    keys = pd.DataFrame({"s": raw["subject_id"].str.strip(), "t": timepoint, "a": matched,
+                         "r": replicate})
+    exact, conflict = _duplicates(keys, keys.assign(v=raw["value"].str.strip()), usable)
+    schema = pa.DataFrameSchema({
+        "subject_id": pa.Column(checks=[
+            _rule("subject_unknown", lambda s: known),
+            _rule("subject_rejected", lambda s: not_rejected),
+            _rule("exact_duplicate", lambda s: ~exact),
+            _rule("measurement_conflict", lambda s: ~conflict)]),
+        "analyte": pa.Column(checks=_rule("analyte_unknown", lambda s: analyte_ok)),
+        "timepoint": pa.Column(checks=_rule("timepoint_unknown", lambda s: timepoint_ok)),
+        "value": pa.Column(checks=[
+            _rule("value_invalid", lambda s: value_ok),
+            _rule("value_negative", lambda s: ~negative),
+            _rule("limit_missing", lambda s: ~limit_missing)]),
+        **{c: pa.Column(checks=_rule("limit_invalid", lambda s, c=c: _blank(s) | (
+            file_limits[c] > 0))) for c in ("lloq", "uloq") if c in raw},
     })
-    return _merge_replicates(measurements, file, notes), rejects
+    rejects = _validate(raw, schema, file)
+    keep = _kept(raw, rejects)
+    wells = pd.DataFrame({
+        "subject_id": keys["s"], "timepoint": timepoint, "analyte": matched,
+        "value": parsed["value"] * factor, "flag": flag, "limit": parsed["limit"] * factor,
+        "plate": raw["plate"].str.strip() if "plate" in raw else "",
+    }).loc[keep]
+    csf, qc = _combine_replicates(wells, panel.replicate_cv_max_percent)
+    if len(csf) < len(wells):
+        notes.append(f"{file}: combined {len(wells)} replicate rows into {len(csf)} sample "
+                     f"values (mean); {int(qc['flagged'].sum())} above "
+                     f"{panel.replicate_cv_max_percent:g}% CV flagged in the QC report")
+    for spec in panel.analytes:
+        if spec.required and not (csf["analyte"] == spec.name).any():
+            raise CohortError(f"required analyte {spec.name} has no usable value", file=file)
+    return csf, qc, rejects, raw, len(wells)
 
 
-def _merge_replicates(measurements: pd.DataFrame, file: str, notes: list[str]) -> pd.DataFrame:
-    """One row per subject, timepoint and analyte: replicate wells are averaged.
+def _combine_replicates(wells: pd.DataFrame, cv_max: float):
+    """One row per sample and analyte: the mean of quantified replicate wells.
 
-    Quantified replicates are averaged; censored replicates are used only when no
-    replicate of that sample was quantified.
+    Censored wells count only when no well of that sample was quantified; the QC report
+    gives the CV% of quantified replicates and flags it above ``cv_max``.
     """
     keys = ["subject_id", "timepoint", "analyte"]
-    if not measurements.duplicated(keys).any():
-        return measurements.reset_index(drop=True)
-    quantified = measurements["flag"].isin(["observed", "extrapolated"])
-    ranked = measurements.assign(_rank=np.where(quantified, 0, 1))
+    quantified = wells["flag"].isin(["observed", "extrapolated"])
+    ranked = wells.assign(_rank=np.where(quantified, 0, 1))
     best = ranked.groupby(keys, sort=False)["_rank"].transform("min")
     chosen = ranked[ranked["_rank"] == best]
-    merged = chosen.groupby(keys, sort=False, as_index=False).agg(
-        value=("value", "mean"), flag=("flag", "first"), limit=("limit", "first"))
-    notes.append(f"{file}: averaged replicate rows into {len(merged)} sample values "
-                 f"(from {len(measurements)} rows)")
-    return merged
+    grouped = chosen.groupby(keys, sort=False, as_index=False)
+    csf = grouped.agg(value=("value", "mean"), flag=("flag", "first"),
+                      limit=("limit", "first"), plate=("plate", "first"),
+                      n_replicates=("value", "size"), sd=("value", "std"))
+    csf["cv_percent"] = np.where((csf["n_replicates"] > 1) & (csf["flag"] != "below"),
+                                 100 * csf["sd"] / csf["value"], np.nan)
+    csf = csf.drop(columns="sd")
+    qc = csf[csf["n_replicates"] > 1].rename(columns={"value": "mean"})
+    qc = qc.assign(flagged=qc["cv_percent"] > cv_max)[list(QC_COLUMNS)]
+    return csf, qc.reset_index(drop=True)
 
 
-def check_cohort(
-    raw: RawCohort, *, analytes: Sequence[AnalyteSpec], timepoints: Sequence[str]
-) -> CheckedCohort:
+# -------------------------------------------------------------------------- entry
+def _account(file: str, rows_read: int, rows_used: int, rejects: pd.DataFrame
+             ) -> dict[str, object]:
+    """Rows read = rows used + rows rejected, or an internal error."""
+    rejected = rejects[ROW].nunique()
+    if rows_used + rejected != rows_read:
+        raise RuntimeError(f"internal error: {file}: {rows_read} rows read but {rows_used} "
+                           f"used and {rejected} rejected")
+    return {"file": file, "rows_read": rows_read, "rows_used": rows_used,
+            "rows_rejected": rejected}
+
+
+def check_cohort(raw: RawCohort, *, panel: PanelSpec, drop_columns: Sequence[str] = (),
+                 score_range: tuple[int, int] = (0, 48)) -> CheckedCohort:
     """Check a raw cohort against the input contract and return typed tables.
 
     Parameters
     ----------
     raw : RawCohort
-        Tables as read by :func:`csf_responder.io.read_cohort`.
-    analytes : sequence of AnalyteSpec
-        The panel; analyte names in ``csf.csv`` match it ignoring case and punctuation.
-    timepoints : sequence of str
-        CSF timepoints the panel uses.
+        Tables as read by :func:`csf_responder.io.read_cohort` (CSF in long layout).
+    panel : PanelSpec
+        Analytes (names, aliases, units, default limits), timepoints, number format.
+    drop_columns : sequence of str
+        Identifier-like columns to drop rather than refuse.
+    score_range : (int, int)
+        Valid range of the functional score (ALSFRS-R: 0-48).
 
     Raises
     ------
     CohortError
-        On a missing column or a value that breaks the contract.
+        When a file cannot be used at all (see the module docstring).
     """
     notes: list[str] = []
-    patients = _check_patients(raw, notes)
-    subjects = set(patients["subject_id"])
-    alsfrs, alsfrs_rejects = _check_alsfrs(raw, subjects, notes)
-    csf, csf_rejects = _check_csf(raw, subjects, analytes, timepoints, notes)
-    rejects = pd.concat([alsfrs_rejects, csf_rejects], ignore_index=True)
-    rejects = rejects.reindex(columns=list(REJECT_COLUMNS))
-    return CheckedCohort(patients, alsfrs, csf, rejects, notes)
+    files = {name: raw.file(name) for name in ("patients.csv", "alsfrs.csv", "csf.csv")}
+    tables = {name: table.reset_index(drop=True) for name, table in
+              zip(files, (raw.patients, raw.alsfrs, raw.csf), strict=True)}
+    patients, p_rejects, p_raw = _check_patients(tables["patients.csv"], files["patients.csv"],
+                                                 notes, drop_columns)
+    all_ids = set(p_raw["subject_id"].str.strip())
+    alsfrs, a_rejects, _ = _check_alsfrs(tables["alsfrs.csv"], files["alsfrs.csv"], patients,
+                                         all_ids, notes, drop_columns, score_range)
+    csf, qc, c_rejects, _, n_wells = _check_csf(tables["csf.csv"], files["csf.csv"], patients,
+                                                all_ids, panel, notes, drop_columns)
+    accounting = pd.DataFrame([
+        _account(files["patients.csv"], len(p_raw), len(patients), p_rejects),
+        _account(files["alsfrs.csv"], len(tables["alsfrs.csv"]), len(alsfrs), a_rejects),
+        _account(files["csf.csv"], len(tables["csf.csv"]), n_wells, c_rejects),
+    ], columns=list(ACCOUNT_COLUMNS))
+    parts = [r.drop(columns=ROW) for r in (p_rejects, a_rejects, c_rejects) if len(r)]
+    rejects = (pd.concat(parts, ignore_index=True) if parts
+               else pd.DataFrame(columns=list(REJECT_COLUMNS)))
+    return CheckedCohort(patients, alsfrs, csf.reset_index(drop=True), rejects, qc,
+                         accounting, notes)

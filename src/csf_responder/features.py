@@ -12,15 +12,43 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import optimize, stats
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from csf_responder.cohort import FLAG_SUFFIX
 
-__all__ = ["CENSORING_RULES", "CensoredValueImputer", "CohortFeatures"]
+__all__ = ["CENSORING_RULES", "CensoredValueImputer", "CohortFeatures", "PlateCentering",
+           "fit_left_censored_normal"]
 
-#: Value given to a concentration below the LLOQ, as a fraction of the LLOQ.
-CENSORING_RULES = {"lloq_sqrt2": 1 / math.sqrt(2), "lloq_half": 0.5, "lloq": 1.0}
+#: Value given to a concentration below the LLOQ, as a fraction of the LLOQ; the
+#: ``censored_normal`` rule is fitted instead (see :class:`CensoredValueImputer`).
+CENSORING_RULES = {"lloq_sqrt2": 1 / math.sqrt(2), "lloq_half": 0.5, "lloq": 1.0,
+                   "censored_normal": None}
+QUANTIFIED = ("observed", "extrapolated")
+
+
+def fit_left_censored_normal(observed: np.ndarray, limits: np.ndarray) -> tuple[float, float]:
+    """Maximum-likelihood normal (mean, sd) of data left-censored at per-value limits.
+
+    Parameters
+    ----------
+    observed : ndarray
+        Quantified values (e.g. log concentrations).
+    limits : ndarray
+        For each censored value, the limit it lies below (same scale).
+    """
+    start_sd = max(float(np.std(observed)), 1e-3) if observed.size > 1 else 1.0
+    start = np.array([float(np.mean(observed)), math.log(start_sd)])
+
+    def negative_log_likelihood(params: np.ndarray) -> float:
+        mean, sd = params[0], math.exp(params[1])
+        return -(stats.norm.logpdf(observed, mean, sd).sum()
+                 + stats.norm.logcdf(limits, mean, sd).sum())
+
+    result = optimize.minimize(negative_log_likelihood, start, method="Nelder-Mead",
+                               options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000})
+    return float(result.x[0]), float(math.exp(result.x[1]))
 
 CLINICAL_FEATURES = ("alsfrs_baseline", "leadin_slope", "delta_fs", "age", "sex", "onset_site")
 ALSFRS_MAX = 48.0
@@ -38,13 +66,22 @@ class CensoredValueImputer(TransformerMixin, BaseEstimator):
     Every column ``c`` with a companion flag column ``c + "_flag"`` is a concentration.
     Where the flag is ``below``, the column holds the LLOQ and becomes
     ``LLOQ * factor`` (``lloq_sqrt2``: LLOQ/sqrt(2), the default; ``lloq_half``: LLOQ/2;
-    ``lloq``: the LLOQ itself). ``above`` keeps the ULOQ; ``missing`` becomes NaN, left
-    for the Pipeline's imputer. Flag columns are dropped; other columns pass through.
+    ``lloq``: the LLOQ itself), or with ``censored_normal`` the expected value below the
+    LLOQ under a log-normal fitted per column by maximum likelihood to the training rows
+    (quantified values and censored limits; falls back to LLOQ/sqrt(2) for a column with
+    fewer than 3 quantified or no censored values). ``above`` keeps the ULOQ; ``missing``
+    becomes NaN, left for the Pipeline's imputer. Flag columns are dropped; other
+    columns pass through.
 
     Parameters
     ----------
-    rule : {"lloq_sqrt2", "lloq_half", "lloq"}
+    rule : {"lloq_sqrt2", "lloq_half", "lloq", "censored_normal"}
         How a value below the LLOQ is replaced.
+
+    Attributes
+    ----------
+    log_normal_ : dict
+        With ``censored_normal``: fitted (mean, sd) of the log concentration per column.
     """
 
     def __init__(self, rule: str = "lloq_sqrt2"):
@@ -61,7 +98,28 @@ class CensoredValueImputer(TransformerMixin, BaseEstimator):
         self.n_features_in_ = len(columns)
         self.value_columns_ = [c[: -len(FLAG_SUFFIX)] for c in columns if c in flags]
         self.output_columns_ = [c for c in columns if c not in flags]
+        self.log_normal_ = {}
+        if self.rule == "censored_normal":
+            for column in self.value_columns_:
+                flag = X[column + FLAG_SUFFIX].astype("string")
+                value = pd.to_numeric(X[column], errors="coerce").astype("float64")
+                quantified = value[flag.isin(QUANTIFIED).fillna(False) & (value > 0)]
+                limits = value[flag.eq("below").fillna(False) & (value > 0)]
+                if len(quantified) >= 3 and len(limits) > 0:
+                    self.log_normal_[column] = fit_left_censored_normal(
+                        np.log(quantified.to_numpy()), np.log(limits.to_numpy()))
         return self
+
+    def _below(self, column: str, limit: pd.Series) -> pd.Series:
+        """Replacement of values below ``limit`` (the LLOQ) in one column."""
+        if column not in self.log_normal_:
+            factor = CENSORING_RULES[self.rule] or CENSORING_RULES["lloq_sqrt2"]
+            return limit * factor
+        mean, sd = self.log_normal_[column]
+        a = (np.log(limit) - mean) / sd
+        # E[log X | log X < log LLOQ] for a normal; never above the limit itself
+        expected = mean - sd * stats.norm.pdf(a) / np.maximum(stats.norm.cdf(a), 1e-300)
+        return np.minimum(np.exp(expected), limit)
 
     def transform(self, X):
         check_is_fitted(self, "value_columns_")
@@ -69,12 +127,11 @@ class CensoredValueImputer(TransformerMixin, BaseEstimator):
         missing = [c for c in self.feature_names_in_ if c not in X.columns]
         if missing:
             raise ValueError(f"input is missing column(s) {', '.join(missing)}")
-        factor = CENSORING_RULES[self.rule]
         out = X[self.output_columns_].copy()
         for column in self.value_columns_:
             flag = X[column + FLAG_SUFFIX].astype("string")
             value = pd.to_numeric(X[column], errors="coerce").astype("float64")
-            value = value.mask(flag.eq("below").fillna(False), value * factor)
+            value = value.mask(flag.eq("below").fillna(False), self._below(column, value))
             out[column] = value.mask(flag.eq("missing").fillna(True))
         return out
 
@@ -193,3 +250,74 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "feature_names_out_")
         return np.asarray(self.feature_names_out_, dtype=object)
+
+
+class PlateCentering(TransformerMixin, BaseEstimator):
+    """Per-plate median centring of concentrations on the log scale.
+
+    For each concentration column ``{analyte}_{timepoint}`` with a ``plate_{timepoint}``
+    column, ``fit`` learns, from the training rows' quantified values, each plate's
+    median log concentration minus the median over all plates; ``transform`` divides
+    every value of that plate (limits of censored values included) by
+    ``exp(offset)``. A plate with fewer than ``min_per_plate`` quantified values, or one
+    not seen in training, is left as it is. Being an estimator inside the Pipeline, it
+    is fitted within each cross-validation fold.
+
+    Parameters
+    ----------
+    timepoints : sequence of str
+        Timepoints whose columns carry a plate.
+    min_per_plate : int
+        Fewest quantified values on a plate to estimate its offset.
+    """
+
+    def __init__(self, timepoints: Sequence[str] = ("baseline",), min_per_plate: int = 3):
+        self.timepoints = timepoints
+        self.min_per_plate = min_per_plate
+
+    def _pairs(self, columns: Sequence[str]) -> list[tuple[str, str]]:
+        """(value column, plate column) pairs present in ``columns``."""
+        pairs = []
+        for tp in self.timepoints:
+            plate = f"plate_{tp}"
+            if plate not in columns:
+                continue
+            for column in columns:
+                if column.endswith(f"_{tp}") and column + FLAG_SUFFIX in columns:
+                    pairs.append((column, plate))
+        return pairs
+
+    def fit(self, X, y=None):
+        X = _as_frame(X)
+        self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self.offsets_: dict[str, dict[str, float]] = {}
+        for column, plate in self._pairs(list(self.feature_names_in_)):
+            flag = X[column + FLAG_SUFFIX].astype("string")
+            value = pd.to_numeric(X[column], errors="coerce")
+            ok = flag.isin(QUANTIFIED).fillna(False) & (value > 0)
+            logs = np.log(value[ok])
+            if logs.empty:
+                continue
+            by_plate = logs.groupby(X.loc[ok, plate].astype(str))
+            medians = by_plate.median()[by_plate.size() >= self.min_per_plate]
+            self.offsets_[column] = (medians - logs.median()).to_dict()
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "offsets_")
+        X = _as_frame(X)
+        out = X.copy()
+        for column, offsets in self.offsets_.items():
+            plate = self._plate_of(column)
+            shift = X[plate].astype(str).map(offsets).fillna(0.0).astype("float64")
+            value = pd.to_numeric(X[column], errors="coerce").astype("float64")
+            out[column] = value / np.exp(shift)
+        return out
+
+    def _plate_of(self, column: str) -> str:
+        return next(f"plate_{tp}" for tp in self.timepoints if column.endswith(f"_{tp}"))
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "offsets_")
+        return self.feature_names_in_.copy()

@@ -16,7 +16,8 @@ import pandas as pd
 from csf_responder.errors import CohortError
 
 __all__ = [
-    "COHORT_FILES", "RawCohort", "cohort_digest", "read_cohort", "write_cohort", "write_table",
+    "COHORT_FILES", "RawCohort", "cohort_digest", "read_cohort", "write_cohort", "write_outputs",
+    "write_table",
 ]
 
 #: The files of a cohort directory, in the order they are read.
@@ -105,4 +106,29 @@ def write_cohort(
     directory = Path(directory)
     for name, table in zip(COHORT_FILES, (patients, alsfrs, csf), strict=True):
         write_table(table, directory / name)
+    return directory
+
+
+def write_outputs(directory: str | Path, *, parquet: dict[str, pd.DataFrame],
+                  csv: dict[str, pd.DataFrame]) -> Path:
+    """Write named tables as ``<name>.parquet`` and ``<name>.csv`` into ``directory``.
+
+    Everything is written into a temporary sibling directory first and moved into
+    place when complete, so an interrupted run leaves no partial output.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        for name, table in parquet.items():
+            table.to_parquet(staging / f"{name}.parquet", index=False)
+        for name, table in csv.items():
+            table.to_csv(staging / f"{name}.csv", index=False)
+        directory.mkdir(exist_ok=True)
+        for path in staging.iterdir():
+            os.replace(path, directory / path.name)
+    finally:
+        for path in staging.glob("*"):
+            path.unlink()
+        staging.rmdir()
     return directory

@@ -196,15 +196,19 @@ def derive_labels(
     })
 
 
-def exclusion_rejects(labels: pd.DataFrame, *, file: str) -> pd.DataFrame:
-    """Patients without a label as rejects rows (``file``, ``line``, ``subject_id``, ``reason``).
+def exclusion_rejects(labels: pd.DataFrame, *, file: str, column: str) -> pd.DataFrame:
+    """Patients without a label as rejects rows (the columns of every rejects table).
 
-    ``line`` is missing: an exclusion concerns a patient's visits as a whole.
+    ``line`` is missing: an exclusion concerns a patient's visits as a whole; ``rule`` is
+    the exclusion key and ``value`` says why, in words.
     """
     excluded = labels[labels["exclusion"].notna()]
     return pd.DataFrame({
         "file": file,
         "line": pd.array([pd.NA] * len(excluded), dtype="Int64"),
         "subject_id": excluded["subject_id"].to_numpy(),
-        "reason": [f"{key}: {EXCLUSIONS[key]}" for key in excluded["exclusion"]],
+        "column": column,
+        "value": [EXCLUSIONS[key] for key in excluded["exclusion"]],
+        "rule": excluded["exclusion"].to_numpy(dtype=object),
+        "action": "patient not labelled (kept for scoring)",
     })

@@ -9,7 +9,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from csf_responder.config import FeatureSpec, ModelSpec, PanelSpec
-from csf_responder.features import CensoredValueImputer, CohortFeatures
+from csf_responder.features import CensoredValueImputer, CohortFeatures, PlateCentering
 
 __all__ = ["make_classifier", "make_pipeline"]
 
@@ -31,12 +31,15 @@ def make_pipeline(
 ) -> Pipeline:
     """The one Pipeline from raw wide cohort table to responder probability.
 
-    Steps: censored-value rule -> engineered features -> median imputation of missing
-    values -> standardisation -> classifier. It outputs pandas DataFrames between
-    steps, so every intermediate column keeps a readable name.
+    Steps: [plate centring] -> censored-value rule -> engineered features -> median
+    imputation of missing values -> standardisation -> classifier. It outputs pandas
+    DataFrames between steps, so every intermediate column keeps a readable name.
     """
-    keys = {a.name: a.column_key for a in panel.analytes}
+    keys = {name: panel.analyte(name).column_key for name in features.analytes}
+    plates = [("plates", PlateCentering(timepoints=tuple(panel.timepoints)))] \
+        if features.plate_correction == "median" else []
     steps = [
+        *plates,
         ("censoring", CensoredValueImputer(rule=features.censoring)),
         ("features", CohortFeatures(
             analytes=tuple(keys.values()),

@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
+from csf_responder.errors import DataError
 from csf_responder.explain import shap_values
 from csf_responder.validation import CVResult, MetricCI, auc_with_ci, repeated_cv
 
@@ -26,22 +27,30 @@ class TrainingData:
     subject_ids: pd.Series
 
 
-def training_data(table: pd.DataFrame, labels: pd.DataFrame, *, arm: str) -> TrainingData:
+def training_data(table: pd.DataFrame, *, arm: str, minimum: int) -> TrainingData:
     """Rows of ``arm`` with a responder label, as the model's raw input and target.
 
     Parameters
     ----------
     table : DataFrame
-        The wide cohort table (one row per patient).
-    labels : DataFrame
-        Output of :func:`csf_responder.labels.derive_labels` for the same patients.
+        The wide cohort table with its ``responder`` column (see
+        :func:`csf_responder.ingest.ingest_cohort`).
     arm : str
         The arm the model learns from (``MSC``: response to the treatment).
+    minimum : int
+        Fewest labelled patients to go on with.
+
+    Raises
+    ------
+    DataError
+        With fewer than ``minimum`` labelled patients.
     """
-    merged = table.merge(labels[["subject_id", "responder"]], on="subject_id",
-                         how="left", validate="one_to_one")
-    keep = merged["arm"].eq(arm) & merged["responder"].notna()
-    chosen = merged.loc[keep].reset_index(drop=True)
+    keep = table["arm"].eq(arm) & table["responder"].notna()
+    chosen = table.loc[keep].reset_index(drop=True)
+    if len(chosen) < minimum:
+        raise DataError(f"only {len(chosen)} labelled {arm} patient(s), fewer than "
+                        f"ingest.min_labelled = {minimum}: the cohort cannot support a model "
+                        "(see the rejects for why patients were left out)")
     return TrainingData(
         X=chosen.drop(columns=["responder", "arm"]),
         y=chosen["responder"].astype(int).to_numpy(),

@@ -1,0 +1,76 @@
+"""The ingest stage: files -> contract -> labels -> the wide cohort table.
+
+``csf-responder validate`` runs exactly this stage and writes its outputs; training
+runs it and goes on with the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from csf_responder.cohort import cohort_table
+from csf_responder.config import LabelSpec, PanelSpec
+from csf_responder.contracts import CheckedCohort, check_cohort
+from csf_responder.io import RawCohort, read_cohort
+from csf_responder.labels import derive_labels, exclusion_rejects
+
+__all__ = ["IngestedCohort", "ingest_cohort"]
+
+
+@dataclass(frozen=True)
+class IngestedCohort:
+    """Everything ingest produced.
+
+    Attributes
+    ----------
+    raw : RawCohort
+        The files as read.
+    checked : CheckedCohort
+        Typed tables, contract rejects, replicate QC, accounting and notes.
+    labels : DataFrame
+        Responder labels and exclusions, one row per patient.
+    table : DataFrame
+        The wide cohort table (the model's raw input) plus ``responder``.
+    rejects : DataFrame
+        Contract rejects followed by patients without a label.
+    """
+
+    raw: RawCohort
+    checked: CheckedCohort
+    labels: pd.DataFrame
+    table: pd.DataFrame
+    rejects: pd.DataFrame
+
+
+def ingest_cohort(
+    directory: str | Path,
+    *,
+    panel: PanelSpec,
+    labels: LabelSpec,
+    drop_columns: Sequence[str],
+) -> IngestedCohort:
+    """Read, check and label a cohort directory, and build its wide table.
+
+    Raises
+    ------
+    CohortError
+        When the files cannot be used at all (missing, unreadable, breaking the header
+        contract).
+    """
+    raw = read_cohort(directory)
+    checked = check_cohort(raw, panel=panel, drop_columns=drop_columns)
+    labelled = derive_labels(checked.alsfrs, subjects=checked.patients["subject_id"],
+                             **labels.model_dump())
+    table = cohort_table(checked.patients, labelled, checked.csf, analytes=panel.analytes,
+                         timepoints=panel.timepoints)
+    table = table.merge(labelled[["subject_id", "responder"]], on="subject_id",
+                        how="left", validate="one_to_one")
+    exclusions = exclusion_rejects(labelled, file=raw.file("alsfrs.csv"), column="alsfrs_r")
+    parts = [part for part in (checked.rejects, exclusions) if len(part)]
+    rejects = (pd.concat(parts, ignore_index=True) if parts
+               else checked.rejects.iloc[0:0])
+    return IngestedCohort(raw, checked, labelled, table, rejects)

@@ -73,7 +73,8 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
                     on_fold=advance)
                 with tracking.run(f"{name} {config.cohort.name}", nested=True):
                     tracking.log_family_run(result, data, params=spec.params,
-                                            tags={**tags, "family": name})
+                                            tags={**tags, "family": name},
+                                            log_raw_rows=config.tracking.log_raw_rows)
                 results[name] = result
     return TrainOutcome(config, cohort, len(data.y), msc_rate, control_rate, results,
                         parent_id, uri)

@@ -87,6 +87,11 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
         model = mlflow.models.get_model_info(f"runs:/{child.info.run_id}/model")
         inputs = {spec.name for spec in model.signature.inputs.inputs}
         assert {"tgf_beta1_baseline", "tgf_beta1_baseline_flag", "sex", "leadin_slope"} <= inputs
+        assert "arm" not in inputs  # scoring cohorts need not say the arm
+        # no patient's row leaves the machine in the input example (tracking.log_raw_rows)
+        local = mlflow.artifacts.download_artifacts(f"runs:/{child.info.run_id}/model")
+        example = mlflow.models.Model.load(local).load_input_example(local)
+        assert list(example["subject_id"]) == ["example"]
 
 
 def test_logged_model_predicts_raw_wide_rows_in_a_fresh_process(trained):

@@ -158,6 +158,7 @@ class TrackingSpec(_Strict):
     uri: str
     artifact_root: str
     experiment: str
+    log_raw_rows: bool
 
 
 class TrainConfig(_Strict):

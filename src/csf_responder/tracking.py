@@ -98,13 +98,36 @@ def log_parent_run(*, resolved_config: dict[str, Any], tags: dict[str, str],
             mlflow.log_artifact(str(path), artifact_path="tables")
 
 
+def example_rows(X: pd.DataFrame, *, raw: bool) -> pd.DataFrame:
+    """Rows for the logged model's input example.
+
+    With ``raw`` the first rows of ``X``; otherwise one synthetic row that is no patient's:
+    the median of each numeric column and the most frequent value of the others.
+    """
+    if raw:
+        return X.head(5)
+    row = {}
+    for column in X.columns:
+        values = X[column]
+        if pd.api.types.is_numeric_dtype(values):
+            row[column] = [values.median()]
+        else:
+            counts = values.value_counts()
+            row[column] = [counts.index[0] if len(counts) else ""]
+    example = pd.DataFrame(row).astype(X.dtypes.to_dict())
+    if "subject_id" in example:
+        example["subject_id"] = "example"
+    return example
+
+
 def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str, Any],
-                   tags: dict[str, str]) -> str:
+                   tags: dict[str, str], log_raw_rows: bool) -> str:
     """Log one model family in the active (child) run; return the logged model's URI.
 
     Logs the ROC AUC with its interval, the out-of-fold predictions, the refitted
-    Pipeline (signature and input example from the raw wide table; its pyfunc returns
-    ``predict_proba``), a SHAP summary plot and the per-patient SHAP values.
+    Pipeline (signature from the raw wide table; its pyfunc returns ``predict_proba``;
+    the input example is a synthetic row unless ``log_raw_rows``), a SHAP summary plot
+    and the per-patient SHAP values.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -128,14 +151,14 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
         mlflow.log_artifact(str(tmp / "oof_predictions.csv"), artifact_path="tables")
         mlflow.log_artifact(str(tmp / "shap_values.csv"), artifact_path="tables")
         mlflow.log_artifact(str(tmp / "shap_summary.png"), artifact_path="figures")
-    example = data.X.head(5)
+    example = example_rows(data.X, raw=log_raw_rows)
     import skops.io
 
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(result.model))
     foreign = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
     if foreign:
         raise TypeError(f"model holds types outside {TRUSTED_MODULES}: {foreign}")
-    signature = infer_signature(example, result.model.predict_proba(example))
+    signature = infer_signature(data.X, result.model.predict_proba(example))
     info = mlflow.sklearn.log_model(
         result.model, name="model", signature=signature, input_example=example,
         pyfunc_predict_fn="predict_proba", serialization_format="skops",

@@ -30,8 +30,9 @@ def _fails_with(args: list[str], *fragments: str) -> str:
     output = result.output
     assert result.exit_code == 2, output
     assert "Traceback" not in output
-    message = " ".join(output.split())  # rich may wrap a long line
-    assert message.startswith("error:"), output
+    assert "error:" in output, output
+    # the error is the last thing said; rich may wrap a long line
+    message = " ".join(output[output.index("error:"):].split())
     for fragment in fragments:
         assert fragment in message, output
     return message

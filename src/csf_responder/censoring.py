@@ -123,6 +123,8 @@ def parse_concentrations(
         if limit is None:
             return np.full(len(values), np.nan)
         if isinstance(limit, pd.Series):
+            if pd.api.types.is_numeric_dtype(limit):
+                return limit.to_numpy(dtype="float64")
             text = limit.astype("string").fillna("")
             return parse_numbers(text, decimal_comma=decimal_comma).to_numpy()
         return np.full(len(values), float(limit))

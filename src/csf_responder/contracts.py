@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
 from csf_responder.censoring import parse_concentrations, parse_numbers
@@ -185,17 +187,61 @@ def _number(text: pd.Series) -> pd.Series:
     return parse_numbers(text)
 
 
+def _arrow_text(values) -> pyarrow.Array:
+    """Text values as an Arrow string array (zero-copy for Arrow-backed pandas text)."""
+    if isinstance(values, pd.Series | pd.Index):
+        return pyarrow.array(values.astype("string[pyarrow]").array)
+    return pyarrow.array(list(values), pyarrow.string())
+
+
+def _isin(text: pd.Series, values) -> pd.Series:
+    """``text.isin(values)`` for text columns, hashed in Arrow (fast on millions of rows)."""
+    found = pc.fill_null(pc.is_in(_arrow_text(text), value_set=_arrow_text(values)), False)
+    return pd.Series(found.to_numpy(zero_copy_only=False), index=text.index)
+
+
+def _lookup(text: pd.Series, mapping: Callable[[str], object]) -> pd.Series:
+    """``mapping`` applied once per distinct value of ``text`` (few distinct values)."""
+    codes, uniques = pd.factorize(text, use_na_sentinel=False)
+    mapped = np.array([mapping(u) for u in uniques] + [None], dtype=object)
+    return pd.Series(mapped[codes], index=text.index, dtype=object)
+
+
 def _blank(text: pd.Series) -> pd.Series:
     return text.str.strip().eq("")
 
 
+def _row_codes(frame: pd.DataFrame) -> np.ndarray:
+    """One int64 code per row, equal for equal rows (factorised columns, mixed radix)."""
+    code = np.zeros(len(frame), dtype=np.int64)
+    radix = 1
+    for column in frame.columns:
+        codes, uniques = pd.factorize(frame[column], use_na_sentinel=False)
+        if radix * max(len(uniques), 1) >= 2**62:  # would overflow: re-code what we have
+            code = pd.factorize(code)[0].astype(np.int64)
+            radix = int(code.max()) + 1 if len(code) else 1
+        code = code * max(len(uniques), 1) + codes
+        radix *= max(len(uniques), 1)
+    return code
+
+
 def _duplicates(keys: pd.DataFrame, whole: pd.DataFrame, usable: pd.Series
                 ) -> tuple[pd.Series, pd.Series]:
-    """(exact copies of an earlier usable row, rows whose key repeats with other data)."""
-    exact = whole.where(usable).duplicated(keep="first") & usable
-    keyed = keys.where(usable & ~exact)
-    conflict = keyed.duplicated(keep=False) & usable & ~exact
-    return exact, conflict
+    """(exact copies of an earlier usable row, rows whose key repeats with other data).
+
+    Only usable rows take part: a row rejected for another reason is no duplicate.
+    """
+    ok = usable.to_numpy(dtype=bool)
+    exact = np.zeros(len(ok), dtype=bool)
+    conflict = np.zeros(len(ok), dtype=bool)
+    repeated = np.zeros(len(ok), dtype=bool)
+    repeated[ok] = pd.Series(_row_codes(keys)[ok]).duplicated(keep=False).to_numpy()
+    if not repeated.any():  # the usual case: nothing to compare in full
+        return (pd.Series(exact, index=usable.index), pd.Series(conflict, index=usable.index))
+    exact[repeated] = pd.Series(_row_codes(whole.loc[repeated])).duplicated().to_numpy()
+    rest = repeated & ~exact
+    conflict[rest] = pd.Series(_row_codes(keys.loc[rest])).duplicated(keep=False).to_numpy()
+    return (pd.Series(exact, index=usable.index), pd.Series(conflict, index=usable.index))
 
 
 # ----------------------------------------------------------------------- patients
@@ -204,10 +250,11 @@ def _check_patients(raw: pd.DataFrame, file: str, notes: list[str], drop: Sequen
     ids = raw["subject_id"].str.strip()
     typed = pd.DataFrame({
         "subject_id": ids,
-        "arm": raw["arm"].str.strip().str.lower().map(ARMS),
+        "arm": _lookup(raw["arm"], lambda v: ARMS.get(str(v).strip().lower())),
         "age": _number(raw["age"]),
-        "sex": raw["sex"].str.strip().str.lower().map(SEXES),
-        "onset_site": raw["onset_site"].str.strip().str.lower().map(ONSET_SITES),
+        "sex": _lookup(raw["sex"], lambda v: SEXES.get(str(v).strip().lower())),
+        "onset_site": _lookup(raw["onset_site"],
+                              lambda v: ONSET_SITES.get(str(v).strip().lower())),
         "onset_months": _number(raw["onset_months"]),
     }, index=raw.index)
     present = ids.ne("")
@@ -232,16 +279,16 @@ def _check_patients(raw: pd.DataFrame, file: str, notes: list[str], drop: Sequen
     return typed.loc[_kept(raw, rejects)].reset_index(drop=True), rejects, raw
 
 
-def _subject_rules(raw: pd.DataFrame, patients: pd.DataFrame, all_ids: set[str],
+def _subject_rules(raw: pd.DataFrame, patients: pd.DataFrame, all_ids: pd.Series,
                    ) -> tuple[pd.Series, pd.Series]:
     ids = raw["subject_id"].str.strip()
-    known = ids.isin(all_ids)
-    usable = ids.isin(set(patients["subject_id"]))
+    known = _isin(ids, all_ids)
+    usable = _isin(ids, patients["subject_id"])
     return known, usable | ~known  # second: "not rejected in patients.csv"
 
 
 # ------------------------------------------------------------------------- alsfrs
-def _check_alsfrs(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: set[str],
+def _check_alsfrs(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd.Series,
                   notes: list[str], drop: Sequence[str], score_range: tuple[int, int]):
     raw = _columns(raw, ALSFRS_COLUMNS, ALSFRS_COLUMNS + ALSFRS_ITEMS, file, drop, notes)
     known, not_rejected = _subject_rules(raw, patients, all_ids)
@@ -275,67 +322,83 @@ def _check_alsfrs(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids:
 
 
 # ---------------------------------------------------------------------------- csf
-def _unit_factors(raw: pd.DataFrame, analyte: pd.Series, panel: PanelSpec, file: str,
+def _codes(text: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes and distinct values of a text column, surrounding spaces stripped.
+
+    Stripping happens on the distinct values only, so it costs nothing on millions of
+    rows with few spellings.
+    """
+    codes, uniques = pd.factorize(text, use_na_sentinel=False)
+    stripped = pd.Index(uniques).astype(str).str.strip()
+    merged, distinct = pd.factorize(stripped, use_na_sentinel=False)
+    return merged[codes].astype(np.int64), pd.Index(distinct)
+
+
+def _unit_factors(raw: pd.DataFrame, analyte: np.ndarray, panel: PanelSpec, file: str,
                   notes: list[str]) -> np.ndarray:
-    """Factor from each row's unit to its analyte's canonical unit (vectorised by pairs)."""
-    units = raw["unit"].str.strip()
-    blank = units.eq("") & analyte.notna()
-    if blank.any():
+    """Factor from each row's unit to its analyte's canonical unit.
+
+    ``analyte`` holds each row's index into ``panel.analytes`` (-1: not in the panel).
+    A blank unit means the canonical unit, with a note.
+    """
+    unit, units = _codes(raw["unit"])
+    table = np.ones((len(units), len(panel.analytes) + 1))  # last column: unknown analyte
+    pair = np.unique(unit * (len(panel.analytes) + 1) + analyte + 1)
+    for u, a in zip(pair // (len(panel.analytes) + 1), pair % (len(panel.analytes) + 1) - 1,
+                    strict=True):
+        if a < 0 or units[u] == "":
+            continue
+        target = panel.analytes[a].unit
+        try:
+            table[u, a] = conversion_factor(units[u], target)
+        except KeyError:
+            row = int(np.flatnonzero((unit == u) & (analyte == a))[0])
+            raise CohortError(f"unit {units[u]!r} cannot be converted to {target}", file=file,
+                              row=int(raw[LINE].iat[row]), column="unit") from None
+    blank = (units[unit] == "") & (analyte >= 0) if (units == "").any() else None
+    if blank is not None and blank.any():
         notes.append(f"{file}: {int(blank.sum())} value(s) without a unit read in the "
                      "panel's canonical unit")
-    canonical = analyte.map({spec.name: spec.unit for spec in panel.analytes})
-    units = units.where(~blank, canonical)
-    pairs = pd.DataFrame({"from": units, "to": canonical})
-    codes, uniques = pd.factorize(pd.MultiIndex.from_frame(pairs.fillna("")))
-    factors = np.ones(len(uniques))
-    for i, (src, dst) in enumerate(uniques):
-        if not dst:  # unknown analyte: rejected anyway
-            continue
-        try:
-            factors[i] = conversion_factor(src, dst)
-        except KeyError:
-            row = raw.loc[(pairs["from"] == src) & (pairs["to"] == dst)].iloc[0]
-            raise CohortError(f"unit {src!r} cannot be converted to {dst}", file=file,
-                              row=int(row[LINE]), column="unit") from None
-    return factors[codes]
+    return table[unit, analyte]
 
 
-def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: set[str],
+def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd.Series,
                panel: PanelSpec, notes: list[str], drop: Sequence[str]):
     raw = _columns(raw, CSF_COLUMNS, CSF_COLUMNS + CSF_OPTIONAL + ("_column",), file, drop,
                    notes)
-    known, not_rejected = _subject_rules(raw, patients, all_ids)
-    spellings = panel.spellings()
-    names, uniques = pd.factorize(raw["analyte"])
-    matched = pd.Series(np.array([spellings[k].name if (k := analyte_match_key(u)) in spellings
-                                  else None for u in uniques], dtype=object)[names]
-                        if len(uniques) else [], index=raw.index, dtype=object)
-    analyte_ok = matched.notna()
-    timepoint = raw["timepoint"].str.strip()
-    timepoint_ok = timepoint.isin(panel.timepoints)
-    factor = _unit_factors(raw, matched, panel, file, notes)
-    file_limits = {c: (_number(raw[c]) if c in raw else pd.Series(np.nan, index=raw.index))
+    subject, subjects = _codes(raw["subject_id"])
+    known = _isin(pd.Series(subjects), all_ids).to_numpy()[subject]
+    usable_subject = _isin(pd.Series(subjects), patients["subject_id"]).to_numpy()[subject]
+    known, not_rejected = pd.Series(known), pd.Series(usable_subject | ~known)
+    spellings = {key: i for i, spec in enumerate(panel.analytes)
+                 for key in (analyte_match_key(n) for n in (spec.name, *spec.aliases))}
+    name_code, names = _codes(raw["analyte"])
+    analyte = np.array([spellings.get(analyte_match_key(n), -1) for n in names],
+                       dtype=np.int64)[name_code] if len(names) else np.zeros(0, np.int64)
+    analyte_ok = pd.Series(analyte >= 0)
+    tp_code, tps = _codes(raw["timepoint"])
+    timepoint_ok = pd.Series(np.asarray(tps.isin(panel.timepoints))[tp_code])
+    factor = _unit_factors(raw, analyte, panel, file, notes)
+    file_limits = {c: (_number(raw[c]).to_numpy() if c in raw else np.full(len(raw), np.nan))
                    for c in ("lloq", "uloq")}
     limit_ok = pd.Series(True, index=raw.index)
-    for column, limit in file_limits.items():
+    for column in ("lloq", "uloq"):
         if column in raw:
-            limit_ok &= _blank(raw[column]) | (limit > 0)
-    defaults = {c: matched.map({s.name: getattr(s, c) for s in panel.analytes}).astype(float)
-                for c in ("lloq", "uloq")}
-    parsed = parse_concentrations(
-        raw["value"], decimal_comma=panel.decimal_comma,
-        lloq=(file_limits["lloq"] * factor).fillna(defaults["lloq"]) / factor,
-        uloq=(file_limits["uloq"] * factor).fillna(defaults["uloq"]) / factor)
-    flag = parsed["flag"].astype(object)
-    value_ok = flag.ne("invalid")
+            limit_ok &= _blank(raw[column]) | (file_limits[column] > 0)
+    defaults = {c: np.array([getattr(spec, c) or np.nan for spec in panel.analytes] + [np.nan])
+                [analyte] for c in ("lloq", "uloq")}  # analyte -1 takes the trailing NaN
+    limits = {c: np.where(np.isnan(file_limits[c]), defaults[c] / factor, file_limits[c])
+              for c in ("lloq", "uloq")}
+    parsed = parse_concentrations(raw["value"], decimal_comma=panel.decimal_comma,
+                                  lloq=pd.Series(limits["lloq"]), uloq=pd.Series(limits["uloq"]))
+    flag = parsed["flag"]
+    value_ok = flag != "invalid"
     negative = parsed["value"] < 0
     limit_missing = flag.isin(["below", "above"]) & parsed["value"].isna()
     usable = (known & not_rejected & analyte_ok & timepoint_ok & value_ok & ~negative
               & ~limit_missing & limit_ok)
-    replicate = raw["replicate"].str.strip() if "replicate" in raw else pd.Series(
-        "", index=raw.index)
-    keys = pd.DataFrame({"s": raw["subject_id"].str.strip(), "t": timepoint, "a": matched,
-                         "r": replicate})
+    replicate = _codes(raw["replicate"])[0] if "replicate" in raw else np.zeros(len(raw), int)
+    keys = pd.DataFrame({"s": subject, "t": tp_code, "a": analyte, "r": replicate})
     exact, conflict = _duplicates(keys, keys.assign(v=raw["value"].str.strip()), usable)
     schema = pa.DataFrameSchema({
         "subject_id": pa.Column(checks=[
@@ -354,18 +417,25 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: se
     })
     rejects = _validate(raw, schema, file)
     keep = _kept(raw, rejects)
+    panel_names = [spec.name for spec in panel.analytes]
     wells = pd.DataFrame({
-        "subject_id": keys["s"], "timepoint": timepoint, "analyte": matched,
-        "value": parsed["value"] * factor, "flag": flag, "limit": parsed["limit"] * factor,
-        "plate": raw["plate"].str.strip() if "plate" in raw else "",
-    }).loc[keep]
+        "subject_id": pd.Categorical.from_codes(subject[keep], categories=subjects.unique())
+        if subjects.is_unique else subjects[subject[keep]],
+        "timepoint": pd.Categorical.from_codes(tp_code[keep], categories=tps),
+        "analyte": pd.Categorical.from_codes(analyte[keep], categories=panel_names),
+        "value": (parsed["value"].to_numpy() * factor)[keep],
+        "flag": flag[keep].to_numpy(),
+        "limit": (parsed["limit"].to_numpy() * factor)[keep],
+        "plate": raw.loc[keep, "plate"].str.strip().to_numpy() if "plate" in raw else "",
+    })
     csf, qc = _combine_replicates(wells, panel.replicate_cv_max_percent)
     if len(csf) < len(wells):
         notes.append(f"{file}: combined {len(wells)} replicate rows into {len(csf)} sample "
                      f"values (mean); {int(qc['flagged'].sum())} above "
                      f"{panel.replicate_cv_max_percent:g}% CV flagged in the QC report")
+    present = set(csf["analyte"].unique())
     for spec in panel.analytes:
-        if spec.required and not (csf["analyte"] == spec.name).any():
+        if spec.required and spec.name not in present:
             raise CohortError(f"required analyte {spec.name} has no usable value", file=file)
     return csf, qc, rejects, raw, len(wells)
 
@@ -377,6 +447,9 @@ def _combine_replicates(wells: pd.DataFrame, cv_max: float):
     gives the CV% of quantified replicates and flags it above ``cv_max``.
     """
     keys = ["subject_id", "timepoint", "analyte"]
+    if not pd.Series(_row_codes(wells[keys])).duplicated().any():  # no replicates: fast path
+        csf = wells.assign(n_replicates=1, cv_percent=np.nan)
+        return csf, pd.DataFrame(columns=list(QC_COLUMNS))
     quantified = wells["flag"].isin(["observed", "extrapolated"])
     ranked = wells.assign(_rank=np.where(quantified, 0, 1))
     best = ranked.groupby(keys, sort=False)["_rank"].transform("min")
@@ -425,13 +498,13 @@ def check_cohort(raw: RawCohort, *, panel: PanelSpec, drop_columns: Sequence[str
     CohortError
         When a file cannot be used at all (see the module docstring).
     """
-    notes: list[str] = []
+    notes: list[str] = list(raw.notes)
     files = {name: raw.file(name) for name in ("patients.csv", "alsfrs.csv", "csf.csv")}
     tables = {name: table.reset_index(drop=True) for name, table in
               zip(files, (raw.patients, raw.alsfrs, raw.csf), strict=True)}
     patients, p_rejects, p_raw = _check_patients(tables["patients.csv"], files["patients.csv"],
                                                  notes, drop_columns)
-    all_ids = set(p_raw["subject_id"].str.strip())
+    all_ids = p_raw["subject_id"].str.strip()
     alsfrs, a_rejects, _ = _check_alsfrs(tables["alsfrs.csv"], files["alsfrs.csv"], patients,
                                          all_ids, notes, drop_columns, score_range)
     csf, qc, c_rejects, _, n_wells = _check_csf(tables["csf.csv"], files["csf.csv"], patients,

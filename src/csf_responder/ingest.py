@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from csf_responder.cohort import cohort_table
-from csf_responder.config import LabelSpec, PanelSpec
+from csf_responder.config import LabelSpec, PanelSpec, analyte_match_key
 from csf_responder.contracts import CheckedCohort, check_cohort
 from csf_responder.io import RawCohort, read_cohort
 from csf_responder.labels import derive_labels, exclusion_rejects
@@ -61,7 +61,8 @@ def ingest_cohort(
         When the files cannot be used at all (missing, unreadable, breaking the header
         contract).
     """
-    raw = read_cohort(directory)
+    spellings = panel.spellings()
+    raw = read_cohort(directory, is_analyte=lambda name: analyte_match_key(name) in spellings)
     checked = check_cohort(raw, panel=panel, drop_columns=drop_columns)
     labelled = derive_labels(checked.alsfrs, subjects=checked.patients["subject_id"],
                              **labels.model_dump())

@@ -8,77 +8,107 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from csf_responder.errors import CohortError
+from csf_responder.readers import LINE, csf_to_long, read_table
 
 __all__ = [
-    "COHORT_FILES", "RawCohort", "cohort_digest", "read_cohort", "write_cohort", "write_outputs",
+    "COHORT_FILES", "CSF_SUFFIXES", "LINE", "RawCohort", "cohort_digest", "read_cohort", "write_cohort", "write_outputs",
     "write_table",
 ]
 
-#: The files of a cohort directory, in the order they are read.
+#: The files of a cohort directory, in the order they are read; the CSF panel may also
+#: be ``csf`` with another suffix of :data:`CSF_SUFFIXES`.
 COHORT_FILES = ("patients.csv", "alsfrs.csv", "csf.csv")
-
-#: Name of the column that carries each row's line number in its file (header = line 1).
-LINE = "_line"
+CSF_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".parquet", ".pq")
 
 
 @dataclass(frozen=True)
 class RawCohort:
-    """The three cohort tables as read, every cell a string, plus each row's line number."""
+    """The three cohort tables as read, every cell a string, plus each row's line number.
+
+    ``csf`` is always in long layout (a wide file is melted on reading); ``csf_name`` is
+    the CSF file's name as found (``csf.xlsx``, ...).
+    """
 
     directory: Path
     patients: pd.DataFrame
     alsfrs: pd.DataFrame
     csf: pd.DataFrame
+    csf_name: str = "csf.csv"
+    notes: list[str] = field(default_factory=list)
 
     def file(self, name: str) -> str:
-        """The path of one cohort file, as shown in messages."""
-        return str(self.directory / name)
+        """The path of one cohort file, as shown in messages (``csf.csv`` means the CSF
+        file, whatever its format)."""
+        return str(self.directory / (self.csf_name if name == "csf.csv" else name))
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _csf_path(directory: Path) -> Path:
+    found = [directory / f"csf{suffix}" for suffix in CSF_SUFFIXES
+             if (directory / f"csf{suffix}").is_file()]
+    if len(found) > 1:
+        raise CohortError(f"several CSF files ({', '.join(p.name for p in found)}): keep one",
+                          file=str(directory))
+    if not found:
+        raise CohortError("file not found (a cohort directory holds patients.csv, "
+                          f"alsfrs.csv and csf with a suffix of {', '.join(CSF_SUFFIXES)})",
+                          file=str(directory / "csf.csv"))
+    return found[0]
+
+
+def _read(path: Path, notes: list[str]) -> pd.DataFrame:
     if not path.is_file():
         raise CohortError("file not found (a cohort directory holds "
                           f"{', '.join(COHORT_FILES)})", file=str(path))
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
-                            skip_blank_lines=False)
-    except pd.errors.EmptyDataError:
-        raise CohortError("file is empty (expected a header row)", file=str(path)) from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CohortError(f"cannot parse as CSV ({first})", file=str(path)) from None
-    table.columns = [str(c).strip() for c in table.columns]
-    table[LINE] = table.index + 2  # header is line 1; blank lines are kept until here
-    blank = table.drop(columns=LINE).apply(lambda col: col.str.strip().eq("")).all(axis=1)
-    return table.loc[~blank].reset_index(drop=True)
+    result = read_table(path)
+    notes.extend(result.notes)
+    return result.table
 
 
-def read_cohort(directory: str | Path) -> RawCohort:
+def read_cohort(directory: str | Path,
+                *, is_analyte: Callable[[str], bool] | None = None) -> RawCohort:
     """Read a cohort directory (see ``docs/data-format.md``) without interpreting values.
+
+    Parameters
+    ----------
+    directory : path
+        Holds ``patients.csv``, ``alsfrs.csv`` and the CSF panel as ``csf.csv``,
+        ``csf.tsv``, ``csf.xlsx`` or ``csf.parquet``, long or wide.
+    is_analyte : callable, optional
+        Tells analyte columns of a wide CSF file (header without unit -> bool); without
+        it a wide file cannot be recognised.
 
     Raises
     ------
     CohortError
-        If the directory or one of its files is missing or is not a CSV file.
+        If the directory or one of its files is missing or cannot be read.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise CohortError("cohort directory not found", file=str(directory))
-    tables = {name: _read_csv(directory / name) for name in COHORT_FILES}
-    return RawCohort(directory, tables["patients.csv"], tables["alsfrs.csv"], tables["csf.csv"])
+    notes: list[str] = []
+    patients = _read(directory / "patients.csv", notes)
+    alsfrs = _read(directory / "alsfrs.csv", notes)
+    csf_path = _csf_path(directory)
+    csf, layout = csf_to_long(_read(csf_path, notes), file=str(csf_path),
+                              is_analyte=is_analyte or (lambda name: False))
+    notes.extend(layout.notes)
+    return RawCohort(directory, patients, alsfrs, csf, csf_path.name, notes)
 
 
 def cohort_digest(directory: str | Path) -> str:
     """SHA-256 over the cohort files' bytes (first 16 hex digits): the data's identity."""
     digest = hashlib.sha256()
-    for name in COHORT_FILES:
-        path = Path(directory) / name
+    directory = Path(directory)
+    csf = [directory / f"csf{s}" for s in CSF_SUFFIXES if (directory / f"csf{s}").is_file()]
+    for path in [directory / "patients.csv", directory / "alsfrs.csv", *csf]:
+        name = path.name
         digest.update(name.encode())
         digest.update(path.read_bytes() if path.is_file() else b"")
     return digest.hexdigest()[:16]

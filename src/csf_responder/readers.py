@@ -1,0 +1,414 @@
+"""Read CSF cytokine panels (CSV, TSV, semicolon CSV, XLSX, Parquet) as text tables.
+
+Every cell is kept as the text the lab wrote (``<15.6``, ``OOR <``, ``1.50``, ``007``
+survive untouched) and every row keeps the line number a user sees, for error messages:
+the header is line 1 (blank lines above it shift it, as in an editor) and, for
+CSV/TSV, a row's line is its physical line in the file
+(blank lines count, as in a text editor); for XLSX it is the Excel row number. Parquet
+has no lines: a row's "line" is its 0-based position + 2, as if the file were a CSV.
+
+Line numbers of delimited files stay true without slowing the common case:
+
+1. Fast path: pyarrow parses the bytes after the header (all columns as strings) and
+   rows are numbered consecutively. This is exact when the row count equals the count
+   of line breaks in the data (one memchr-speed ``bytes.count``), i.e. when pyarrow
+   skipped no blank line and no quoted value spans lines.
+2. Otherwise pyarrow skipped blank lines: the non-blank lines are located with numpy
+   (vectorised over the bytes) and the i-th row gets the i-th non-blank line.
+3. If the counts still disagree (quoted values spanning lines), or pyarrow cannot parse
+   (short rows, whitespace-only lines), pandas' C parser re-reads the file keeping blank
+   lines as rows, so line = position + header line + 1. Edge case: after a quoted value
+   containing a line break, that is the record number, not the physical line.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from csf_responder.errors import CohortError
+
+__all__ = ["LINE", "SOURCE_COLUMN", "Layout", "ReadResult", "csf_to_long", "read_table",
+           "strip_unit"]
+
+#: Column with the line number a user sees (header = 1, first data row = 2).
+LINE = "_line"
+#: Column of a melted wide table holding the original header a value came from.
+SOURCE_COLUMN = "_column"
+
+_SUFFIXES = {".csv": "sniff", ".txt": "sniff", ".tsv": "\t", ".xlsx": "xlsx",
+             ".parquet": "parquet", ".pq": "parquet"}
+_DELIMITER_FORMAT = {",": "csv", ";": "csv-semicolon", "\t": "tsv"}
+_UNIT = re.compile(r"^(?P<name>.*?)\s*(?:\((?P<p>[^()]*)\)|\[(?P<b>[^\[\]]*)\])\s*$")
+_NUMBER_LIKE = re.compile(r"^\s*[<>*~]?\s*[-+]?\.?\d")
+_UNIT_LABELS = {"", "unit", "units"}
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """A file read as text: data columns as ``str`` ("" when empty) plus :data:`LINE`."""
+
+    table: pd.DataFrame
+    format: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a CSF table was laid out (``"long"`` or ``"wide"``) and what was done to it."""
+
+    kind: str
+    notes: list[str] = field(default_factory=list)
+
+
+def strip_unit(header: str) -> tuple[str, str | None]:
+    """Split ``"MCP-1 (pg/mL)"`` or ``"VEGF [ng/mL]"`` into name and unit.
+
+    Returns
+    -------
+    tuple of (str, str or None)
+        The stripped name and the unit, or None when the header carries no (non-empty) unit.
+    """
+    match = _UNIT.match(header.strip())
+    if match is None or not match["name"]:
+        return header.strip(), None
+    unit = (match["p"] if match["p"] is not None else match["b"]).strip()
+    return match["name"], unit or None
+
+
+def _arrow_cells(data: bytes, offset: int, keys: list[str], delimiter: str,
+                 encoding: str) -> tuple[pd.DataFrame | None, str]:
+    """Fast path: pyarrow on the bytes after the header; None if it cannot parse them."""
+    for _ in range(2):
+        try:
+            arrow = pacsv.read_csv(
+                pa.BufferReader(pa.py_buffer(data).slice(offset)),
+                read_options=pacsv.ReadOptions(column_names=keys, encoding=encoding),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(keys, pa.string())))
+        except pa.ArrowInvalid as exc:
+            if "UTF8" in str(exc) and encoding == "utf-8":
+                encoding = "cp1252"
+                continue
+            return None, encoding  # short rows or whitespace-only lines
+        return arrow.to_pandas(), encoding
+    return None, encoding
+
+
+def _nonblank_lines(data: bytes, start: int, end: int) -> np.ndarray:
+    """0-based indexes of the lines of ``data[start:end]`` that are not blank.
+
+    Blank means empty or a lone carriage return: exactly the lines pyarrow skips.
+    """
+    body = np.frombuffer(data, dtype=np.uint8, count=end - start, offset=start)
+    breaks = np.flatnonzero(body == ord("\n"))
+    starts = np.concatenate(([0], breaks + 1))
+    stops = np.concatenate((breaks, [len(body)]))
+    width = stops - starts
+    ends_in_cr = np.zeros(len(width), dtype=bool)
+    ends_in_cr[width > 0] = body[stops[width > 0] - 1] == ord("\r")
+    return np.flatnonzero(width - ends_in_cr > 0)
+
+
+def _exact_cells(path: Path, offset: int, header_line: int, keys: list[str], delimiter: str,
+                 encoding: str) -> pd.DataFrame:
+    """Exact path: pandas' C parser keeps blank lines as rows and pads short rows with ""."""
+    try:
+        with path.open("rb") as stream, warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # would drop fields
+            stream.seek(offset)
+            cells = pd.read_csv(stream, header=None, names=[*keys, "extra"], dtype=str,
+                                sep=delimiter, keep_default_na=False, skip_blank_lines=False,
+                                encoding=encoding, index_col=False)
+    except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError,
+            ValueError) as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        row = header_line + int(found[1]) if found else None
+        raise CohortError("cannot parse as delimited text (a row has more fields than the "
+                          "header, or bad quoting or encoding)", file=str(path), row=row) from None
+    extra = np.flatnonzero(cells.pop("extra").str.strip().ne("").to_numpy(dtype=bool))
+    if len(extra):
+        raise CohortError("row has more fields than the header", file=str(path),
+                          row=header_line + 1 + int(extra[0]))
+    return cells
+
+
+def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], pd.DataFrame, np.ndarray,
+                                                          str, list[str]]:
+    """Parse a delimited text file; return header names, cells, lines, delimiter, notes."""
+    data = path.read_bytes()
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    head = re.compile(rb"\s*").match(data, start).end()
+    if head == len(data):
+        raise CohortError("file is empty (expected a header row)", file=str(path))
+    head = max(start, data.rfind(b"\n", start, head) + 1)  # start of the header line
+    header_line = 1 + data.count(b"\n", 0, head)
+    header_end = data.find(b"\n", head)
+    header_end = len(data) if header_end < 0 else header_end
+    encoding, notes = "utf-8", []
+    try:
+        header = data[head:header_end].decode("utf-8")
+    except UnicodeDecodeError:
+        header, encoding = data[head:header_end].decode("cp1252"), "cp1252"
+    if delimiter == "sniff":
+        delimiter = max(_DELIMITER_FORMAT, key=header.count)  # ties: comma first
+    names = next(csv.reader([header.rstrip("\r")], delimiter=delimiter))
+    keys = [f"f{i}" for i in range(len(names))]
+    end = len(data)
+    while end > header_end and data[end - 1] in b"\r\n":
+        end -= 1  # trailing line breaks shift nothing
+    body_lines = data.count(b"\n", header_end + 1, end) + 1 if end > header_end + 1 else 0
+    offsets = None  # 0-based index, among the lines after the header, of each row
+    if body_lines == 0:
+        cells = pd.DataFrame({key: pd.Series([], dtype="str") for key in keys})
+    else:
+        cells, encoding = _arrow_cells(data, header_end + 1, keys, delimiter, encoding)
+    if cells is not None and len(cells) == body_lines:
+        offsets = np.arange(len(cells), dtype=np.int64)  # fast path: row i is line i
+    elif cells is not None:  # pyarrow skipped blank lines: find them (vectorised)
+        offsets = _nonblank_lines(data, header_end + 1, end)
+        notes.append(f"{path.name}: blank lines skipped; line numbers counted exactly")
+        if len(offsets) != len(cells):  # quoted values spanning lines: exact parser
+            cells, offsets = None, None
+            notes.pop()
+    if cells is None:  # exact path: blank lines kept as rows, so position = line offset
+        cells = _exact_cells(path, header_end + 1, header_line, keys, delimiter, encoding)
+        offsets = np.arange(len(cells), dtype=np.int64)
+        notes.append(f"{path.name}: blank or irregular lines found; read with the exact "
+                     "(slower) parser so line numbers stay true")
+    if encoding != "utf-8":
+        notes.append(f"{path.name}: not valid UTF-8, decoded as Windows-1252")
+    lines = header_line + 1 + offsets
+    return names, cells, lines, delimiter, notes
+
+
+def _cell_text(value: object) -> str:
+    """Text of one XLSX cell: integers without ``.0``, NaN/None as ""."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if value.time() == dt.time() else value.isoformat(" ")
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return str(value)
+
+
+def _read_xlsx(path: Path) -> tuple[list[str], pd.DataFrame, np.ndarray, str]:
+    """First sheet of a workbook; Excel row numbers as lines."""
+    import openpyxl  # imported lazily: only XLSX needs it
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            sheet = book.worksheets[0]
+            rows = list(sheet.iter_rows(min_row=1, values_only=True))
+            title = sheet.title
+        finally:
+            book.close()
+    except Exception as exc:  # openpyxl raises many types for corrupt files
+        raise CohortError(f"cannot read as XLSX ({type(exc).__name__}: {exc})",
+                          file=str(path)) from None
+    head = next((i for i, row in enumerate(rows) if any(_cell_text(v).strip() for v in row)),
+                None)
+    if head is None:
+        raise CohortError("file is empty (expected a header row)", file=str(path))
+    names = [_cell_text(v) for v in rows[head]]
+    cells = pd.DataFrame(rows[head + 1:], columns=range(len(names)), dtype=object)
+    cells = cells.map(_cell_text).astype("str")  # per cell, but openpyxl itself is per cell
+    return names, cells, head + 2 + np.arange(len(cells), dtype=np.int64), title
+
+
+def _read_parquet(path: Path) -> tuple[list[str], pd.DataFrame, np.ndarray]:
+    """A Parquet file with every column cast to text by pyarrow (no ``.0`` on integers)."""
+    import pyarrow.parquet as pq
+
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise CohortError(f"cannot read as Parquet ({exc})", file=str(path)) from None
+    names = [n for n in arrow.column_names if not re.fullmatch(r"__index_level_\d+__", n)]
+    columns = {}
+    for i, name in enumerate(names):
+        column = arrow.column(name)
+        if pa.types.is_floating(column.type):
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+        try:
+            columns[f"f{i}"] = pc.cast(column, pa.string()).fill_null("")
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
+            raise CohortError(f"cannot turn column into text ({exc})", file=str(path),
+                              column=name) from None
+    cells = pa.table(columns).to_pandas() if columns else pd.DataFrame(index=range(0))
+    return names, cells, 2 + np.arange(arrow.num_rows, dtype=np.int64)
+
+
+def read_table(path: str | Path) -> ReadResult:
+    """Read a CSF panel file, every cell as text, every row with its :data:`LINE`.
+
+    The format comes from the suffix: ``.csv``/``.txt`` (delimiter sniffed among ``,``
+    ``;`` and tab from the header line), ``.tsv``, ``.xlsx`` (first sheet) and
+    ``.parquet``/``.pq``. Header names are stripped of whitespace and a UTF-8 BOM; rows
+    whose cells are all empty are dropped without shifting later line numbers.
+
+    Raises
+    ------
+    CohortError
+        If the file is missing, unreadable or corrupt, has an unknown suffix, is empty,
+        has duplicate column names, or an unnamed column holding values.
+    """
+    path = Path(path)
+    kind = _SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise CohortError(f"unknown file type '{path.suffix}' (expected one of "
+                          f"{', '.join(_SUFFIXES)})", file=str(path))
+    if not path.is_file():
+        raise CohortError("file not found", file=str(path))
+    notes: list[str] = []
+    try:
+        if kind == "xlsx":
+            names, cells, lines, sheet = _read_xlsx(path)
+            fmt, how = "xlsx", f"XLSX (sheet '{sheet}')"
+        elif kind == "parquet":
+            (names, cells, lines), fmt, how = _read_parquet(path), "parquet", "Parquet"
+        else:
+            names, cells, lines, delimiter, notes = _read_delimited(path, kind)
+            fmt = _DELIMITER_FORMAT[delimiter]
+            how = f"{fmt.upper()} (delimiter {delimiter!r})"
+    except OSError as exc:
+        raise CohortError(f"cannot read file ({exc.strerror or exc})", file=str(path)) from None
+    if not names:
+        raise CohortError("file has no columns", file=str(path))
+    cells.columns = names = [str(n).replace("\ufeff", "").strip() for n in names]
+    keep = [i for i, name in enumerate(names) if name]
+    for i in set(range(len(names))) - set(keep):
+        if cells.iloc[:, i].str.strip().ne("").any():
+            raise CohortError(f"column {i + 1} has no header but holds values", file=str(path))
+    if len(keep) < len(names):  # unnamed columns left: all empty (e.g. Excel formatting)
+        cells = cells.iloc[:, keep]
+    seen: set[str] = {LINE}
+    for name in cells.columns:
+        if name in seen:
+            raise CohortError(f"duplicate column name '{name}'" if name != LINE else
+                              f"column name '{LINE}' is reserved", file=str(path), column=name)
+        seen.add(name)
+    cells[LINE] = lines
+    empty = np.ones(len(cells), dtype=bool)
+    for name in cells.columns.drop(LINE):  # strip only rows that are empty so far
+        rows = np.flatnonzero(empty)
+        if len(rows) == 0:
+            break
+        column = cells[name] if len(rows) == len(cells) else cells[name].iloc[rows]
+        empty[rows] = column.str.strip().eq("").to_numpy(dtype=bool)
+    table = cells.loc[~empty].reset_index(drop=True) if empty.any() else cells
+    notes.insert(0, f"{path.name}: read as {how}, {len(table)} rows")
+    if empty.any():
+        notes.append(f"{path.name}: {empty.sum()} entirely empty rows dropped")
+    return ReadResult(table, fmt, notes)
+
+
+def csf_to_long(
+    table: pd.DataFrame,
+    *,
+    file: str,
+    is_analyte: Callable[[str], bool],
+    id_columns: Sequence[str] = ("subject_id", "timepoint"),
+    carry_columns: Sequence[str] = ("plate", "replicate", "lloq", "uloq", "sample_type"),
+) -> tuple[pd.DataFrame, Layout]:
+    """Bring a CSF table (from :func:`read_table`) to the long layout.
+
+    A table with ``analyte`` and ``value`` columns is already long and is returned as a
+    copy with :data:`SOURCE_COLUMN` = ``"value"``. Otherwise each column whose header
+    (without a trailing ``(unit)``/``[unit]``) satisfies ``is_analyte`` is melted into
+    rows ``id_columns..., carry columns present, analyte, value, unit, LINE,
+    SOURCE_COLUMN``, ordered by source row then column; empty cells give value "".
+    Units come from the header, else from a units row (first row whose id cells are
+    empty or ``unit``/``units``; it is removed), else are "". Other columns are ignored
+    and listed in a note.
+
+    Raises
+    ------
+    CohortError
+        If an id column is missing, no analyte column is recognised, two columns name the
+        same analyte, or a header unit disagrees with the units row.
+    """
+    if {"analyte", "value"} <= set(table.columns):
+        long = table.copy()
+        long[SOURCE_COLUMN] = "value"
+        return long, Layout("long", [f"{file}: long layout (one row per sample and analyte)"])
+    for column in id_columns:
+        if column not in table.columns:
+            raise CohortError(f"missing id column '{column}' (wide layout)", file=file,
+                              column=column)
+    carry = [c for c in carry_columns if c in table.columns and c not in id_columns]
+    headers, names, units, ignored = [], [], [], []
+    for column in table.columns:
+        if column in (LINE, SOURCE_COLUMN) or column in id_columns or column in carry:
+            continue
+        name, unit = strip_unit(column)
+        if is_analyte(name):
+            if name in names:
+                raise CohortError(f"two columns hold analyte '{name}'", file=file, column=column)
+            headers.append(column)
+            names.append(name)
+            units.append(unit)
+        else:
+            ignored.append(column)
+    if not headers:
+        raise CohortError("no analyte column recognised (wide layout); headers: "
+                          + ", ".join(map(str, table.columns.drop(LINE, errors="ignore"))),
+                          file=file)
+    sources = {"header"} if any(u is not None for u in units) else set()
+    data, notes = table, []
+    if len(table):
+        first = table.iloc[0]
+        labels = [str(first[c]).strip().lower() for c in id_columns]
+        cells = [str(first[c]).strip() for c in headers]
+        labelled = any(label in ("unit", "units") for label in labels)
+        if all(label in _UNIT_LABELS for label in labels) and (labelled or (
+                all(cells) and not any(_NUMBER_LIKE.match(c) for c in cells))):
+            line = int(first[LINE]) if LINE in table.columns else None
+            for i, cell in enumerate(cells):
+                if cell and units[i] and cell.lower() != units[i].lower():
+                    raise CohortError(f"header unit '{units[i]}' disagrees with units row "
+                                      f"'{cell}'", file=file, row=line, column=headers[i])
+                if cell and not units[i]:
+                    units[i] = cell
+                    sources.add("units row")
+            data = table.iloc[1:]
+            notes.append(f"{file}: line {line} is a units row, not a sample; removed")
+    missing = [n for n, u in zip(names, units, strict=True) if not u]
+    if missing:
+        sources.add("not given")
+        notes.append(f"{file}: no unit given for {', '.join(missing)}; unit left empty")
+    if ignored:
+        notes.append(f"{file}: ignored columns (not id, carry or analyte): "
+                     + ", ".join(ignored))
+    order = [s for s in ("header", "units row", "not given") if s in sources]
+    notes.insert(0, f"{file}: wide layout, {len(headers)} analyte columns "
+                    f"(units from {' and '.join(order)})")
+    rows, k = len(data), len(headers)
+    out = {c: np.repeat(data[c].to_numpy(dtype=object), k) for c in [*id_columns, *carry]}
+    out["analyte"] = np.tile(np.array(names, dtype=object), rows)
+    out["value"] = data[headers].to_numpy(dtype=object).reshape(-1)
+    out["unit"] = np.tile(np.array([u or "" for u in units], dtype=object), rows)
+    long = pd.DataFrame(out, dtype="str")
+    if LINE in data.columns:
+        long[LINE] = np.repeat(data[LINE].to_numpy(dtype=np.int64), k)
+    long[SOURCE_COLUMN] = pd.Series(np.tile(np.array(headers, dtype=object), rows), dtype="str")
+    return long, Layout("wide", notes)

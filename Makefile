@@ -17,7 +17,7 @@ PORT ?= 5000
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 
-.PHONY: help venv data train test lint ui bench clean
+.PHONY: help venv data validate train test lint ui bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,14 @@ venv: $(STAMP) ## Create .venv and install the package (other targets do it when
 
 data: $(STAMP) ## (Re)generate the default simulated cohort in data/raw/phase2
 	$(BIN)/csf-responder simulate --out $(DEFAULT_COHORT)
+
+validate: $(STAMP) ## Check a cohort without training; write data/interim/<cohort>/ (COHORT=dir)
+ifeq ($(strip $(COHORT)),)
+	@test -f $(DEFAULT_COHORT)/patients.csv || $(MAKE) --no-print-directory data
+	$(BIN)/csf-responder validate --config $(CONFIG) $(SET)
+else
+	$(BIN)/csf-responder validate --cohort $(COHORT) --config $(CONFIG) $(SET)
+endif
 
 train: $(STAMP) ## Train and log the responder models (COHORT=dir CONFIG=file SET=...)
 ifeq ($(strip $(COHORT)),)
@@ -54,8 +62,9 @@ ui: $(STAMP) ## Open the MLflow UI over the local store (http://127.0.0.1:5000; 
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root mlruns/artifacts --host $(HOST) --port $(PORT)
 
-bench: $(STAMP) ## Time make train and the CLI's --help; write benchmarks/results.json
+bench: $(STAMP) ## Speed and memory figures into benchmarks/*.json (train, --help, 16M-row ingest)
 	$(BIN)/python benchmarks/bench.py --out benchmarks/results.json
+	$(BIN)/python benchmarks/ingest_bench.py --out benchmarks/ingest_results.json
 
 clean: ## Remove generated data, runs and caches (keeps .venv)
 	rm -rf data mlruns/mlflow.db mlruns/artifacts reports .pytest_cache .ruff_cache

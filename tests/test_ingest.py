@@ -1,0 +1,145 @@
+"""The ingest stage end to end: one panel in every layout and format gives one table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from csf_responder.config import SimulationConfig, TrainConfig, load_config
+from csf_responder.errors import CohortError
+from csf_responder.ingest import ingest_cohort
+from csf_responder.io import write_cohort
+from csf_responder.simulate import simulate_trial
+from tests.conftest import CONFIGS
+
+ALIASES = {"TGF-beta1": "TGFB1", "MCP-1": "CCL2", "VEGF": "VEGF-A", "Angiogenin": "ANG"}
+
+
+@pytest.fixture(scope="module")
+def trial():
+    config = load_config(CONFIGS / "simulate.yaml", SimulationConfig,
+                         overrides=["n_msc=8", "n_control=3", "seed=4"])[0]
+    return simulate_trial(config)
+
+
+@pytest.fixture(scope="module")
+def config() -> TrainConfig:
+    return load_config(CONFIGS / "train.yaml", TrainConfig)[0]
+
+
+def _ingest(directory, config, **overrides):
+    panel = config.panel.model_copy(update=overrides) if overrides else config.panel
+    return ingest_cohort(directory, panel=panel, labels=config.labels, drop_columns=())
+
+
+def _write(directory, trial, csf: pd.DataFrame, name: str = "csf.csv"):
+    write_cohort(directory, patients=trial.patients, alsfrs=trial.alsfrs, csf=trial.csf)
+    (directory / "csf.csv").unlink()
+    path = directory / name
+    if name.endswith(".parquet"):
+        csf.to_parquet(path, index=False)
+    elif name.endswith(".xlsx"):
+        csf.to_excel(path, index=False)
+    elif name.endswith(".tsv"):
+        csf.to_csv(path, index=False, sep="\t")
+    else:
+        csf.to_csv(path, index=False)
+    return directory
+
+
+def _in_ng_ml_with_aliases(csf: pd.DataFrame) -> pd.DataFrame:
+    """The same measurements in ng/mL (values and limits) under lab aliases."""
+    out = csf.copy()
+    pg = out["unit"] == "pg/mL"
+    censored = out["value"].str.startswith("<")
+    number = pd.to_numeric(out["value"].str.lstrip("<"))
+    lloq = pd.to_numeric(out["lloq"])
+    scaled = np.where(pg, number / 1000, number)
+    out["value"] = np.where(censored, "<", "") + pd.Series(scaled).map(lambda v: f"{v:.10g}")
+    out["lloq"] = pd.Series(np.where(pg, lloq / 1000, lloq)).map(lambda v: f"{v:.10g}")
+    out["unit"] = "ng/mL"
+    out["analyte"] = out["analyte"].map(ALIASES)
+    return out
+
+
+def _wide(csf: pd.DataFrame, *, units: str) -> pd.DataFrame:
+    """One row per sample, one column per analyte; units in the header or in a units row."""
+    unit_of = csf.groupby("analyte")["unit"].first()
+    wide = csf.pivot(index=["subject_id", "timepoint"], columns="analyte", values="value")
+    wide = wide.reset_index()
+    wide.columns.name = None
+    if units == "header":
+        return wide.rename(columns={a: f"{a} ({unit_of[a]})" for a in unit_of.index})
+    units_row = pd.DataFrame([{"subject_id": "", "timepoint": "", **unit_of.to_dict()}])
+    return pd.concat([units_row, wide], ignore_index=True)
+
+
+def _comparable(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop(columns=[c for c in table if c.startswith("plate_")]).sort_values(
+        "subject_id").reset_index(drop=True)
+
+
+def test_every_layout_and_format_ingests_to_the_same_table(tmp_path, trial, config):
+    # wide files carry no lloq column, so give the long reference none either: the
+    # panel's default limits apply to "<x" cells only when the cell has no number
+    long = trial.csf.drop(columns=["lloq", "plate"])
+    reference = _comparable(_ingest(_write(tmp_path / "ref", trial, long), config).table)
+    variants = {
+        "long, ng/mL, aliases": (_in_ng_ml_with_aliases(trial.csf).drop(columns=["lloq", "plate"]),
+                                 "csf.csv"),
+        "long TSV": (long, "csf.tsv"),
+        "long XLSX": (long, "csf.xlsx"),
+        "long Parquet": (long, "csf.parquet"),
+        "wide, units in header": (_wide(trial.csf, units="header"), "csf.csv"),
+        "wide, units row, XLSX": (_wide(trial.csf, units="row"), "csf.xlsx"),
+    }
+    for label, (csf, name) in variants.items():
+        cohort = _ingest(_write(tmp_path / label.replace(" ", "_").replace(",", ""), trial,
+                                csf, name), config)
+        assert cohort.checked.rejects.empty, label
+        pd.testing.assert_frame_equal(_comparable(cohort.table), reference, rtol=1e-9,
+                                      obj=label)
+
+
+def test_decimal_comma_export_reads_like_the_original(tmp_path, trial, config):
+    reference = _ingest(_write(tmp_path / "ref", trial, trial.csf), config).table
+    comma = trial.csf.assign(value=trial.csf["value"].str.replace(".", ",", regex=False),
+                             lloq=trial.csf["lloq"].str.replace(".", ",", regex=False))
+    directory = tmp_path / "comma"
+    _write(directory, trial, comma)
+    (directory / "csf.csv").write_text(comma.to_csv(index=False, sep=";"))
+    table = _ingest(directory, config, decimal_comma=True).table
+    pd.testing.assert_frame_equal(_comparable(table), _comparable(reference))
+    # read without the flag, "304,9" is no number: nothing is misread as 3049, every
+    # value is refused and the run stops on the first required analyte
+    with pytest.raises(CohortError, match="required analyte .* has no usable value"):
+        _ingest(directory, config)
+
+
+def test_identifier_column_is_refused_unless_configured_to_drop(tmp_path, trial, config):
+    directory = _write(tmp_path / "c", trial, trial.csf)
+    patients = trial.patients.assign(date_of_birth="1970-01-01")
+    patients.to_csv(directory / "patients.csv", index=False)
+    with pytest.raises(CohortError, match="column 'date_of_birth'.*direct identifier"):
+        _ingest(directory, config)
+    cohort = ingest_cohort(directory, panel=config.panel, labels=config.labels,
+                           drop_columns=["date_of_birth"])
+    assert "date_of_birth" not in cohort.table.columns
+    assert any("date_of_birth" in note for note in cohort.checked.notes)
+
+
+def test_rows_read_equal_rows_used_plus_rejected(tmp_path, trial, config):
+    csf = trial.csf.copy()
+    csf.loc[0, "value"] = "n/a?"           # value_invalid
+    csf.loc[1, "analyte"] = "IL-99"        # analyte_unknown
+    csf.loc[2, "subject_id"] = "NOBODY"    # subject_unknown
+    cohort = _ingest(_write(tmp_path / "c", trial, csf), config)
+    accounting = cohort.checked.accounting.set_index("file")
+    csf_row = accounting.loc[str(tmp_path / "c" / "csf.csv")]
+    assert csf_row["rows_read"] == len(csf)
+    assert csf_row["rows_rejected"] == 3
+    assert csf_row["rows_used"] == len(csf) - 3
+    assert sorted(cohort.checked.rejects["rule"]) == ["analyte_unknown", "subject_unknown",
+                                                      "value_invalid"]
+    assert (cohort.checked.rejects["line"].sort_values().tolist() == [2, 3, 4])

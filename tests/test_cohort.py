@@ -10,8 +10,8 @@ from csf_responder.cohort import CLINICAL_COLUMNS, FLAG_SUFFIX, cohort_table, cs
 from csf_responder.config import AnalyteSpec
 
 PANEL = [
-    AnalyteSpec(name="TGF-beta1", unit="pg/mL", key="tgf_beta1"),
-    AnalyteSpec(name="MCP-1", unit="pg/mL"),            # key derived: mcp_1
+    AnalyteSpec(name="TGF-beta1", unit="pg/mL", required=True, key="tgf_beta1"),
+    AnalyteSpec(name="MCP-1", unit="pg/mL", required=True),            # key derived: mcp_1
 ]
 TIMEPOINTS = ["baseline", "week4"]
 
@@ -68,7 +68,8 @@ def test_columns_and_their_order(patients, lead_in, csf):
     for key in ("tgf_beta1", "mcp_1"):
         for tp in TIMEPOINTS:
             csf_part += [f"{key}_{tp}", f"{key}_{tp}{FLAG_SUFFIX}"]
-    assert list(table.columns) == ["subject_id", "arm", *CLINICAL_COLUMNS, *csf_part]
+    plates = [f"plate_{tp}" for tp in TIMEPOINTS]
+    assert list(table.columns) == ["subject_id", "arm", *CLINICAL_COLUMNS, *csf_part, *plates]
 
 
 def test_lead_in_summary_is_joined_by_subject(patients, lead_in, csf):

@@ -14,9 +14,11 @@ from csf_responder.errors import ConfigError
 
 @pytest.fixture
 def train_yaml(tmp_path, configs_dir) -> Path:
-    """A private copy of configs/train.yaml (its local override, if any, is not copied)."""
+    """A private copy of configs/train.yaml and the panels it includes (a local override,
+    if any, is not copied)."""
     target = tmp_path / "train.yaml"
     shutil.copyfile(configs_dir / "train.yaml", target)
+    shutil.copytree(configs_dir / "panels", tmp_path / "panels")
     return target
 
 
@@ -47,7 +49,9 @@ def test_real_train_config_loads(configs_dir):
 
 def test_copy_loads_to_the_values_written(train_yaml):
     config, resolved = load_config(train_yaml, TrainConfig)
-    assert resolved == yaml.safe_load(train_yaml.read_text())
+    written = yaml.safe_load(train_yaml.read_text())
+    panel = yaml.safe_load((train_yaml.parent / written["panel"]).read_text())
+    assert resolved == {**written, "panel": panel}  # the included panel, in place
     assert config.labels.cutoff == 0.5
     assert config.panel.timepoints == ["baseline", "week4"]
 
@@ -110,12 +114,20 @@ def test_top_level_must_be_a_mapping(tmp_path):
     assert "mapping" in config_error(path)
 
 
-def test_ratio_of_analyte_outside_panel_is_an_error(train_yaml):
+def test_ratio_of_analyte_outside_the_features_is_an_error(train_yaml):
     edit(train_yaml, "    - [TGF-beta1, MCP-1]", "    - [TGF-beta1, IL-6]")
     message = config_error(train_yaml)
     assert str(train_yaml) in message
     assert "'IL-6'" in message
-    assert "panel.analytes" in message
+    assert "features.analytes" in message
+
+
+def test_feature_analyte_outside_the_panel_is_an_error(train_yaml):
+    edit(train_yaml, "analytes: [TGF-beta1, MCP-1, VEGF, Angiogenin]",
+         "analytes: [TGF-beta1, MCP-1, VEGF, IL-99]")
+    message = config_error(train_yaml)
+    assert "'IL-99'" in message
+    assert "not in the panel" in message
 
 
 # ---------------------------------------------------------------------- overrides

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from csf_responder.contracts import REJECT_COLUMNS
 from csf_responder.labels import (
     EXCLUSIONS,
     MONTH_DAYS,
@@ -246,19 +247,20 @@ def test_exclusion_rejects_lists_excluded_patients_with_reasons():
         patient("B", [36, 35], follow_days=[56, 112]),
     )
     labels = labels_of(table, ["A", "B", "Z"])
-    rejects = exclusion_rejects(labels, file="cohort/alsfrs.csv")
-    assert list(rejects.columns) == ["file", "line", "subject_id", "reason"]
+    rejects = exclusion_rejects(labels, file="cohort/alsfrs.csv", column="alsfrs_r")
+    assert list(rejects.columns) == list(REJECT_COLUMNS)
     assert rejects["subject_id"].tolist() == ["B", "Z"]
     assert rejects["file"].tolist() == ["cohort/alsfrs.csv"] * 2
+    assert rejects["column"].tolist() == ["alsfrs_r"] * 2
     assert rejects["line"].isna().all()
-    assert rejects["reason"].tolist() == [
-        f"no_visit_at_horizon: {EXCLUSIONS['no_visit_at_horizon']}",
-        f"no_alsfrs_visits: {EXCLUSIONS['no_alsfrs_visits']}",
-    ]
+    assert rejects["rule"].tolist() == ["no_visit_at_horizon", "no_alsfrs_visits"]
+    assert rejects["value"].tolist() == [EXCLUSIONS["no_visit_at_horizon"],
+                                         EXCLUSIONS["no_alsfrs_visits"]]
+    assert set(rejects["action"]) == {"patient not labelled (kept for scoring)"}
 
 
 def test_exclusion_rejects_empty_when_everyone_is_labelled():
     labels = labels_of(visits(patient("A", [36, 35, 34])), ["A"])
-    rejects = exclusion_rejects(labels, file="alsfrs.csv")
+    rejects = exclusion_rejects(labels, file="alsfrs.csv", column="alsfrs_r")
     assert rejects.empty
-    assert list(rejects.columns) == ["file", "line", "subject_id", "reason"]
+    assert list(rejects.columns) == list(REJECT_COLUMNS)

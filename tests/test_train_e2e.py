@@ -96,7 +96,7 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
 
 def test_logged_model_predicts_raw_wide_rows_in_a_fresh_process(trained):
     work, env, _ = trained
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import json
         import mlflow
         from mlflow import MlflowClient
@@ -106,11 +106,11 @@ def test_logged_model_predicts_raw_wide_rows_in_a_fresh_process(trained):
         table = pd.read_parquet("interim/cohort.parquet")  # written by csf-responder validate
         rows = table[table["arm"] == "MSC"].drop(columns=["arm", "responder"]).head(7)
         client = MlflowClient()
-        out = {{}}
+        out = {}
         experiment = client.get_experiment_by_name("csf-responder")
         for run in client.search_runs([experiment.experiment_id],
                                       filter_string="tags.family != ''"):
-            model = mlflow.pyfunc.load_model(f"runs:/{{run.info.run_id}}/model")
+            model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
             proba = model.predict(rows)
             out[run.data.tags["family"]] = [list(map(float, p)) for p in proba]
         print(json.dumps(out))

@@ -78,6 +78,7 @@ def cohort_table(
               .pivot(index="subject_id", columns="timepoint", values="plate")
               if "plate" in csf else pd.DataFrame(index=index))
     for tp in timepoints:
-        plate = plates[tp].reindex(index) if tp in plates else pd.Series(index=index)
-        columns[f"plate_{tp}"] = plate.fillna("").astype(str).to_numpy(dtype=object)
+        plate = (plates[tp].reindex(index) if tp in plates
+                 else pd.Series(index=index, dtype=object))
+        columns[f"plate_{tp}"] = plate.astype(object).fillna("").astype(str).to_numpy(object)
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(columns)], axis=1)

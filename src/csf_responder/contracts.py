@@ -379,8 +379,8 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     tp_code, tps = _codes(raw["timepoint"])
     timepoint_ok = pd.Series(np.asarray(tps.isin(panel.timepoints))[tp_code])
     factor = _unit_factors(raw, analyte, panel, file, notes)
-    file_limits = {c: (_number(raw[c]).to_numpy() if c in raw else np.full(len(raw), np.nan))
-                   for c in ("lloq", "uloq")}
+    file_limits = {c: (parse_numbers(raw[c], decimal_comma=panel.decimal_comma).to_numpy()
+                       if c in raw else np.full(len(raw), np.nan)) for c in ("lloq", "uloq")}
     limit_ok = pd.Series(True, index=raw.index)
     for column in ("lloq", "uloq"):
         if column in raw:

@@ -18,8 +18,8 @@ from csf_responder.errors import CohortError
 from csf_responder.readers import LINE, csf_to_long, read_table
 
 __all__ = [
-    "COHORT_FILES", "CSF_SUFFIXES", "LINE", "RawCohort", "cohort_digest", "read_cohort", "write_cohort", "write_outputs",
-    "write_table",
+    "COHORT_FILES", "CSF_SUFFIXES", "LINE", "RawCohort", "cohort_digest", "read_cohort",
+    "write_cohort", "write_outputs", "write_table",
 ]
 
 #: The files of a cohort directory, in the order they are read; the CSF panel may also

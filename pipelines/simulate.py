@@ -23,7 +23,8 @@ class SimulateOutcome:
 def run(*, config_path: Path, out: Path, truth: Path, overrides: list[str]) -> SimulateOutcome:
     config, _ = load_config(config_path, SimulationConfig, overrides=overrides)
     trial = simulate_trial(config)
-    write_cohort(out, patients=trial.patients, alsfrs=trial.alsfrs, csf=trial.csf)
+    write_cohort(out, patients=trial.patients, visits=trial.alsfrs, csf=trial.csf,
+                 visits_file="alsfrs.csv")
     oracle = oracle_probabilities(
         trial, config, draws=config.oracle_draws, cutoff=config.oracle_cutoff,
         horizon_months=config.oracle_horizon_months, seed=config.seed,

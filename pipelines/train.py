@@ -37,7 +37,8 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
     from csf_responder import tracking  # MLflow is heavy: loaded only when training runs
 
     config, resolved = load_config(config_path, TrainConfig, overrides=overrides)
-    cohort = ingest_cohort(config.cohort.path, panel=config.panel, labels=config.labels,
+    cohort = ingest_cohort(config.cohort.path, panel=config.panel,
+                           indication=config.indication, labels=config.labels,
                            drop_columns=config.ingest.drop_columns)
     reporter.notes(cohort.checked.notes)
     data = training_data(cohort.table, arm="MSC", minimum=config.ingest.min_labelled)
@@ -47,7 +48,7 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
 
     uri = tracking.setup_tracking(config.tracking.uri, artifact_root=config.tracking.artifact_root,
                                   experiment=config.tracking.experiment)
-    tags = {"cohort": config.cohort.name, "data_digest": cohort_digest(cohort.raw.directory),
+    tags = {"cohort": config.cohort.name, "data_digest": cohort_digest(cohort.raw),
             "label_cutoff": str(config.labels.cutoff),
             "label_horizon_months": str(config.labels.horizon_months),
             **tracking.git_state(Path(__file__).parent)}
@@ -65,7 +66,8 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
                     "accounting": cohort.checked.accounting})
         with reporter.progress(len(config.models) * v.n_splits * v.n_repeats) as advance:
             for name, spec in config.models.items():
-                pipeline = make_pipeline(spec, panel=config.panel, features=config.features,
+                pipeline = make_pipeline(spec, panel=config.panel, indication=config.indication,
+                                         features=config.features,
                                          seed=config.seed)
                 result = evaluate_family(
                     name, pipeline, data, n_splits=v.n_splits, n_repeats=v.n_repeats,

@@ -19,7 +19,8 @@ class ValidateOutcome:
 
 def run(*, config_path: Path, overrides: list[str], out: Path) -> ValidateOutcome:
     config, _ = load_config(config_path, TrainConfig, overrides=overrides)
-    cohort = ingest_cohort(config.cohort.path, panel=config.panel, labels=config.labels,
+    cohort = ingest_cohort(config.cohort.path, panel=config.panel,
+                           indication=config.indication, labels=config.labels,
                            drop_columns=config.ingest.drop_columns)
     write_outputs(out, parquet={"cohort": cohort.table},
                   csv={"rejects": cohort.rejects, "qc_replicates": cohort.checked.qc,

@@ -21,8 +21,8 @@ def cohort_dir(tmp_path, configs_dir):
     config = load_config(configs_dir / "simulate.yaml", SimulationConfig,
                          overrides=["n_msc=6", "n_control=4"])[0]
     trial = simulate_trial(config)
-    return write_cohort(tmp_path / "cohort", patients=trial.patients, alsfrs=trial.alsfrs,
-                        csf=trial.csf)
+    return write_cohort(tmp_path / "cohort", patients=trial.patients, visits=trial.alsfrs,
+                        csf=trial.csf, visits_file="alsfrs.csv")
 
 
 def _fails_with(args: list[str], *fragments: str) -> str:
@@ -115,7 +115,8 @@ def test_missing_config_file(tmp_path, cohort_dir):
 def test_mistyped_config_key_is_named(tmp_path, cohort_dir, configs_dir):
     copy = tmp_path / "train.yaml"
     shutil.copy(configs_dir / "train.yaml", copy)
-    shutil.copytree(configs_dir / "panels", tmp_path / "panels")
+    for included in ("panels", "indications"):
+        shutil.copytree(configs_dir / included, tmp_path / included)
     copy.write_text(copy.read_text().replace("n_repeats:", "n_repeat:"))
     _fails_with(["train", "--cohort", str(cohort_dir), "--config", str(copy)],
                 "unknown key 'validation.n_repeat'", "missing key 'validation.n_repeats'")

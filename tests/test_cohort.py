@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from csf_responder.cohort import CLINICAL_COLUMNS, FLAG_SUFFIX, cohort_table, csf_columns
+from csf_responder.cohort import FLAG_SUFFIX, VISIT_COLUMNS, cohort_table, csf_columns
 from csf_responder.config import AnalyteSpec
 
 PANEL = [
     AnalyteSpec(name="TGF-beta1", unit="pg/mL", required=True, key="tgf_beta1"),
     AnalyteSpec(name="MCP-1", unit="pg/mL", required=True),            # key derived: mcp_1
 ]
+COVARIATES = ("age", "sex", "onset_site", "onset_months")
 TIMEPOINTS = ["baseline", "week4"]
 
 
@@ -33,7 +34,7 @@ def lead_in() -> pd.DataFrame:
     return pd.DataFrame({
         "subject_id": ["P03", "P01", "P02"],        # order differs from patients on purpose
         "baseline_day": [0.0, 0.0, -7.0],
-        "alsfrs_baseline": [41.0, 37.0, 30.0],
+        "score_baseline": [41.0, 37.0, 30.0],
         "n_lead_in": [4, 4, 3],
         "leadin_slope": [-0.5, -1.0, -2.0],
     })
@@ -53,7 +54,8 @@ def csf() -> pd.DataFrame:
 
 
 def build(patients, lead_in, csf) -> pd.DataFrame:
-    return cohort_table(patients, lead_in, csf, analytes=PANEL, timepoints=TIMEPOINTS)
+    return cohort_table(patients, lead_in, csf, covariates=COVARIATES, analytes=PANEL,
+                        timepoints=TIMEPOINTS)
 
 
 def test_one_row_per_patient_in_patient_order(patients, lead_in, csf):
@@ -69,12 +71,13 @@ def test_columns_and_their_order(patients, lead_in, csf):
         for tp in TIMEPOINTS:
             csf_part += [f"{key}_{tp}", f"{key}_{tp}{FLAG_SUFFIX}"]
     plates = [f"plate_{tp}" for tp in TIMEPOINTS]
-    assert list(table.columns) == ["subject_id", "arm", *CLINICAL_COLUMNS, *csf_part, *plates]
+    assert list(table.columns) == ["subject_id", "arm", *COVARIATES, *VISIT_COLUMNS,
+                                   *csf_part, *plates]
 
 
 def test_lead_in_summary_is_joined_by_subject(patients, lead_in, csf):
     table = build(patients, lead_in, csf)
-    assert table["alsfrs_baseline"].tolist() == [37.0, 30.0, 41.0]
+    assert table["score_baseline"].tolist() == [37.0, 30.0, 41.0]
     assert table["leadin_slope"].tolist() == [-1.0, -2.0, -0.5]
     assert "baseline_day" not in table.columns
 

@@ -18,7 +18,8 @@ def train_yaml(tmp_path, configs_dir) -> Path:
     if any, is not copied)."""
     target = tmp_path / "train.yaml"
     shutil.copyfile(configs_dir / "train.yaml", target)
-    shutil.copytree(configs_dir / "panels", tmp_path / "panels")
+    for included in ("panels", "indications"):
+        shutil.copytree(configs_dir / included, tmp_path / included)
     return target
 
 
@@ -50,8 +51,9 @@ def test_real_train_config_loads(configs_dir):
 def test_copy_loads_to_the_values_written(train_yaml):
     config, resolved = load_config(train_yaml, TrainConfig)
     written = yaml.safe_load(train_yaml.read_text())
-    panel = yaml.safe_load((train_yaml.parent / written["panel"]).read_text())
-    assert resolved == {**written, "panel": panel}  # the included panel, in place
+    included = {key: yaml.safe_load((train_yaml.parent / written[key]).read_text())
+                for key in ("panel", "indication")}
+    assert resolved == {**written, **included}  # the included files, in place
     assert config.labels.cutoff == 0.5
     assert config.panel.timepoints == ["baseline", "week4"]
 
@@ -224,3 +226,36 @@ def test_typo_in_local_file_names_the_local_file(train_yaml):
     message = config_error(train_yaml)
     assert "unknown key 'labels.horizon_month'" in message
     assert str(local) in message
+
+
+# ----------------------------------------------------------------------- includes
+def test_set_swaps_an_included_file_and_reaches_into_it(configs_dir):
+    config, resolved = load_config(
+        configs_dir / "train.yaml", TrainConfig,
+        overrides=["indication=indications/msa.yaml", "indication.score.max=100",
+                   "features.clinical=[score_baseline, age, subtype]"])
+    assert config.indication.name == "MSA"
+    assert config.indication.score.higher_is_better is False
+    assert config.indication.score.max == 100
+    assert resolved["indication"]["visits_file"] == "umsars.csv"
+
+
+def test_clinical_feature_outside_the_indication_is_named(configs_dir):
+    with pytest.raises(ConfigError, match="features.clinical names 'onset_site'"):
+        load_config(configs_dir / "train.yaml", TrainConfig,
+                    overrides=["indication=indications/msa.yaml"])
+
+
+def test_missing_included_file_is_named(configs_dir):
+    with pytest.raises(ConfigError, match="indications/nope.yaml: config file not found"):
+        load_config(configs_dir / "train.yaml", TrainConfig,
+                    overrides=["indication=indications/nope.yaml"])
+
+
+def test_label_column_goes_with_the_column_source(configs_dir):
+    with pytest.raises(ConfigError, match="labels.column is set exactly when"):
+        load_config(configs_dir / "train.yaml", TrainConfig,
+                    overrides=["labels.source=column"])
+    config, _ = load_config(configs_dir / "train.yaml", TrainConfig,
+                            overrides=["labels.source=column", "labels.column=responded"])
+    assert config.labels.column == "responded"

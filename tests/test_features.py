@@ -98,7 +98,7 @@ def wide() -> pd.DataFrame:
         "tgf_beta1_week4": [2000.0, 500.0, 300.0],
         "mcp1_baseline": [100.0, 250.0, 80.0],
         "mcp1_week4": [50.0, 125.0, -1.0],
-        "alsfrs_baseline": [40.0, 36.0, 44.0],
+        "score_baseline": [40.0, 36.0, 44.0],
         "onset_months": [16.0, 12.0, 0.0],
         "leadin_slope": [-1.25, -0.5, -2.0],
         "age": [54.0, 61.0, 47.0],
@@ -107,9 +107,13 @@ def wide() -> pd.DataFrame:
     }, index=[10, 11, 12])
 
 
+ALS_CATEGORIES = (("sex", ("female", "male")), ("onset_site", ("spinal", "bulbar")))
+
+
 def features(**kwargs) -> CohortFeatures:
     params = dict(analytes=("tgf_beta1", "mcp1"), timepoints=("baseline", "week4"),
-                  ratios=(("tgf_beta1", "mcp1"),), changes=True, clinical=())
+                  ratios=(("tgf_beta1", "mcp1"),), changes=True, clinical=(),
+                  categories=ALS_CATEGORIES, score_best=48.0)
     return CohortFeatures(**{**params, **kwargs})
 
 
@@ -158,16 +162,16 @@ def test_non_positive_concentration_gives_nan(wide):
 
 
 def test_clinical_features(wide):
-    clinical = ("alsfrs_baseline", "leadin_slope", "delta_fs", "age", "sex", "onset_site")
+    clinical = ("score_baseline", "leadin_slope", "delta_fs", "age", "sex", "onset_site")
     out = features(analytes=(), ratios=(), clinical=clinical).fit_transform(wide)
-    assert list(out.columns) == ["alsfrs_baseline", "leadin_slope", "delta_fs", "age",
-                                 "male", "bulbar_onset"]
+    assert list(out.columns) == ["score_baseline", "leadin_slope", "delta_fs", "age",
+                                 "sex_male", "onset_site_bulbar"]
     # (48 - 40) / 16 = 0.5, (48 - 36) / 12 = 1.0, onset 0 months -> undefined
     assert out["delta_fs"].iloc[0] == pytest.approx(0.5)
     assert out["delta_fs"].iloc[1] == pytest.approx(1.0)
     assert np.isnan(out["delta_fs"].iloc[2])
-    assert out["male"].tolist() == [1.0, 0.0, 1.0]
-    assert out["bulbar_onset"].tolist() == [1.0, 0.0, 0.0]
+    assert out["sex_male"].tolist() == [1.0, 0.0, 1.0]
+    assert out["onset_site_bulbar"].tolist() == [1.0, 0.0, 0.0]
     assert out["leadin_slope"].tolist() == [-1.25, -0.5, -2.0]
 
 
@@ -179,9 +183,37 @@ def test_missing_input_column_names_it(wide):
         fitted.transform(wide.drop(columns="onset_months"))
 
 
-def test_unknown_clinical_feature_is_an_error(wide):
+def test_clinical_column_not_in_the_table_is_an_error(wide):
     with pytest.raises(ValueError, match="bmi"):
         features(clinical=("age", "bmi")).fit(wide)
+
+
+def test_unknown_category_gives_missing_indicators(wide):
+    out = features(analytes=(), ratios=(), clinical=("sex",)).fit_transform(
+        wide.assign(sex=["male", "other", "female"]))
+    assert out["sex_male"].iloc[0] == 1.0 and out["sex_male"].iloc[2] == 0.0
+    assert np.isnan(out["sex_male"].iloc[1])
+
+
+def test_category_with_three_levels_gives_two_indicators():
+    table = pd.DataFrame({"subtype": ["A", "B", "C", "B"]})
+    out = CohortFeatures(analytes=(), ratios=(), clinical=("subtype",),
+                         categories=(("subtype", ("A", "B", "C")),)).fit_transform(table)
+    assert list(out.columns) == ["subtype_B", "subtype_C"]
+    assert out["subtype_B"].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert out["subtype_C"].tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+def test_delta_fs_of_a_score_that_rises_with_progression(wide):
+    # UMSARS-like: best score 0; baseline 40 after 16 months -> 2.5 points/month
+    out = features(analytes=(), ratios=(), clinical=("delta_fs",),
+                   score_best=0.0).fit_transform(wide)
+    assert out["delta_fs"].iloc[0] == pytest.approx(40 / 16)
+
+
+def test_delta_fs_without_the_best_score_is_an_error(wide):
+    with pytest.raises(ValueError, match="score_best"):
+        features(clinical=("delta_fs",), score_best=None).fit(wide)
 
 
 def test_feature_names_out_match_transform(wide):
@@ -190,7 +222,7 @@ def test_feature_names_out_match_transform(wide):
         "log_tgf_beta1_baseline", "log_tgf_beta1_week4", "log_mcp1_baseline", "log_mcp1_week4",
         "log_ratio_tgf_beta1_mcp1_baseline", "log_ratio_tgf_beta1_mcp1_week4",
         "change_log_tgf_beta1", "change_log_mcp1", "change_log_ratio_tgf_beta1_mcp1",
-        "delta_fs", "male",
+        "delta_fs", "sex_male",
     ]
     assert list(transformer.get_feature_names_out()) == expected
     assert list(transformer.transform(wide).columns) == expected
@@ -213,7 +245,7 @@ def wide_table(panel) -> tuple[pd.DataFrame, np.ndarray]:
         "sex": ["male", "female"] * 3,
         "onset_site": ["bulbar", "spinal", "spinal", "bulbar", "spinal", "spinal"],
         "onset_months": [14.0, 20.0, 9.0, 30.0, 12.0, 18.0],
-        "alsfrs_baseline": [37.0, 41.0, 30.0, 44.0, 35.0, 39.0],
+        "score_baseline": [37.0, 41.0, 30.0, 44.0, 35.0, 39.0],
         "leadin_slope": [-1.0, -0.5, -2.0, -0.25, -1.5, -0.75],
     }
     for k, spec in enumerate(panel.analytes):
@@ -229,14 +261,15 @@ def wide_table(panel) -> tuple[pd.DataFrame, np.ndarray]:
 def test_pipeline_from_train_config_keeps_readable_names(configs_dir):
     config, _ = load_config(configs_dir / "train.yaml", TrainConfig)
     spec = next(m for m in config.models.values() if m.family == "logistic")
-    pipeline = make_pipeline(spec, panel=config.panel, features=config.features, seed=0)
+    pipeline = make_pipeline(spec, panel=config.panel, indication=config.indication,
+                             features=config.features, seed=0)
     X, y = wide_table(config.panel)
     pipeline.fit(X, y)
 
     names = list(pipeline[:-1].get_feature_names_out())
     assert "log_ratio_tgf_beta1_mcp1_baseline" in names
     assert "change_log_ratio_tgf_beta1_mcp1" in names
-    assert {"delta_fs", "male", "bulbar_onset"} <= set(names)
+    assert {"delta_fs", "sex_male", "onset_site_bulbar"} <= set(names)
 
     transformed = pipeline[:-1].transform(X)
     assert isinstance(transformed, pd.DataFrame)

@@ -30,11 +30,13 @@ def config() -> TrainConfig:
 
 def _ingest(directory, config, **overrides):
     panel = config.panel.model_copy(update=overrides) if overrides else config.panel
-    return ingest_cohort(directory, panel=panel, labels=config.labels, drop_columns=())
+    return ingest_cohort(directory, panel=panel, indication=config.indication,
+                           labels=config.labels, drop_columns=())
 
 
 def _write(directory, trial, csf: pd.DataFrame, name: str = "csf.csv"):
-    write_cohort(directory, patients=trial.patients, alsfrs=trial.alsfrs, csf=trial.csf)
+    write_cohort(directory, patients=trial.patients, visits=trial.alsfrs, csf=trial.csf,
+                 visits_file="alsfrs.csv")
     (directory / "csf.csv").unlink()
     path = directory / name
     if name.endswith(".parquet"):
@@ -123,7 +125,8 @@ def test_identifier_column_is_refused_unless_configured_to_drop(tmp_path, trial,
     patients.to_csv(directory / "patients.csv", index=False)
     with pytest.raises(CohortError, match="column 'date_of_birth'.*direct identifier"):
         _ingest(directory, config)
-    cohort = ingest_cohort(directory, panel=config.panel, labels=config.labels,
+    cohort = ingest_cohort(directory, panel=config.panel, indication=config.indication,
+                           labels=config.labels,
                            drop_columns=["date_of_birth"])
     assert "date_of_birth" not in cohort.table.columns
     assert any("date_of_birth" in note for note in cohort.checked.notes)

@@ -28,16 +28,16 @@ def cohort_dir(tmp_path: Path) -> Path:
 def test_missing_directory_is_named(tmp_path):
     missing = tmp_path / "no_such_cohort"
     with pytest.raises(CohortError, match="cohort directory not found") as info:
-        read_cohort(missing)
+        read_cohort(missing, visits_file="alsfrs.csv")
     assert info.value.file == str(missing)
     assert str(missing) in str(info.value)
 
 
-@pytest.mark.parametrize("name", COHORT_FILES)
+@pytest.mark.parametrize("name", [*COHORT_FILES, "alsfrs.csv"])
 def test_missing_file_is_named(cohort_dir, name):
     (cohort_dir / name).unlink()
     with pytest.raises(CohortError, match="file not found") as info:
-        read_cohort(cohort_dir)
+        read_cohort(cohort_dir, visits_file="alsfrs.csv")
     assert info.value.file == str(cohort_dir / name)
     assert str(cohort_dir / name) in str(info.value)
 
@@ -45,48 +45,48 @@ def test_missing_file_is_named(cohort_dir, name):
 def test_empty_file_is_an_error_naming_it(cohort_dir):
     (cohort_dir / "alsfrs.csv").write_text("")
     with pytest.raises(CohortError, match="empty") as info:
-        read_cohort(cohort_dir)
+        read_cohort(cohort_dir, visits_file="alsfrs.csv")
     assert info.value.file == str(cohort_dir / "alsfrs.csv")
 
 
 def test_header_only_file_gives_an_empty_table(cohort_dir):
     (cohort_dir / "csf.csv").write_text("subject_id,timepoint,analyte,value,unit\n")
-    raw = read_cohort(cohort_dir)
+    raw = read_cohort(cohort_dir, visits_file="alsfrs.csv")
     assert len(raw.csf) == 0
     assert {"subject_id", "value", LINE} <= set(raw.csf.columns)
 
 
 def test_cells_are_strings_and_blanks_stay_empty_strings(cohort_dir):
     (cohort_dir / "patients.csv").write_text("subject_id,arm,age\nP01,MSC,\nP02,control,NA\n")
-    raw = read_cohort(cohort_dir)
+    raw = read_cohort(cohort_dir, visits_file="alsfrs.csv")
     assert raw.patients["age"].tolist() == ["", "NA"]
-    assert raw.alsfrs["day"].tolist() == ["-84", "0", "0"]
+    assert raw.visits["day"].tolist() == ["-84", "0", "0"]
     assert raw.csf["value"].tolist() == ["<15.6"]
-    assert all(isinstance(v, str) for v in raw.alsfrs["alsfrs_r"])
+    assert all(isinstance(v, str) for v in raw.visits["alsfrs_r"])
 
 
 def test_line_column_counts_the_header_as_line_one(cohort_dir):
-    raw = read_cohort(cohort_dir)
+    raw = read_cohort(cohort_dir, visits_file="alsfrs.csv")
     assert raw.patients[LINE].tolist() == [2, 3]
-    assert raw.alsfrs[LINE].tolist() == [2, 3, 4]
+    assert raw.visits[LINE].tolist() == [2, 3, 4]
     assert raw.csf[LINE].tolist() == [2]
 
 
 def test_header_names_are_stripped(cohort_dir):
     (cohort_dir / "patients.csv").write_text("subject_id , arm,age\nP01,MSC,54\n")
-    raw = read_cohort(cohort_dir)
+    raw = read_cohort(cohort_dir, visits_file="alsfrs.csv")
     assert list(raw.patients.columns) == ["subject_id", "arm", "age", LINE]
 
 
 def test_file_path_helper(cohort_dir):
-    raw = read_cohort(cohort_dir)
+    raw = read_cohort(cohort_dir, visits_file="alsfrs.csv")
     assert raw.file("csf.csv") == str(cohort_dir / "csf.csv")
 
 
 def test_line_numbers_survive_a_blank_line(cohort_dir):
     # line 1 header, line 2 P01, line 3 blank, line 4 P02
     (cohort_dir / "patients.csv").write_text("subject_id,arm,age\nP01,MSC,54\n\nP02,control,61\n")
-    raw = read_cohort(cohort_dir)
+    raw = read_cohort(cohort_dir, visits_file="alsfrs.csv")
     assert raw.patients[LINE].tolist() == [2, 4]
 
 
@@ -108,18 +108,24 @@ def test_write_table_replaces_an_existing_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
 
 
+def digest(directory) -> str:
+    return cohort_digest(read_cohort(directory, visits_file="alsfrs.csv"))
+
+
 def test_cohort_digest_is_stable_and_changes_with_a_file(cohort_dir):
-    first = cohort_digest(cohort_dir)
-    assert first == cohort_digest(cohort_dir)
+    first = digest(cohort_dir)
+    assert first == digest(cohort_dir)
     assert len(first) == 16
     (cohort_dir / "alsfrs.csv").write_text(ALSFRS.replace("P02,0,41", "P02,0,42"))
-    assert cohort_digest(cohort_dir) != first
+    assert digest(cohort_dir) != first
 
 
-def test_cohort_digest_depends_on_which_file_holds_the_bytes(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir()
-    two.mkdir()
-    (one / "patients.csv").write_text("x\n")
-    (two / "alsfrs.csv").write_text("x\n")
-    assert cohort_digest(one) != cohort_digest(two)
+def test_cohort_digest_depends_on_which_file_holds_the_bytes(cohort_dir, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("patients.csv", "alsfrs.csv", "csf.csv"):
+        (other / name).write_bytes((cohort_dir / name).read_bytes())
+    assert digest(other) == digest(cohort_dir)
+    # the same bytes under another file name are other data
+    (other / "csf.csv").rename(other / "csf.txt")
+    assert digest(other) != digest(cohort_dir)

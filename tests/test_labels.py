@@ -15,6 +15,7 @@ from csf_responder.contracts import REJECT_COLUMNS
 from csf_responder.labels import (
     EXCLUSIONS,
     MONTH_DAYS,
+    column_labels,
     derive_labels,
     exclusion_rejects,
     window_slopes,
@@ -26,14 +27,14 @@ LEAD_SLOPE = -MONTH_DAYS / 28            # points per month
 FOLLOW_DAYS = [56, 112, 168]             # 168 >= 6 months - 21 days = 161.625
 
 SETTINGS = dict(
-    cutoff=0.5, horizon_months=6, lead_in_days=98, min_visits_lead_in=3,
+    higher_is_better=True, cutoff=0.5, horizon_months=6, lead_in_days=98, min_visits_lead_in=3,
     min_visits_follow_up=3, horizon_tolerance_days=21,
 )
 
 
 def visits(*subjects: tuple[str, list[int], list[int]]) -> pd.DataFrame:
     rows = [(s, d, y) for s, days, scores in subjects for d, y in zip(days, scores, strict=True)]
-    return pd.DataFrame(rows, columns=["subject_id", "day", "alsfrs_r"])
+    return pd.DataFrame(rows, columns=["subject_id", "day", "score"])
 
 
 def patient(subject, follow_scores, *, lead_days=LEAD_DAYS, lead_scores=LEAD_SCORES,
@@ -88,7 +89,7 @@ def test_decline_halved_is_good_responder_at_the_cutoff():
     assert row["leadin_slope"] == pytest.approx(LEAD_SLOPE)
     assert row["followup_slope"] == pytest.approx(-MONTH_DAYS / 56)
     assert row["slope_improvement"] == pytest.approx(0.5)
-    assert row["alsfrs_baseline"] == 37
+    assert row["score_baseline"] == 37
     assert row["responder"] == 1
     assert pd.isna(row["exclusion"])
 
@@ -124,7 +125,7 @@ def test_rising_follow_up_gives_improvement_above_one():
 
 def test_output_columns_and_dtypes():
     out = labels_of(visits(patient("A", [36, 35, 34])), ["A"])
-    assert list(out.columns) == ["subject_id", "alsfrs_baseline", "leadin_slope",
+    assert list(out.columns) == ["subject_id", "score_baseline", "leadin_slope",
                                  "followup_slope", "slope_improvement", "responder", "exclusion"]
     assert str(out["responder"].dtype) == "Int64"
 
@@ -133,7 +134,7 @@ def test_baseline_within_tolerance_before_day_zero():
     # last lead-in visit on day -14 counts as baseline (tolerance 21 days)
     table = visits(("A", [-84, -56, -28, -14, 56, 112, 168], [40, 39, 38, 37, 36, 35, 34]))
     row = labels_of(table, ["A"]).iloc[0]
-    assert row["alsfrs_baseline"] == 37
+    assert row["score_baseline"] == 37
     assert pd.isna(row["exclusion"])
 
 
@@ -168,15 +169,16 @@ def test_each_exclusion_reason(case, reason):
 
 def test_subject_without_visits_is_excluded():
     out = labels_of(visits(patient("A", [36, 35, 34])), ["A", "Z"])
-    assert out["exclusion"].iloc[1] == "no_alsfrs_visits"
+    assert out["exclusion"].iloc[1] == "no_visits"
     assert pd.isna(out["responder"].iloc[1])
-    assert np.isnan(out["alsfrs_baseline"].iloc[1])
+    assert np.isnan(out["score_baseline"].iloc[1])
     assert out["responder"].iloc[0] == 1
 
 
 def test_every_exclusion_reason_is_tested():
-    reasons = {"no_alsfrs_visits", "no_baseline_visit", "too_few_lead_in_visits",
-               "no_lead_in_decline", "no_visit_at_horizon", "too_few_follow_up_visits"}
+    reasons = {"no_visits", "no_baseline_visit", "too_few_lead_in_visits",
+               "no_lead_in_decline", "no_visit_at_horizon", "too_few_follow_up_visits",
+               "label_missing"}  # label_missing: see test_column_labels_*
     assert set(EXCLUSIONS) == reasons
 
 
@@ -224,7 +226,7 @@ def test_rows_follow_the_order_of_subjects():
     out = labels_of(table, ["C", "Z", "A", "B"])
     assert out["subject_id"].tolist() == ["C", "Z", "A", "B"]
     assert out["slope_improvement"].iloc[0] == pytest.approx(1.5)
-    assert out["exclusion"].iloc[1] == "no_alsfrs_visits"
+    assert out["exclusion"].iloc[1] == "no_visits"
     assert out["slope_improvement"].iloc[2] == pytest.approx(0.5)
     assert out["slope_improvement"].iloc[3] == pytest.approx(0.0, abs=1e-12)
     assert out["responder"].isna().tolist() == [False, True, False, False]
@@ -240,6 +242,45 @@ def test_input_is_not_mutated():
     pd.testing.assert_series_equal(subjects, before_subjects)
 
 
+# ---------------------------------------------------- scores where higher is worse
+def mirrored(table: pd.DataFrame, top: int = 104) -> pd.DataFrame:
+    """The same course on a score that rises with progression (UMSARS-like)."""
+    return table.assign(score=top - table["score"])
+
+
+def test_rising_score_gives_the_same_labels_when_higher_is_worse():
+    table = visits(patient("A", [36, 35, 34]), patient("B", [35, 33, 31]),
+                   patient("C", [38, 39, 40]))
+    falling = labels_of(table, ["A", "B", "C"])
+    rising = labels_of(mirrored(table), ["A", "B", "C"], higher_is_better=False)
+    assert rising["leadin_slope"].tolist() == pytest.approx(-falling["leadin_slope"])
+    assert rising["slope_improvement"].tolist() == pytest.approx(
+        falling["slope_improvement"].tolist())
+    assert rising["responder"].tolist() == falling["responder"].tolist() == [1, 0, 1]
+
+
+def test_rising_score_without_worsening_is_excluded_when_higher_is_worse():
+    # a falling UMSARS is improvement during the lead-in: no progression to slow
+    table = visits(patient("A", [36, 35, 34]))
+    out = labels_of(table, ["A"], higher_is_better=False)
+    assert out["exclusion"].iloc[0] == "no_lead_in_decline"
+
+
+# ------------------------------------------------------------------ column_labels
+def test_column_labels_take_the_label_and_keep_the_lead_in_summary():
+    table = visits(patient("A", [36, 35, 34]), patient("B", [35, 33, 31]))
+    out = column_labels(table, subjects=pd.Series(["A", "B", "C"]),
+                        label=pd.Series([0, 1, None], dtype="Int64"),
+                        lead_in_days=98, horizon_tolerance_days=21)
+    assert out["responder"].tolist()[:2] == [0, 1]
+    assert pd.isna(out["responder"].iloc[2])
+    assert out["exclusion"].iloc[:2].isna().all()
+    assert out["exclusion"].iloc[2] == "label_missing"
+    assert out["leadin_slope"].iloc[0] == pytest.approx(LEAD_SLOPE)
+    assert out["score_baseline"].iloc[1] == 37
+    assert out["followup_slope"].isna().all()
+
+
 # ------------------------------------------------------------------ exclusion_rejects
 def test_exclusion_rejects_lists_excluded_patients_with_reasons():
     table = visits(
@@ -253,9 +294,9 @@ def test_exclusion_rejects_lists_excluded_patients_with_reasons():
     assert rejects["file"].tolist() == ["cohort/alsfrs.csv"] * 2
     assert rejects["column"].tolist() == ["alsfrs_r"] * 2
     assert rejects["line"].isna().all()
-    assert rejects["rule"].tolist() == ["no_visit_at_horizon", "no_alsfrs_visits"]
+    assert rejects["rule"].tolist() == ["no_visit_at_horizon", "no_visits"]
     assert rejects["value"].tolist() == [EXCLUSIONS["no_visit_at_horizon"],
-                                         EXCLUSIONS["no_alsfrs_visits"]]
+                                         EXCLUSIONS["no_visits"]]
     assert set(rejects["action"]) == {"patient not labelled (kept for scoring)"}
 
 

@@ -57,12 +57,14 @@ def test_csf_in_controls_option_samples_controls_too(configs_dir):
 
 def test_simulated_cohort_passes_the_input_contract(configs_dir, tmp_path):
     trial = simulate_trial(_config(configs_dir))
-    write_cohort(tmp_path, patients=trial.patients, alsfrs=trial.alsfrs, csf=trial.csf)
+    write_cohort(tmp_path, patients=trial.patients, visits=trial.alsfrs, csf=trial.csf,
+                 visits_file="alsfrs.csv")
     train = _train_config(configs_dir)
-    checked = check_cohort(read_cohort(tmp_path), panel=train.panel)
+    checked = check_cohort(read_cohort(tmp_path, visits_file="alsfrs.csv"), panel=train.panel,
+                           indication=train.indication)
     assert checked.rejects.empty
     assert (checked.accounting["rows_read"] == checked.accounting["rows_used"]).all()
-    assert len(checked.patients) == 64 and len(checked.alsfrs) == len(trial.alsfrs)
+    assert len(checked.patients) == 64 and len(checked.visits) == len(trial.alsfrs)
     angiogenin = checked.csf[checked.csf["analyte"] == "Angiogenin"]
     raw = trial.csf[trial.csf["analyte"] == "Angiogenin"]
     assert set(raw["unit"]) == {"ng/mL"}
@@ -124,8 +126,9 @@ def oracle_trial():
     oracle = oracle_probabilities(trial, config, draws=2000, cutoff=0.5, horizon_months=6,
                                   seed=3)
     train = load_config(CONFIGS / "train.yaml", TrainConfig)[0]
-    labels = derive_labels(trial.alsfrs, subjects=trial.patients["subject_id"],
-                           **train.labels.model_dump())
+    labels = derive_labels(trial.alsfrs.rename(columns={"alsfrs_r": "score"}),
+                           subjects=trial.patients["subject_id"], higher_is_better=True,
+                           **train.labels.slope_settings())
     merged = labels.merge(oracle, on="subject_id").merge(trial.patients[["subject_id", "arm"]])
     return config, trial, oracle, merged
 

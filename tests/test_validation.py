@@ -70,10 +70,11 @@ def cohort(tmp_path_factory):
                       overrides=["n_msc=150", "n_control=0", "seed=21"])[0]
     trial = simulate_trial(sim)
     directory = write_cohort(tmp_path_factory.mktemp("cohort"), patients=trial.patients,
-                             alsfrs=trial.alsfrs, csf=trial.csf)
+                             visits=trial.alsfrs, csf=trial.csf,
+                             visits_file="alsfrs.csv")
     config = load_config(CONFIGS / "train.yaml", TrainConfig)[0]
-    cohort = ingest_cohort(directory, panel=config.panel, labels=config.labels,
-                           drop_columns=())
+    cohort = ingest_cohort(directory, panel=config.panel, indication=config.indication,
+                           labels=config.labels, drop_columns=())
     data = training_data(cohort.table, arm="MSC", minimum=20)
     oracle = oracle_probabilities(trial, sim, draws=2000, cutoff=0.5, horizon_months=6, seed=2)
     p_oracle = oracle.set_index("subject_id").loc[data.subject_ids, "p_responder"].to_numpy()
@@ -82,7 +83,7 @@ def cohort(tmp_path_factory):
 
 def _cv_auc(config: TrainConfig, family: str, X, y, seed: int = 0) -> float:
     pipeline = make_pipeline(config.models[family], panel=config.panel,
-                             features=config.features, seed=seed)
+                             indication=config.indication, features=config.features, seed=seed)
     cv = repeated_cv(pipeline, X, y, n_splits=5, n_repeats=2, seed=seed)
     return _mean_auc(y, cv.oof)
 
@@ -115,7 +116,7 @@ def test_fitting_never_sees_the_test_fold(cohort):
 
     config, data, _ = cohort
     pipeline = make_pipeline(config.models["logistic_l2"], panel=config.panel,
-                             features=config.features, seed=0)
+                             indication=config.indication, features=config.features, seed=0)
     base = repeated_cv(pipeline, data.X, data.y, n_splits=5, n_repeats=1, seed=3)
     _, test = next(RepeatedStratifiedKFold(n_splits=5, n_repeats=1, random_state=3)
                    .split(data.X, data.y))

@@ -52,15 +52,65 @@ def _classify(text: str) -> tuple[str, float]:
 
 _PLAIN_NUMBER = r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$"
 
+#: Rows sampled to judge whether a column has few distinct spellings.
+_SAMPLE = 1 << 20
+#: Columns shorter than this are parsed cell by cell (hashing would not pay off).
+_MIN_ENCODE = 1 << 14
+
 
 def _as_arrow(values: pd.Series, decimal_comma: bool) -> pa.Array | pa.ChunkedArray:
     """Text cells as an Arrow string array (zero-copy when already Arrow-backed)."""
-    array = pa.array(values.astype("string[pyarrow]").array)
-    if array.type != pa.string():
+    array = getattr(values.array, "_pa_array", None)
+    if array is None or not (pa.types.is_string(array.type)
+                             or pa.types.is_large_string(array.type)):
+        array = pa.array(values.astype("string[pyarrow]").array)
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         array = pc.cast(array, pa.string())
     if decimal_comma:
         array = pc.replace_substring(array, ",", ".")
     return array
+
+
+def dictionary_codes(array: pa.Array | pa.ChunkedArray
+                     ) -> tuple[np.ndarray, pa.Array]:
+    """Dictionary-encode Arrow text: (int32 index of each row, distinct values).
+
+    Distinct values are in order of first appearance; a null is a value of its own.
+    """
+    encoded = pc.dictionary_encode(array, null_encoding="encode")
+    if isinstance(encoded, pa.Array):
+        return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary
+    if encoded.num_chunks == 0:
+        return np.zeros(0, dtype=np.int32), pa.array([], array.type)
+    dictionary = encoded.chunk(encoded.num_chunks - 1).dictionary
+    if any(len(chunk.dictionary) != len(dictionary) for chunk in encoded.chunks):
+        return dictionary_codes(array.combine_chunks())  # not one shared dictionary
+    indices = [chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks]
+    return np.concatenate(indices) if len(indices) > 1 else indices[0], dictionary
+
+
+def _few_distinct(array: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether hashing the column first pays off: few distinct values in a sample."""
+    if len(array) < _MIN_ENCODE:
+        return False
+    sample = array.slice(0, _SAMPLE)
+    return pc.count_distinct(sample, mode="all").as_py() <= len(sample) // 4
+
+
+def _plain_numbers(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    plain = pc.match_substring_regex(array, _PLAIN_NUMBER)
+    kept = pc.if_else(pc.fill_null(plain, False), array, pa.scalar(None, array.type))
+    numbers = pc.cast(pc.utf8_trim_whitespace(kept), pa.float64())
+    return np.array(numbers.to_numpy(zero_copy_only=False), dtype="float64")
+
+
+def _numbers(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Plain numbers of Arrow text as float64 (NaN otherwise); per distinct value when
+    the column repeats its spellings."""
+    if _few_distinct(array):
+        codes, distinct = dictionary_codes(array)
+        return _plain_numbers(distinct)[codes]
+    return _plain_numbers(array)
 
 
 def parse_numbers(values: pd.Series, *, decimal_comma: bool = False) -> pd.Series:
@@ -68,12 +118,67 @@ def parse_numbers(values: pd.Series, *, decimal_comma: bool = False) -> pd.Serie
 
     Vectorised with Arrow compute: suitable for tens of millions of cells.
     """
+    numbers = _numbers(_as_arrow(values, decimal_comma))
+    return pd.Series(numbers, index=values.index, dtype="float64")
+
+
+def _classify_texts(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(number, index into ``_CODES``) of every cell of Arrow text (commas replaced)."""
+    numbers = _plain_numbers(array)
+    codes = np.zeros(len(numbers), dtype=np.int8)  # index into _CODES; 0 = observed
+    other = np.flatnonzero(np.isnan(numbers))
+    if len(other):
+        # the rest (censored notations, blanks, typos) has few distinct spellings
+        texts = pc.utf8_trim_whitespace(pc.fill_null(pc.take(array, pa.array(other)), ""))
+        spelled, uniques = dictionary_codes(texts)
+        parsed = [_classify(text) for text in uniques.to_pylist()]
+        flag_codes = np.array([_CODES.index(f) for f, _ in parsed], dtype=np.int8)
+        codes[other] = flag_codes[spelled]
+        numbers[other] = np.array([n for _, n in parsed], dtype="float64")[spelled]
+    return numbers, codes
+
+
+def concentration_arrays(
+    values: pd.Series,
+    *,
+    lloq: pd.Series | np.ndarray | float | None = None,
+    uloq: pd.Series | np.ndarray | float | None = None,
+    decimal_comma: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`parse_concentrations` as arrays: (value, flag code into ``FLAGS`` +
+    ``"invalid"``, limit). Columns with few distinct spellings are parsed once per
+    spelling."""
     array = _as_arrow(values, decimal_comma)
-    plain = pc.match_substring_regex(array, _PLAIN_NUMBER)
-    kept = pc.if_else(pc.fill_null(plain, False), array, pa.scalar(None, pa.string()))
-    numbers = pc.cast(pc.utf8_trim_whitespace(kept), pa.float64())
-    return pd.Series(numbers.to_numpy(zero_copy_only=False), index=values.index,
-                     dtype="float64")
+    if _few_distinct(array):
+        indices, distinct = dictionary_codes(array)
+        numbers, codes = _classify_texts(distinct)
+        numbers, codes = numbers[indices], codes[indices]
+        del indices
+    else:
+        numbers, codes = _classify_texts(array)
+    del array
+
+    def _aligned(limit) -> np.ndarray:
+        if limit is None:
+            return np.full(len(values), np.nan)
+        if isinstance(limit, np.ndarray):
+            return limit.astype("float64", copy=False)
+        if isinstance(limit, pd.Series):
+            if pd.api.types.is_numeric_dtype(limit):
+                return limit.to_numpy(dtype="float64")
+            text = limit.astype("string").fillna("")
+            return parse_numbers(text, decimal_comma=decimal_comma).to_numpy()
+        return np.full(len(values), float(limit))
+
+    below, above = codes == _CODES.index("below"), codes == _CODES.index("above")
+    limit = np.full(len(values), np.nan)
+    if below.any() or above.any():
+        low, high = _aligned(lloq), _aligned(uloq)
+        limit[below] = np.where(np.isnan(numbers[below]), low[below], numbers[below])
+        limit[above] = np.where(np.isnan(numbers[above]), high[above], numbers[above])
+        numbers[below] = limit[below]
+        numbers[above] = limit[above]
+    return numbers, codes, limit
 
 
 def parse_concentrations(
@@ -105,36 +210,7 @@ def parse_concentrations(
         whose limit is known nowhere keeps ``value`` NaN; callers decide whether that is
         an error.
     """
-    numbers = parse_numbers(values, decimal_comma=decimal_comma).to_numpy(copy=True)
-    codes = np.zeros(len(values), dtype=np.int8)  # index into _CODES; 0 = observed
-    other = np.isnan(numbers)
-    if other.any():
-        # the rest (censored notations, blanks, typos) has few distinct spellings
-        texts = values[other].astype("string").fillna("")
-        if decimal_comma:
-            texts = texts.str.replace(",", ".", regex=False)
-        spelled, uniques = pd.factorize(texts.str.strip())
-        parsed = [_classify(text) for text in uniques]
-        flag_codes = np.array([_CODES.index(f) for f, _ in parsed], dtype=np.int8)
-        codes[other] = flag_codes[spelled]
-        numbers[other] = np.array([n for _, n in parsed], dtype="float64")[spelled]
-
-    def _aligned(limit: pd.Series | float | None) -> np.ndarray:
-        if limit is None:
-            return np.full(len(values), np.nan)
-        if isinstance(limit, pd.Series):
-            if pd.api.types.is_numeric_dtype(limit):
-                return limit.to_numpy(dtype="float64")
-            text = limit.astype("string").fillna("")
-            return parse_numbers(text, decimal_comma=decimal_comma).to_numpy()
-        return np.full(len(values), float(limit))
-
-    below, above = codes == _CODES.index("below"), codes == _CODES.index("above")
-    limit = np.full(len(values), np.nan)
-    if below.any() or above.any():
-        low, high = _aligned(lloq), _aligned(uloq)
-        limit[below] = np.where(np.isnan(numbers[below]), low[below], numbers[below])
-        limit[above] = np.where(np.isnan(numbers[above]), high[above], numbers[above])
-    value = np.where(below | above, limit, numbers)
+    value, codes, limit = concentration_arrays(values, lloq=lloq, uloq=uloq,
+                                               decimal_comma=decimal_comma)
     flags = pd.Categorical.from_codes(codes, categories=list(_CODES))
     return pd.DataFrame({"value": value, "flag": flags, "limit": limit}, index=values.index)

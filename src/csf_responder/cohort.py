@@ -9,14 +9,13 @@ import pandas as pd
 
 from csf_responder.config import AnalyteSpec
 
-__all__ = ["CLINICAL_COLUMNS", "FLAG_SUFFIX", "cohort_table", "csf_columns"]
+__all__ = ["FLAG_SUFFIX", "VISIT_COLUMNS", "cohort_table", "csf_columns"]
 
 #: Suffix of the column that holds each CSF value's censoring flag.
 FLAG_SUFFIX = "_flag"
 
-#: Clinical columns of the wide table, in order.
-CLINICAL_COLUMNS = ("age", "sex", "onset_site", "onset_months", "alsfrs_baseline",
-                    "leadin_slope")
+#: Columns summarising the visits up to baseline (what is known before treatment).
+VISIT_COLUMNS = ("score_baseline", "leadin_slope")
 
 
 def csf_columns(keys: Sequence[str], timepoints: Sequence[str]) -> list[str]:
@@ -29,6 +28,7 @@ def cohort_table(
     lead_in: pd.DataFrame,
     csf: pd.DataFrame,
     *,
+    covariates: Sequence[str],
     analytes: Sequence[AnalyteSpec],
     timepoints: Sequence[str],
 ) -> pd.DataFrame:
@@ -37,9 +37,13 @@ def cohort_table(
     Parameters
     ----------
     patients : DataFrame
-        Checked patients table (one row per subject).
+        Checked patients table (one row per subject) with ``subject_id``, ``arm`` and the
+        ``covariates``.
     lead_in : DataFrame
-        Output of :func:`csf_responder.labels.lead_in_summary` for the same subjects.
+        ``subject_id``, ``score_baseline`` and ``leadin_slope`` (points/month) of the
+        same subjects (:func:`csf_responder.labels.lead_in_summary`).
+    covariates : sequence of str
+        The indication's clinical covariates, in order.
     csf : DataFrame
         Checked CSF table: ``subject_id``, ``timepoint``, ``analyte``, ``value`` (canonical
         unit; the limit when censored) and ``flag``.
@@ -49,16 +53,17 @@ def cohort_table(
     Returns
     -------
     DataFrame
-        One row per patient: ``subject_id``, ``arm``, the clinical columns, then for each
+        One row per patient: ``subject_id``, ``arm``, the covariates, ``score_baseline``
+        and ``leadin_slope``, then for each
         analyte and timepoint a value column ``{key}_{timepoint}`` (float, canonical
         unit, e.g. pg/mL) and a flag column ``{key}_{timepoint}_flag`` (``observed``,
         ``below``, ``above``, ``extrapolated`` or ``missing``). A censored value holds
         its limit; imputing it is a step of the model Pipeline. Then ``plate_{timepoint}``:
         the assay plate of each sample ("" when unknown), for plate correction.
     """
-    table = patients.merge(lead_in[["subject_id", "alsfrs_baseline", "leadin_slope"]],
+    table = patients.merge(lead_in[["subject_id", *VISIT_COLUMNS]],
                            on="subject_id", how="left", validate="one_to_one")
-    table = table[["subject_id", "arm", *CLINICAL_COLUMNS]].copy()
+    table = table[["subject_id", "arm", *covariates, *VISIT_COLUMNS]].copy()
     index = pd.Index(table["subject_id"])
     by_name = {spec.name: spec.column_key for spec in analytes}
     wide_value = csf.pivot(index="subject_id", columns=["analyte", "timepoint"], values="value")

@@ -18,13 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from csf_responder.errors import ConfigError
 
 __all__ = [
+    "DERIVED_CLINICAL",
     "AnalyteSpec",
+    "CovariateSpec",
+    "IndicationSpec",
+    "ScoreSpec",
     "SimulationConfig",
     "TrainConfig",
     "analyte_key",
     "analyte_match_key",
     "apply_overrides",
     "load_config",
+    "load_yaml",
 ]
 
 
@@ -112,6 +117,90 @@ class PanelSpec(_Strict):
                 for s in (spec.name, *spec.aliases)}
 
 
+class ScoreSpec(_Strict):
+    """The functional score measured at every visit (ALSFRS-R for ALS, UMSARS for MSA).
+
+    ``column`` is its column in the visits file; ``min``/``max`` its valid range (integer
+    totals); ``higher_is_better`` its direction (true for ALSFRS-R, false for UMSARS,
+    where the score rises as the disease progresses); ``items`` optional item columns
+    that may accompany the total (kept out of the model, not reported as extra).
+    """
+
+    name: str
+    column: str
+    min: int
+    max: int
+    higher_is_better: bool
+    items: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _range(self) -> ScoreSpec:
+        if self.min >= self.max:
+            raise ValueError(f"score range min {self.min} is not below max {self.max}")
+        return self
+
+
+class CovariateSpec(_Strict):
+    """One clinical covariate of ``patients.csv``.
+
+    A ``number`` has an optional valid range (``min``/``max``; ``min_exclusive`` makes
+    the minimum itself invalid, as for months since onset). A ``category`` has its
+    ``levels`` (the first is the reference level) and ``aliases`` other spellings
+    (matched ignoring case) for a level. A blank cell is allowed (missing, imputed in
+    the model Pipeline) unless ``required``.
+    """
+
+    type: Literal["number", "category"]
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    levels: list[str] = Field(default_factory=list)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    required: bool = False
+
+    @model_validator(mode="after")
+    def _levels(self) -> CovariateSpec:
+        if self.type == "category":
+            if len(self.levels) < 2:
+                raise ValueError("a category needs at least two levels")
+            unknown = sorted(set(self.aliases.values()) - set(self.levels))
+            if unknown:
+                raise ValueError(f"aliases name unknown level(s) {unknown}")
+        elif self.levels or self.aliases:
+            raise ValueError("levels and aliases are for type: category")
+        return self
+
+    def spellings(self) -> dict[str, str]:
+        """Lower-case spelling -> level, for levels and their aliases."""
+        return {**{level.lower(): level for level in self.levels},
+                **{alias.lower(): level for alias, level in self.aliases.items()}}
+
+
+#: Clinical features computed from the visits rather than read from ``patients.csv``.
+DERIVED_CLINICAL = ("score_baseline", "leadin_slope", "delta_fs")
+
+
+class IndicationSpec(_Strict):
+    """A disease indication (``configs/indications/*.yaml``): the visits file and its
+    functional score, and the clinical covariates of ``patients.csv``."""
+
+    name: str
+    visits_file: str
+    score: ScoreSpec
+    covariates: dict[str, CovariateSpec]
+
+    @model_validator(mode="after")
+    def _names(self) -> IndicationSpec:
+        taken = {"subject_id", "arm", *DERIVED_CLINICAL}
+        clash = sorted(taken & set(self.covariates))
+        if clash:
+            raise ValueError(f"covariate name(s) {clash} are reserved")
+        if not self.visits_file.endswith(".csv") or "/" in self.visits_file:
+            raise ValueError(f"visits_file {self.visits_file!r} must be a .csv file name")
+        return self
+
+
 class IngestSpec(_Strict):
     """How cohort files are read and what makes a cohort unusable."""
 
@@ -120,6 +209,13 @@ class IngestSpec(_Strict):
 
 
 class LabelSpec(_Strict):
+    """How the responder label is made: ``source: slope`` derives it from the visits
+    (slope improvement >= ``cutoff`` at ``horizon_months``); ``source: column`` reads a
+    ready-made 0/1 label from ``patients.csv`` column ``column`` (for cohorts whose
+    response is defined elsewhere; the slope settings still give the lead-in summary)."""
+
+    source: Literal["slope", "column"]
+    column: str | None = None
     cutoff: float = Field(gt=0, le=2)
     horizon_months: float = Field(gt=0)
     lead_in_days: int = Field(gt=0)
@@ -127,10 +223,16 @@ class LabelSpec(_Strict):
     min_visits_follow_up: int = Field(ge=2)
     horizon_tolerance_days: int = Field(ge=0)
 
+    def slope_settings(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`csf_responder.labels.derive_labels`."""
+        return self.model_dump(exclude={"source", "column"})
 
-ClinicalFeature = Literal[
-    "alsfrs_baseline", "leadin_slope", "delta_fs", "age", "sex", "onset_site"
-]
+    @model_validator(mode="after")
+    def _column_with_its_source(self) -> LabelSpec:
+        if (self.source == "column") != (self.column is not None):
+            raise ValueError("labels.column is set exactly when labels.source is 'column'")
+        return self
+
 
 
 class FeatureSpec(_Strict):
@@ -139,7 +241,7 @@ class FeatureSpec(_Strict):
     plate_correction: Literal["none", "median"]
     ratios: list[tuple[str, str]]
     changes: bool
-    clinical: list[ClinicalFeature]
+    clinical: list[str]
 
 
 class ModelSpec(_Strict):
@@ -164,10 +266,11 @@ class TrackingSpec(_Strict):
 class TrainConfig(_Strict):
     """Everything ``csf-responder train`` needs; see ``configs/train.yaml``."""
 
-    INCLUDES: ClassVar[tuple[str, ...]] = ("panel",)
+    INCLUDES: ClassVar[tuple[str, ...]] = ("panel", "indication")
 
     seed: int
     cohort: CohortSpec
+    indication: IndicationSpec
     panel: PanelSpec
     ingest: IngestSpec
     labels: LabelSpec
@@ -187,6 +290,16 @@ class TrainConfig(_Strict):
                 if name not in self.features.analytes:
                     raise ValueError(
                         f"features.ratios names '{name}', which is not in features.analytes")
+        known = [*DERIVED_CLINICAL, *self.indication.covariates]
+        for name in self.features.clinical:
+            if name not in known:
+                raise ValueError(f"features.clinical names '{name}', which is neither a "
+                                 f"covariate of the indication nor derived (known: {known})")
+        if "delta_fs" in self.features.clinical and "onset_months" not in \
+                self.indication.covariates:
+            raise ValueError("features.clinical delta_fs needs the covariate onset_months")
+        if self.labels.column is not None and self.labels.column in self.indication.covariates:
+            raise ValueError(f"labels.column '{self.labels.column}' is also a covariate")
         return self
 
 
@@ -277,6 +390,11 @@ class SimulationConfig(_Strict):
 
 # ------------------------------------------------------------------------ loading
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read one YAML mapping, with a :class:`ConfigError` naming the file and line."""
+    return _read_yaml(Path(path))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -375,8 +493,9 @@ def load_config(
 
     The local override of ``configs/train.yaml`` is ``configs/train.local.yaml``; when
     present it is merged over the base file, key by key. A key of ``model.INCLUDES``
-    (such as ``panel``) may hold a path to another YAML file, relative to the config
-    file; its content is included in place, before overrides apply.
+    (such as ``panel`` or ``indication``) may hold a path to another YAML file, relative
+    to the config file; its content is included in place, before overrides apply.
+    ``--set indication=indications/msa.yaml`` swaps an included file.
 
     Returns
     -------
@@ -386,15 +505,24 @@ def load_config(
         The merged mapping that was validated, for logging as the run's resolved config.
     """
     path = Path(path)
+    includes = getattr(model, "INCLUDES", ())
     data = _read_yaml(path)
-    for key in getattr(model, "INCLUDES", ()):
-        if isinstance(data.get(key), str):  # a path, relative to the including file
-            data[key] = _read_yaml(path.parent / data[key])
     local_path = path.with_name(f"{path.stem}.local{path.suffix}")
     local = (local_path, _read_yaml(local_path)) if local_path.exists() else None
+    # an include swapped by --set (--set indication=indications/msa.yaml) is read first,
+    # so that later --set keys can reach into it
+    swaps = [item for item in overrides or [] if item.split("=", 1)[0].strip() in includes]
+    for key, value in (item.split("=", 1) for item in swaps):
+        data[key.strip()] = value.strip()
+    for key in includes:
+        if local is not None and isinstance(local[1].get(key), str):
+            data[key] = local[1][key]
+        if isinstance(data.get(key), str):  # a path, relative to the including file
+            data[key] = _read_yaml(path.parent / data[key])
     if local is not None:
-        data = _merge(data, local[1])
-    data = apply_overrides(data, overrides or [])
+        data = _merge(data, {k: v for k, v in local[1].items()
+                             if not (k in includes and isinstance(v, str))})
+    data = apply_overrides(data, [item for item in overrides or [] if item not in swaps])
     try:
         config = model.model_validate(data)
     except ValidationError as exc:

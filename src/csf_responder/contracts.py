@@ -25,23 +25,32 @@ import pyarrow
 import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
-from csf_responder.censoring import parse_concentrations, parse_numbers
-from csf_responder.config import PanelSpec, analyte_match_key
+from csf_responder.censoring import (
+    FLAGS,
+    concentration_arrays,
+    dictionary_codes,
+    parse_numbers,
+)
+from csf_responder.config import (
+    CovariateSpec,
+    IndicationSpec,
+    PanelSpec,
+    ScoreSpec,
+    analyte_match_key,
+)
 from csf_responder.errors import CohortError
 from csf_responder.io import LINE, RawCohort
+from csf_responder.readers import _blank_text
 from csf_responder.units import conversion_factor
 
 __all__ = ["ACCOUNT_COLUMNS", "QC_COLUMNS", "REJECT_COLUMNS", "RULES", "CheckedCohort",
-           "check_cohort"]
+           "check_cohort", "covariate_rules"]
 
-PATIENT_COLUMNS = ("subject_id", "arm", "age", "sex", "onset_site", "onset_months")
-ALSFRS_COLUMNS = ("subject_id", "day", "alsfrs_r")
-ALSFRS_ITEMS = tuple(f"q{i}" for i in range(1, 13))
+PATIENT_COLUMNS = ("subject_id", "arm")
+VISIT_COLUMNS = ("subject_id", "day")
 CSF_COLUMNS = ("subject_id", "timepoint", "analyte", "value", "unit")
 CSF_OPTIONAL = ("lloq", "uloq", "plate", "replicate")
 ARMS = {"msc": "MSC", "control": "control"}
-SEXES = {"male": "male", "m": "male", "female": "female", "f": "female"}
-ONSET_SITES = {"bulbar": "bulbar", "spinal": "spinal", "limb": "spinal"}
 
 #: Column names that look like direct identifiers; refused unless the config drops them.
 IDENTIFIER_PATTERN = re.compile(
@@ -57,16 +66,16 @@ QC_COLUMNS = ("subject_id", "timepoint", "analyte", "n_replicates", "mean", "cv_
 #: Columns of the accounting table.
 ACCOUNT_COLUMNS = ("file", "rows_read", "rows_used", "rows_rejected")
 
-#: Every rule a row can break: what it means and what is done.
+#: Every rule a row can break: what it means and what is done. Each clinical covariate
+#: of the indication adds its own rule, ``{covariate}_unknown`` (a category) or
+#: ``{covariate}_invalid`` (a number): see :func:`covariate_rules`.
 RULES: dict[str, tuple[str, str]] = {
     "subject_id_missing": ("subject_id is blank", "row dropped"),
     "subject_id_duplicate": ("the same subject_id with different data", "patient dropped"),
     "exact_duplicate": ("an exact copy of an earlier row", "copy dropped"),
     "arm_unknown": ("arm is not MSC or control", "patient dropped"),
-    "sex_unknown": ("sex is not male or female", "patient dropped"),
-    "onset_site_unknown": ("onset_site is not bulbar or spinal", "patient dropped"),
-    "age_invalid": ("age is not a number in 0-120", "patient dropped"),
-    "onset_months_invalid": ("onset_months is not a positive number", "patient dropped"),
+    "label_invalid": ("the label column holds something other than 0, 1 or blank",
+                      "patient dropped"),
     "subject_unknown": ("subject_id is not in patients.csv", "row dropped"),
     "subject_rejected": ("the subject's row in patients.csv was rejected", "row dropped"),
     "day_invalid": ("day is not an integer", "row dropped"),
@@ -84,6 +93,22 @@ RULES: dict[str, tuple[str, str]] = {
 }
 
 
+def covariate_rules(indication: IndicationSpec) -> dict[str, tuple[str, str]]:
+    """The rule each clinical covariate of ``indication`` adds to :data:`RULES`."""
+    rules = {}
+    for name, spec in indication.covariates.items():
+        if spec.type == "category":
+            rules[f"{name}_unknown"] = (f"{name} is not one of {', '.join(spec.levels)}",
+                                        "patient dropped")
+        else:
+            low = "" if spec.min is None else f"{'>' if spec.min_exclusive else '>='} {spec.min:g}"
+            high = "" if spec.max is None else f"<= {spec.max:g}"
+            bounds = " and ".join(b for b in (low, high) if b)
+            rules[f"{name}_invalid"] = (f"{name} is not a number{' ' + bounds if bounds else ''}",
+                                        "patient dropped")
+    return rules
+
+
 @dataclass(frozen=True)
 class CheckedCohort:
     """Typed cohort tables that passed the contract, and what did not.
@@ -91,10 +116,13 @@ class CheckedCohort:
     Attributes
     ----------
     patients : DataFrame
-        One row per subject: ``subject_id``, ``arm`` (``MSC``/``control``), ``age``
+        One row per subject: ``subject_id``, ``arm`` (``MSC``/``control``), the
+        indication's covariates (numbers as float, categories as their level) and, with
+        a label column, that column (nullable Int64). For ALS: ``age``
         (years), ``sex``, ``onset_site``, ``onset_months`` (symptom onset to baseline).
-    alsfrs : DataFrame
-        One row per visit: ``subject_id``, ``day`` (int, days from baseline), ``alsfrs_r``.
+    visits : DataFrame
+        One row per visit: ``subject_id``, ``day`` (int, days from baseline) and
+        ``score`` (int, the indication's functional score, e.g. the ALSFRS-R total).
     csf : DataFrame
         One row per subject, timepoint and analyte: ``value`` in the analyte's canonical
         unit (the limit when censored), ``flag``, ``limit``, ``plate``, ``n_replicates``
@@ -110,7 +138,7 @@ class CheckedCohort:
     """
 
     patients: pd.DataFrame
-    alsfrs: pd.DataFrame
+    visits: pd.DataFrame
     csf: pd.DataFrame
     rejects: pd.DataFrame
     qc: pd.DataFrame
@@ -129,30 +157,35 @@ def _rule(name: str, passes: Callable[[pd.Series], pd.Series]) -> pa.Check:
 ROW = "_row"
 
 
-def _validate(raw: pd.DataFrame, schema: pa.DataFrameSchema, file: str) -> pd.DataFrame:
+def _validate(raw: pd.DataFrame, schema: pa.DataFrameSchema, file: str,
+              rules: dict[str, tuple[str, str]] = RULES) -> pd.DataFrame:
     """Run ``schema`` lazily on the raw text table; return its failures as rejects rows.
 
     ``raw`` must have a default RangeIndex; the rejects carry it in :data:`ROW`.
+    ``rules`` names every check that can fail and the action it takes.
     """
     try:
         schema.validate(raw, lazy=True)
     except SchemaErrors as exc:
         cases = exc.failure_cases
-        cases = cases[cases["index"].notna() & cases["check"].isin(list(RULES))]
+        cases = cases[cases["index"].notna() & cases["check"].isin(list(rules))]
         index = cases["index"].astype("int64").to_numpy()
         columns = cases["column"].to_numpy()
-        cells = raw.to_numpy()[index, [raw.columns.get_loc(c) for c in columns]] \
-            if len(index) else []
+        cells = np.empty(len(index), dtype=object) if len(index) else []
+        for column in pd.unique(columns) if len(index) else []:  # only the cells reported
+            rows = np.flatnonzero(columns == column)
+            cells[rows] = raw[column].iloc[index[rows]].to_numpy(dtype=object)
         if "_column" in raw:  # a wide file: name the column the value came from
-            columns = np.where(columns == "value", raw["_column"].to_numpy()[index], columns)
+            columns = np.where(columns == "value",
+                               raw["_column"].iloc[index].to_numpy(dtype=object), columns)
         return pd.DataFrame({
             "file": file,
             "line": raw[LINE].to_numpy()[index],
-            "subject_id": raw["subject_id"].to_numpy()[index],
+            "subject_id": raw["subject_id"].iloc[index].to_numpy(dtype=object),
             "column": columns,
             "value": cells,
             "rule": cases["check"].to_numpy(),
-            "action": [RULES[r][1] for r in cases["check"]],
+            "action": [rules[r][1] for r in cases["check"]],
             ROW: index,
         })
     return pd.DataFrame(columns=[*REJECT_COLUMNS, ROW])
@@ -208,7 +241,8 @@ def _lookup(text: pd.Series, mapping: Callable[[str], object]) -> pd.Series:
 
 
 def _blank(text: pd.Series) -> pd.Series:
-    return text.str.strip().eq("")
+    """``text.str.strip().eq("")`` (vectorised in Arrow for Arrow-backed text)."""
+    return pd.Series(_blank_text(text), index=text.index)
 
 
 def _row_codes(frame: pd.DataFrame) -> np.ndarray:
@@ -225,57 +259,111 @@ def _row_codes(frame: pd.DataFrame) -> np.ndarray:
     return code
 
 
-def _duplicates(keys: pd.DataFrame, whole: pd.DataFrame, usable: pd.Series
-                ) -> tuple[pd.Series, pd.Series]:
+def _repeats(codes: np.ndarray) -> np.ndarray:
+    """``Series(codes).duplicated(keep=False)`` for non-negative int codes; counted with
+    ``bincount`` when the codes are dense enough (no hashing)."""
+    if len(codes) == 0:
+        return np.zeros(0, dtype=bool)
+    if int(codes.max()) < 2 * len(codes) + (1 << 20):
+        counts = np.bincount(codes)
+        if counts.max() < 2:  # the usual case: no code repeats
+            return np.zeros(len(codes), dtype=bool)
+        return counts[codes] > 1
+    return pd.Series(codes).duplicated(keep=False).to_numpy()
+
+
+def _dense_codes(codes: Sequence[tuple[np.ndarray, int]]) -> np.ndarray | None:
+    """Mixed-radix row codes from (codes in ``0..size-1``, size) columns; None if the
+    radix would overflow int64."""
+    radix = 1
+    for _, size in codes:
+        radix *= max(size, 1)
+    if radix >= 2**62:
+        return None
+    if not codes:
+        return np.zeros(0, dtype=np.int64)
+    code = codes[0][0].astype(np.int64)
+    for column, size in codes[1:]:
+        code *= max(size, 1)
+        code += column
+    return code
+
+
+def _duplicates(keys: pd.DataFrame | np.ndarray,
+                whole: pd.DataFrame | Callable[[np.ndarray], pd.DataFrame],
+                usable: pd.Series) -> tuple[pd.Series, pd.Series]:
     """(exact copies of an earlier usable row, rows whose key repeats with other data).
 
     Only usable rows take part: a row rejected for another reason is no duplicate.
+    ``keys`` is a table of key columns or already one non-negative int code per row;
+    ``whole`` the full rows to compare, or a function building them for a row mask (only
+    called when some key repeats).
     """
     ok = usable.to_numpy(dtype=bool)
     exact = np.zeros(len(ok), dtype=bool)
     conflict = np.zeros(len(ok), dtype=bool)
     repeated = np.zeros(len(ok), dtype=bool)
-    repeated[ok] = pd.Series(_row_codes(keys)[ok]).duplicated(keep=False).to_numpy()
+    key = keys if isinstance(keys, np.ndarray) else _row_codes(keys)
+    repeated[ok] = _repeats(key[ok])
     if not repeated.any():  # the usual case: nothing to compare in full
         return (pd.Series(exact, index=usable.index), pd.Series(conflict, index=usable.index))
-    exact[repeated] = pd.Series(_row_codes(whole.loc[repeated])).duplicated().to_numpy()
+    rows = whole(repeated) if callable(whole) else whole.loc[repeated]
+    exact[repeated] = pd.Series(_row_codes(rows)).duplicated().to_numpy()
     rest = repeated & ~exact
-    conflict[rest] = pd.Series(_row_codes(keys.loc[rest])).duplicated(keep=False).to_numpy()
+    conflict[rest] = pd.Series(key[rest]).duplicated(keep=False).to_numpy()
     return (pd.Series(exact, index=usable.index), pd.Series(conflict, index=usable.index))
 
 
 # ----------------------------------------------------------------------- patients
-def _check_patients(raw: pd.DataFrame, file: str, notes: list[str], drop: Sequence[str]):
-    raw = _columns(raw, PATIENT_COLUMNS, PATIENT_COLUMNS, file, drop, notes)
+def _covariate(text: pd.Series, spec: CovariateSpec) -> tuple[pd.Series, pd.Series]:
+    """(typed values, valid mask) of one covariate column; a blank cell is valid (missing)
+    unless the covariate is required."""
+    blank = _blank(text)
+    if spec.type == "category":
+        spellings = spec.spellings()
+        typed = _lookup(text, lambda v: spellings.get(str(v).strip().lower()))
+        ok = typed.notna()
+    else:
+        typed = _number(text)
+        ok = typed.notna()
+        if spec.min is not None:
+            ok &= typed > spec.min if spec.min_exclusive else typed >= spec.min
+        if spec.max is not None:
+            ok &= typed <= spec.max
+    return typed, ok | (blank & (not spec.required))
+
+
+def _check_patients(raw: pd.DataFrame, file: str, notes: list[str], drop: Sequence[str],
+                    indication: IndicationSpec, label_column: str | None):
+    columns = (*PATIENT_COLUMNS, *indication.covariates, *([label_column] if label_column
+                                                             else []))
+    raw = _columns(raw, columns, columns, file, drop, notes)
     ids = raw["subject_id"].str.strip()
-    typed = pd.DataFrame({
-        "subject_id": ids,
-        "arm": _lookup(raw["arm"], lambda v: ARMS.get(str(v).strip().lower())),
-        "age": _number(raw["age"]),
-        "sex": _lookup(raw["sex"], lambda v: SEXES.get(str(v).strip().lower())),
-        "onset_site": _lookup(raw["onset_site"],
-                              lambda v: ONSET_SITES.get(str(v).strip().lower())),
-        "onset_months": _number(raw["onset_months"]),
-    }, index=raw.index)
+    typed = {"subject_id": ids,
+             "arm": _lookup(raw["arm"], lambda v: ARMS.get(str(v).strip().lower()))}
+    checks = {"arm": pa.Column(checks=_rule("arm_unknown", lambda s: typed["arm"].notna()))}
+    for name, spec in indication.covariates.items():
+        typed[name], ok = _covariate(raw[name], spec)
+        rule = f"{name}_unknown" if spec.type == "category" else f"{name}_invalid"
+        checks[name] = pa.Column(checks=_rule(rule, lambda s, ok=ok: ok))
+    if label_column:
+        label = _number(raw[label_column])
+        typed[label_column] = pd.array(label, dtype="Int64")
+        label_ok = _blank(raw[label_column]) | label.isin([0, 1])
+        checks[label_column] = pa.Column(checks=_rule("label_invalid", lambda s: label_ok))
+    typed = pd.DataFrame(typed, index=raw.index)
     present = ids.ne("")
-    exact, conflict = _duplicates(raw[["subject_id"]].assign(subject_id=ids),
-                                  raw.drop(columns=LINE).apply(lambda c: c.str.strip()),
-                                  present)
+    exact, conflict = _duplicates(
+        raw[["subject_id"]].assign(subject_id=ids),
+        lambda rows: raw.loc[rows].drop(columns=LINE).apply(lambda c: c.str.strip()), present)
     schema = pa.DataFrameSchema({
         "subject_id": pa.Column(checks=[
             _rule("subject_id_missing", lambda s: present),
             _rule("exact_duplicate", lambda s: ~exact),
             _rule("subject_id_duplicate", lambda s: ~conflict)]),
-        "arm": pa.Column(checks=_rule("arm_unknown", lambda s: typed["arm"].notna())),
-        "sex": pa.Column(checks=_rule("sex_unknown", lambda s: typed["sex"].notna())),
-        "onset_site": pa.Column(checks=_rule("onset_site_unknown",
-                                             lambda s: typed["onset_site"].notna())),
-        "age": pa.Column(checks=_rule("age_invalid", lambda s: _blank(s) | typed["age"].between(
-            0, 120))),
-        "onset_months": pa.Column(checks=_rule(
-            "onset_months_invalid", lambda s: _blank(s) | (typed["onset_months"] > 0))),
+        **checks,
     })
-    rejects = _validate(raw, schema, file)
+    rejects = _validate(raw, schema, file, {**RULES, **covariate_rules(indication)})
     return typed.loc[_kept(raw, rejects)].reset_index(drop=True), rejects, raw
 
 
@@ -287,19 +375,19 @@ def _subject_rules(raw: pd.DataFrame, patients: pd.DataFrame, all_ids: pd.Series
     return known, usable | ~known  # second: "not rejected in patients.csv"
 
 
-# ------------------------------------------------------------------------- alsfrs
-def _check_alsfrs(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd.Series,
-                  notes: list[str], drop: Sequence[str], score_range: tuple[int, int]):
-    raw = _columns(raw, ALSFRS_COLUMNS, ALSFRS_COLUMNS + ALSFRS_ITEMS, file, drop, notes)
+# ------------------------------------------------------------------------- visits
+def _check_visits(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd.Series,
+                  notes: list[str], drop: Sequence[str], score: ScoreSpec):
+    columns = (*VISIT_COLUMNS, score.column)
+    raw = _columns(raw, columns, (*columns, *score.items), file, drop, notes)
     known, not_rejected = _subject_rules(raw, patients, all_ids)
-    day, score = _number(raw["day"]), _number(raw["alsfrs_r"])
+    day, value = _number(raw["day"]), _number(raw[score.column])
     day_ok = day.notna() & (day % 1 == 0)
-    low, high = score_range
-    score_ok = score.notna() & (score % 1 == 0) & score.between(low, high)
-    blank = _blank(raw["alsfrs_r"])
+    score_ok = value.notna() & (value % 1 == 0) & value.between(score.min, score.max)
+    blank = _blank(raw[score.column])
     usable = known & not_rejected & day_ok & score_ok
     keys = pd.DataFrame({"s": raw["subject_id"].str.strip(), "d": day})
-    exact, conflict = _duplicates(keys, keys.assign(y=score), usable)
+    exact, conflict = _duplicates(keys, keys.assign(y=value), usable)
     schema = pa.DataFrameSchema({
         "subject_id": pa.Column(checks=[
             _rule("subject_unknown", lambda s: known),
@@ -307,7 +395,7 @@ def _check_alsfrs(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids:
             _rule("exact_duplicate", lambda s: ~exact),
             _rule("visit_conflict", lambda s: ~conflict)]),
         "day": pa.Column(checks=_rule("day_invalid", lambda s: day_ok)),
-        "alsfrs_r": pa.Column(checks=[
+        score.column: pa.Column(checks=[
             _rule("score_missing", lambda s: ~blank),
             _rule("score_invalid", lambda s: blank | score_ok)]),
     })
@@ -316,18 +404,61 @@ def _check_alsfrs(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids:
     visits = pd.DataFrame({
         "subject_id": raw.loc[keep, "subject_id"].str.strip(),
         "day": day[keep].astype("int64"),
-        "alsfrs_r": score[keep].astype("int64"),
+        "score": value[keep].astype("int64"),
     }).sort_values(["subject_id", "day"], kind="stable").reset_index(drop=True)
     return visits, rejects, raw
 
 
 # ---------------------------------------------------------------------------- csf
+#: What the flag codes of :func:`csf_responder.censoring.concentration_arrays` stand for.
+FLAG_CODES = (*FLAGS, "invalid")
+
+
+def _text_storage(text: pd.Series) -> pyarrow.ChunkedArray:
+    """A text column as Arrow strings (its own storage when Arrow-backed)."""
+    array = getattr(text.array, "_pa_array", None)
+    if array is not None and (pyarrow.types.is_large_string(array.type)
+                              or pyarrow.types.is_string(array.type)):
+        return array
+    return pyarrow.chunked_array([_arrow_text(text)])
+
+
+def _kept_text(array: pyarrow.ChunkedArray, keep: np.ndarray, all_kept: bool) -> pd.Series:
+    """The kept rows of Arrow text as a pandas ``str`` column."""
+    if not all_kept:
+        array = array.filter(pyarrow.array(keep))
+    return pd.Series(array.to_pandas().to_numpy(dtype=object), dtype="str") if \
+        array.null_count else array.to_pandas()
+
+
+def _flag_text(codes: np.ndarray) -> pd.Series:
+    """Flag codes as a pandas ``str`` column of flag names (built in Arrow)."""
+    names = pyarrow.array(FLAG_CODES, pyarrow.large_string())
+    return pyarrow.chunked_array([names.take(pyarrow.array(codes))]).to_pandas()
+
+
+def _arrow_strings(text: pd.Series) -> pyarrow.ChunkedArray | None:
+    """The Arrow storage of a null-free Arrow-backed text column, else None."""
+    array = getattr(text.array, "_pa_array", None)
+    if array is None or array.null_count or not (
+            pyarrow.types.is_large_string(array.type) or pyarrow.types.is_string(array.type)):
+        return None
+    return array
+
+
 def _codes(text: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Codes and distinct values of a text column, surrounding spaces stripped.
 
     Stripping happens on the distinct values only, so it costs nothing on millions of
-    rows with few spellings.
+    rows with few spellings. Arrow-backed text is hashed by Arrow (codes in order of
+    first appearance, as ``pd.factorize`` gives them).
     """
+    array = _arrow_strings(text)
+    if array is not None:
+        indices, uniques = dictionary_codes(array)
+        merged, distinct = dictionary_codes(pc.utf8_trim_whitespace(uniques))
+        codes = merged[indices] if len(indices) else np.zeros(0, np.int32)
+        return codes, pd.Index(distinct.to_pandas(), dtype="str")
     codes, uniques = pd.factorize(text, use_na_sentinel=False)
     stripped = pd.Index(uniques).astype(str).str.strip()
     merged, distinct = pd.factorize(stripped, use_na_sentinel=False)
@@ -335,15 +466,18 @@ def _codes(text: pd.Series) -> tuple[np.ndarray, pd.Index]:
 
 
 def _unit_factors(raw: pd.DataFrame, analyte: np.ndarray, panel: PanelSpec, file: str,
-                  notes: list[str]) -> np.ndarray:
+                  notes: list[str]) -> np.ndarray | np.float64:
     """Factor from each row's unit to its analyte's canonical unit.
 
     ``analyte`` holds each row's index into ``panel.analytes`` (-1: not in the panel).
-    A blank unit means the canonical unit, with a note.
+    A blank unit means the canonical unit, with a note. When every factor is 1 this is
+    the scalar 1.0 (it broadcasts like the array of ones it stands for).
     """
     unit, units = _codes(raw["unit"])
     table = np.ones((len(units), len(panel.analytes) + 1))  # last column: unknown analyte
-    pair = np.unique(unit * (len(panel.analytes) + 1) + analyte + 1)
+    combined = unit.astype(np.int64) * (len(panel.analytes) + 1) + analyte + 1
+    pair = np.flatnonzero(np.bincount(combined, minlength=0)) if len(combined) else combined
+    del combined
     for u, a in zip(pair // (len(panel.analytes) + 1), pair % (len(panel.analytes) + 1) - 1,
                     strict=True):
         if a < 0 or units[u] == "":
@@ -355,10 +489,13 @@ def _unit_factors(raw: pd.DataFrame, analyte: np.ndarray, panel: PanelSpec, file
             row = int(np.flatnonzero((unit == u) & (analyte == a))[0])
             raise CohortError(f"unit {units[u]!r} cannot be converted to {target}", file=file,
                               row=int(raw[LINE].iat[row]), column="unit") from None
-    blank = (units[unit] == "") & (analyte >= 0) if (units == "").any() else None
+    blank = (np.asarray(units == "")[unit] & (analyte >= 0) if (units == "").any()
+             else None)
     if blank is not None and blank.any():
         notes.append(f"{file}: {int(blank.sum())} value(s) without a unit read in the "
                      "panel's canonical unit")
+    if (table == 1).all():  # every unit is the canonical one: no array of ones
+        return np.float64(1.0)
     return table[unit, analyte]
 
 
@@ -366,69 +503,113 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
                panel: PanelSpec, notes: list[str], drop: Sequence[str]):
     raw = _columns(raw, CSF_COLUMNS, CSF_COLUMNS + CSF_OPTIONAL + ("_column",), file, drop,
                    notes)
+    # every text column is hashed once; rules are then computed per distinct value and
+    # spread to the rows by code (millions of rows, few spellings)
     subject, subjects = _codes(raw["subject_id"])
-    known = _isin(pd.Series(subjects), all_ids).to_numpy()[subject]
-    usable_subject = _isin(pd.Series(subjects), patients["subject_id"]).to_numpy()[subject]
-    known, not_rejected = pd.Series(known), pd.Series(usable_subject | ~known)
+    known_code = _isin(pd.Series(subjects), all_ids).to_numpy()
+    usable_code = _isin(pd.Series(subjects), patients["subject_id"]).to_numpy()
+    known = pd.Series(known_code[subject])
+    not_rejected = pd.Series((usable_code | ~known_code)[subject])
     spellings = {key: i for i, spec in enumerate(panel.analytes)
                  for key in (analyte_match_key(n) for n in (spec.name, *spec.aliases))}
     name_code, names = _codes(raw["analyte"])
     analyte = np.array([spellings.get(analyte_match_key(n), -1) for n in names],
-                       dtype=np.int64)[name_code] if len(names) else np.zeros(0, np.int64)
+                       dtype=np.int32)[name_code] if len(names) else np.zeros(0, np.int32)
+    del name_code
     analyte_ok = pd.Series(analyte >= 0)
     tp_code, tps = _codes(raw["timepoint"])
     timepoint_ok = pd.Series(np.asarray(tps.isin(panel.timepoints))[tp_code])
     factor = _unit_factors(raw, analyte, panel, file, notes)
     file_limits = {c: (parse_numbers(raw[c], decimal_comma=panel.decimal_comma).to_numpy()
-                       if c in raw else np.full(len(raw), np.nan)) for c in ("lloq", "uloq")}
-    limit_ok = pd.Series(True, index=raw.index)
+                       if c in raw else None) for c in ("lloq", "uloq")}
+    limit_ok = np.ones(len(raw), dtype=bool)
     for column in ("lloq", "uloq"):
         if column in raw:
-            limit_ok &= _blank(raw[column]) | (file_limits[column] > 0)
-    defaults = {c: np.array([getattr(spec, c) or np.nan for spec in panel.analytes] + [np.nan])
-                [analyte] for c in ("lloq", "uloq")}  # analyte -1 takes the trailing NaN
-    limits = {c: np.where(np.isnan(file_limits[c]), defaults[c] / factor, file_limits[c])
-              for c in ("lloq", "uloq")}
-    parsed = parse_concentrations(raw["value"], decimal_comma=panel.decimal_comma,
-                                  lloq=pd.Series(limits["lloq"]), uloq=pd.Series(limits["uloq"]))
-    flag = parsed["flag"]
-    value_ok = flag != "invalid"
-    negative = parsed["value"] < 0
-    limit_missing = flag.isin(["below", "above"]) & parsed["value"].isna()
+            limit_ok &= _blank_text(raw[column]) | (file_limits[column] > 0)
+    limit_ok = pd.Series(limit_ok, index=raw.index)
+    limits = {}
+    for c in ("lloq", "uloq"):  # analyte -1 takes the trailing NaN
+        default = np.array([getattr(spec, c) or np.nan for spec in panel.analytes] + [np.nan])
+        limits[c] = default[analyte] / factor
+        if file_limits[c] is not None:
+            limits[c] = np.where(np.isnan(file_limits[c]), limits[c], file_limits[c])
+    value, flag, limit = concentration_arrays(raw["value"], decimal_comma=panel.decimal_comma,
+                                              lloq=limits["lloq"], uloq=limits["uloq"])
+    del limits
+    value_ok = pd.Series(flag != FLAG_CODES.index("invalid"))
+    negative = pd.Series(value < 0)
+    limit_missing = pd.Series(((flag == FLAG_CODES.index("below"))
+                               | (flag == FLAG_CODES.index("above"))) & np.isnan(value))
     usable = (known & not_rejected & analyte_ok & timepoint_ok & value_ok & ~negative
               & ~limit_missing & limit_ok)
-    replicate = _codes(raw["replicate"])[0] if "replicate" in raw else np.zeros(len(raw), int)
-    keys = pd.DataFrame({"s": subject, "t": tp_code, "a": analyte, "r": replicate})
-    exact, conflict = _duplicates(keys, keys.assign(v=raw["value"].str.strip()), usable)
+    # one code per sample (subject, timepoint, analyte) and per well (and replicate):
+    # equal codes, equal keys
+    sample = _dense_codes([(subject, len(subjects)), (tp_code, len(tps)),
+                           (analyte + 1, len(panel.analytes) + 1)])
+    if "replicate" in raw:
+        replicate, replicates = _codes(raw["replicate"])
+        well = (_dense_codes([(sample, len(subjects) * len(tps) * (len(panel.analytes) + 1)),
+                              (replicate, len(replicates))]) if sample is not None else None)
+    else:
+        replicate, well = np.zeros(len(raw), np.int64), sample
+    if well is None:  # too many combinations for one int64: hash the columns
+        well = _row_codes(pd.DataFrame({"s": subject, "t": tp_code, "a": analyte,
+                                        "r": replicate}))
+    del replicate
+    exact, conflict = _duplicates(
+        well, lambda rows, well=well: pd.DataFrame({"k": well[rows],
+                                         "v": raw["value"][rows].str.strip().to_numpy()}),
+        usable)
+    masks = {"known": known, "not_rejected": not_rejected, "exact": ~exact,
+             "conflict": ~conflict, "analyte": analyte_ok, "timepoint": timepoint_ok,
+             "value": value_ok, "negative": ~negative, "limit_missing": ~limit_missing}
+    del known, not_rejected, analyte_ok, timepoint_ok, value_ok, negative, limit_missing
+    del usable, exact, conflict, limit_ok, well
     schema = pa.DataFrameSchema({
         "subject_id": pa.Column(checks=[
-            _rule("subject_unknown", lambda s: known),
-            _rule("subject_rejected", lambda s: not_rejected),
-            _rule("exact_duplicate", lambda s: ~exact),
-            _rule("measurement_conflict", lambda s: ~conflict)]),
-        "analyte": pa.Column(checks=_rule("analyte_unknown", lambda s: analyte_ok)),
-        "timepoint": pa.Column(checks=_rule("timepoint_unknown", lambda s: timepoint_ok)),
+            _rule("subject_unknown", lambda s: masks["known"]),
+            _rule("subject_rejected", lambda s: masks["not_rejected"]),
+            _rule("exact_duplicate", lambda s: masks["exact"]),
+            _rule("measurement_conflict", lambda s: masks["conflict"])]),
+        "analyte": pa.Column(checks=_rule("analyte_unknown", lambda s: masks["analyte"])),
+        "timepoint": pa.Column(checks=_rule("timepoint_unknown",
+                                            lambda s: masks["timepoint"])),
         "value": pa.Column(checks=[
-            _rule("value_invalid", lambda s: value_ok),
-            _rule("value_negative", lambda s: ~negative),
-            _rule("limit_missing", lambda s: ~limit_missing)]),
+            _rule("value_invalid", lambda s: masks["value"]),
+            _rule("value_negative", lambda s: masks["negative"]),
+            _rule("limit_missing", lambda s: masks["limit_missing"])]),
         **{c: pa.Column(checks=_rule("limit_invalid", lambda s, c=c: _blank(s) | (
             file_limits[c] > 0))) for c in ("lloq", "uloq") if c in raw},
     })
     rejects = _validate(raw, schema, file)
+    masks.clear()
     keep = _kept(raw, rejects)
+    all_kept = bool(keep.all())
+
+    def kept(array: np.ndarray) -> np.ndarray:
+        return array if all_kept else array[keep]
+
     panel_names = [spec.name for spec in panel.analytes]
+    value *= factor
+    limit *= factor
+    del factor
     wells = pd.DataFrame({
-        "subject_id": pd.Categorical.from_codes(subject[keep], categories=subjects.unique())
-        if subjects.is_unique else subjects[subject[keep]],
-        "timepoint": pd.Categorical.from_codes(tp_code[keep], categories=tps),
-        "analyte": pd.Categorical.from_codes(analyte[keep], categories=panel_names),
-        "value": (parsed["value"].to_numpy() * factor)[keep],
-        "flag": flag[keep].to_numpy(),
-        "limit": (parsed["limit"].to_numpy() * factor)[keep],
-        "plate": raw.loc[keep, "plate"].str.strip().to_numpy() if "plate" in raw else "",
+        "subject_id": pd.Categorical.from_codes(kept(subject), categories=subjects,
+                                                validate=False)
+        if subjects.is_unique else subjects[kept(subject)],
+        "timepoint": pd.Categorical.from_codes(kept(tp_code), categories=tps, validate=False),
+        "analyte": pd.Categorical.from_codes(kept(analyte), categories=panel_names,
+                                             validate=False),
+        "value": kept(value),
+        "flag": _flag_text(kept(flag)),
+        "limit": kept(limit),
+        "plate": (_kept_text(pc.utf8_trim_whitespace(_text_storage(raw["plate"])), keep,
+                             all_kept) if "plate" in raw else ""),
     })
-    csf, qc = _combine_replicates(wells, panel.replicate_cv_max_percent)
+    del value, limit, flag, subject, tp_code, analyte
+    replicated = bool(_repeats(kept(sample)).any()) if sample is not None else None
+    del sample
+    csf, qc = _combine_replicates(wells, panel.replicate_cv_max_percent, replicated)
     if len(csf) < len(wells):
         notes.append(f"{file}: combined {len(wells)} replicate rows into {len(csf)} sample "
                      f"values (mean); {int(qc['flagged'].sum())} above "
@@ -440,14 +621,17 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     return csf, qc, rejects, raw, len(wells)
 
 
-def _combine_replicates(wells: pd.DataFrame, cv_max: float):
+def _combine_replicates(wells: pd.DataFrame, cv_max: float, replicated: bool | None = None):
     """One row per sample and analyte: the mean of quantified replicate wells.
 
     Censored wells count only when no well of that sample was quantified; the QC report
-    gives the CV% of quantified replicates and flags it above ``cv_max``.
+    gives the CV% of quantified replicates and flags it above ``cv_max``. ``replicated``
+    tells whether some sample and analyte has several wells, when the caller knows.
     """
     keys = ["subject_id", "timepoint", "analyte"]
-    if not pd.Series(_row_codes(wells[keys])).duplicated().any():  # no replicates: fast path
+    if replicated is None:
+        replicated = bool(pd.Series(_row_codes(wells[keys])).duplicated().any())
+    if not replicated:  # no replicates: fast path
         csf = wells.assign(n_replicates=1, cv_percent=np.nan)
         return csf, pd.DataFrame(columns=list(QC_COLUMNS))
     quantified = wells["flag"].isin(["observed", "extrapolated"])
@@ -478,8 +662,9 @@ def _account(file: str, rows_read: int, rows_used: int, rejects: pd.DataFrame
             "rows_rejected": rejected}
 
 
-def check_cohort(raw: RawCohort, *, panel: PanelSpec, drop_columns: Sequence[str] = (),
-                 score_range: tuple[int, int] = (0, 48)) -> CheckedCohort:
+def check_cohort(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec,
+                 label_column: str | None = None, drop_columns: Sequence[str] = ()
+                 ) -> CheckedCohort:
     """Check a raw cohort against the input contract and return typed tables.
 
     Parameters
@@ -488,10 +673,13 @@ def check_cohort(raw: RawCohort, *, panel: PanelSpec, drop_columns: Sequence[str
         Tables as read by :func:`csf_responder.io.read_cohort` (CSF in long layout).
     panel : PanelSpec
         Analytes (names, aliases, units, default limits), timepoints, number format.
+    indication : IndicationSpec
+        The visits file's functional score (column, range) and the clinical covariates
+        of ``patients.csv``.
+    label_column : str, optional
+        A column of ``patients.csv`` holding a ready-made 0/1 responder label.
     drop_columns : sequence of str
         Identifier-like columns to drop rather than refuse.
-    score_range : (int, int)
-        Valid range of the functional score (ALSFRS-R: 0-48).
 
     Raises
     ------
@@ -499,23 +687,25 @@ def check_cohort(raw: RawCohort, *, panel: PanelSpec, drop_columns: Sequence[str
         When a file cannot be used at all (see the module docstring).
     """
     notes: list[str] = list(raw.notes)
-    files = {name: raw.file(name) for name in ("patients.csv", "alsfrs.csv", "csf.csv")}
+    names = ("patients.csv", indication.visits_file, "csf.csv")
+    files = {name: raw.file(name) for name in names}
     tables = {name: table.reset_index(drop=True) for name, table in
-              zip(files, (raw.patients, raw.alsfrs, raw.csf), strict=True)}
+              zip(names, (raw.patients, raw.visits, raw.csf), strict=True)}
     patients, p_rejects, p_raw = _check_patients(tables["patients.csv"], files["patients.csv"],
-                                                 notes, drop_columns)
+                                                 notes, drop_columns, indication, label_column)
     all_ids = p_raw["subject_id"].str.strip()
-    alsfrs, a_rejects, _ = _check_alsfrs(tables["alsfrs.csv"], files["alsfrs.csv"], patients,
-                                         all_ids, notes, drop_columns, score_range)
+    visits_file = indication.visits_file
+    visits, v_rejects, _ = _check_visits(tables[visits_file], files[visits_file], patients,
+                                         all_ids, notes, drop_columns, indication.score)
     csf, qc, c_rejects, _, n_wells = _check_csf(tables["csf.csv"], files["csf.csv"], patients,
                                                 all_ids, panel, notes, drop_columns)
     accounting = pd.DataFrame([
         _account(files["patients.csv"], len(p_raw), len(patients), p_rejects),
-        _account(files["alsfrs.csv"], len(tables["alsfrs.csv"]), len(alsfrs), a_rejects),
+        _account(files[visits_file], len(tables[visits_file]), len(visits), v_rejects),
         _account(files["csf.csv"], len(tables["csf.csv"]), n_wells, c_rejects),
     ], columns=list(ACCOUNT_COLUMNS))
-    parts = [r.drop(columns=ROW) for r in (p_rejects, a_rejects, c_rejects) if len(r)]
+    parts = [r.drop(columns=ROW) for r in (p_rejects, v_rejects, c_rejects) if len(r)]
     rejects = (pd.concat(parts, ignore_index=True) if parts
                else pd.DataFrame(columns=list(REJECT_COLUMNS)))
-    return CheckedCohort(patients, alsfrs, csf.reset_index(drop=True), rejects, qc,
+    return CheckedCohort(patients, visits, csf.reset_index(drop=True), rejects, qc,
                          accounting, notes)

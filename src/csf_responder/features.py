@@ -50,10 +50,6 @@ def fit_left_censored_normal(observed: np.ndarray, limits: np.ndarray) -> tuple[
                                options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000})
     return float(result.x[0]), float(math.exp(result.x[1]))
 
-CLINICAL_FEATURES = ("alsfrs_baseline", "leadin_slope", "delta_fs", "age", "sex", "onset_site")
-ALSFRS_MAX = 48.0
-
-
 def _as_frame(X) -> pd.DataFrame:
     if not isinstance(X, pd.DataFrame):
         raise TypeError("expects the wide cohort table as a pandas DataFrame")
@@ -150,11 +146,16 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
       TGF-beta1/MCP-1 ratio, the candidate biomarker of Oh et al. 2018;
     - with ``changes``: ``change_log_{analyte}`` and ``change_log_ratio_{num}_{den}``,
       last minus first timepoint (week4 vs baseline);
-    - the clinical features asked for: ``alsfrs_baseline``, ``leadin_slope``
-      (points/month), ``delta_fs`` = (48 - ALSFRS-R at baseline) / months since onset,
-      ``age``, ``male`` (1/0 from ``sex``) and ``bulbar_onset`` (1/0 from ``onset_site``).
+    - the clinical features asked for, by their wide-table column: numeric ones as they
+      are (``age``, ``score_baseline``, ``leadin_slope`` in points/month, ...); a
+      categorical covariate as one 1/0 indicator per level after its first (reference)
+      level, ``{covariate}_{level}`` (``sex_male``, ``onset_site_bulbar``); and
+      ``delta_fs``, the pre-slope: points lost from the best score to the baseline score
+      per month since onset, ``|score_best - score_baseline| / onset_months``
+      (ALSFRS-R: (48 - baseline) / months).
 
-    Nothing is learned; a concentration <= 0 or missing gives NaN.
+    Nothing is learned; a concentration <= 0 or missing gives NaN, so does an unknown
+    category.
 
     Parameters
     ----------
@@ -167,7 +168,13 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
     changes : bool
         Add the change between the first and last timepoint.
     clinical : sequence of str
-        Clinical features, a subset of ``CLINICAL_FEATURES``.
+        Clinical columns of the wide table, or ``delta_fs``.
+    categories : sequence of (str, sequence of str)
+        (covariate, levels) of the categorical covariates among ``clinical``; the first
+        level is the reference.
+    score_best : float, optional
+        The best possible functional score (48 for ALSFRS-R, 0 for UMSARS); needed for
+        ``delta_fs``.
     """
 
     def __init__(
@@ -177,27 +184,29 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
         ratios: Sequence[tuple[str, str]] = (),
         changes: bool = False,
         clinical: Sequence[str] = (),
+        categories: Sequence[tuple[str, Sequence[str]]] = (),
+        score_best: float | None = None,
     ):
         self.analytes = analytes
         self.timepoints = timepoints
         self.ratios = ratios
         self.changes = changes
         self.clinical = clinical
+        self.categories = categories
+        self.score_best = score_best
 
     def _required_columns(self) -> list[str]:
         needed = [f"{a}_{tp}" for a in self.analytes for tp in self.timepoints]
         needed += [f"{k}_{tp}" for pair in self.ratios for k in pair for tp in self.timepoints]
-        source = {"delta_fs": ("alsfrs_baseline", "onset_months")}
+        source = {"delta_fs": ("score_baseline", "onset_months")}
         for feature in self.clinical:
             needed += source.get(feature, (feature,))
         return list(dict.fromkeys(needed))
 
     def fit(self, X, y=None):
         X = _as_frame(X)
-        unknown = [c for c in self.clinical if c not in CLINICAL_FEATURES]
-        if unknown:
-            raise ValueError(f"unknown clinical feature(s) {unknown}; "
-                             f"choose from {list(CLINICAL_FEATURES)}")
+        if "delta_fs" in self.clinical and self.score_best is None:
+            raise ValueError("delta_fs needs score_best, the best possible score")
         missing = [c for c in self._required_columns() if c not in X.columns]
         if missing:
             raise ValueError(f"input is missing column(s) {', '.join(missing)}")
@@ -225,16 +234,17 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
             for num, den in self.ratios:
                 out[f"change_log_ratio_{num}_{den}"] = (
                     out[f"log_ratio_{num}_{den}_{last}"] - out[f"log_ratio_{num}_{den}_{first}"])
+        levels = dict(self.categories)
         for feature in self.clinical:
             if feature == "delta_fs":
                 months = pd.to_numeric(X["onset_months"], errors="coerce").astype("float64")
-                baseline = pd.to_numeric(X["alsfrs_baseline"], errors="coerce")
-                out["delta_fs"] = (ALSFRS_MAX - baseline) / months.where(months > 0)
-            elif feature == "sex":
-                out["male"] = X["sex"].map({"male": 1.0, "female": 0.0}).astype("float64")
-            elif feature == "onset_site":
-                out["bulbar_onset"] = X["onset_site"].map(
-                    {"bulbar": 1.0, "spinal": 0.0}).astype("float64")
+                baseline = pd.to_numeric(X["score_baseline"], errors="coerce")
+                out["delta_fs"] = (self.score_best - baseline).abs() / months.where(months > 0)
+            elif feature in levels:
+                known = X[feature].isin(levels[feature])
+                for level in levels[feature][1:]:
+                    out[f"{feature}_{level}"] = X[feature].eq(level).astype("float64").where(
+                        known)
             else:
                 out[feature] = pd.to_numeric(X[feature], errors="coerce").astype("float64")
         return pd.DataFrame(out, index=X.index)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from csf_responder.cohort import cohort_table
-from csf_responder.config import LabelSpec, PanelSpec, analyte_match_key
+from csf_responder.config import IndicationSpec, LabelSpec, PanelSpec, analyte_match_key
 from csf_responder.contracts import CheckedCohort, check_cohort
 from csf_responder.io import RawCohort, read_cohort
-from csf_responder.labels import derive_labels, exclusion_rejects
+from csf_responder.labels import column_labels, derive_labels, exclusion_rejects
 
 __all__ = ["IngestedCohort", "ingest_cohort"]
 
@@ -50,6 +50,7 @@ def ingest_cohort(
     directory: str | Path,
     *,
     panel: PanelSpec,
+    indication: IndicationSpec,
     labels: LabelSpec,
     drop_columns: Sequence[str],
 ) -> IngestedCohort:
@@ -62,15 +63,28 @@ def ingest_cohort(
         contract).
     """
     spellings = panel.spellings()
-    raw = read_cohort(directory, is_analyte=lambda name: analyte_match_key(name) in spellings)
-    checked = check_cohort(raw, panel=panel, drop_columns=drop_columns)
-    labelled = derive_labels(checked.alsfrs, subjects=checked.patients["subject_id"],
-                             **labels.model_dump())
-    table = cohort_table(checked.patients, labelled, checked.csf, analytes=panel.analytes,
+    raw = read_cohort(directory, visits_file=indication.visits_file,
+                      is_analyte=lambda name: analyte_match_key(name) in spellings)
+    checked = check_cohort(raw, panel=panel, indication=indication,
+                           label_column=labels.column, drop_columns=drop_columns)
+    subjects = checked.patients["subject_id"]
+    if labels.source == "column":
+        labelled = column_labels(checked.visits, subjects=subjects,
+                                 label=checked.patients[labels.column],
+                                 lead_in_days=labels.lead_in_days,
+                                 horizon_tolerance_days=labels.horizon_tolerance_days)
+    else:
+        labelled = derive_labels(checked.visits, subjects=subjects,
+                                 higher_is_better=indication.score.higher_is_better,
+                                 **labels.slope_settings())
+    table = cohort_table(checked.patients, labelled, checked.csf,
+                         covariates=list(indication.covariates), analytes=panel.analytes,
                          timepoints=panel.timepoints)
     table = table.merge(labelled[["subject_id", "responder"]], on="subject_id",
                         how="left", validate="one_to_one")
-    exclusions = exclusion_rejects(labelled, file=raw.file("alsfrs.csv"), column="alsfrs_r")
+    source = (("patients.csv", labels.column) if labels.source == "column"
+              else (indication.visits_file, indication.score.column))
+    exclusions = exclusion_rejects(labelled, file=raw.file(source[0]), column=source[1])
     parts = [part for part in (checked.rejects, exclusions) if len(part)]
     rejects = (pd.concat(parts, ignore_index=True) if parts
                else checked.rejects.iloc[0:0])

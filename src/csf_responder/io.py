@@ -22,9 +22,10 @@ __all__ = [
     "write_cohort", "write_outputs", "write_table",
 ]
 
-#: The files of a cohort directory, in the order they are read; the CSF panel may also
-#: be ``csf`` with another suffix of :data:`CSF_SUFFIXES`.
-COHORT_FILES = ("patients.csv", "alsfrs.csv", "csf.csv")
+#: The files of a cohort directory besides the visits file, whose name the indication
+#: gives (``alsfrs.csv`` for ALS); the CSF panel may also be ``csf`` with another suffix
+#: of :data:`CSF_SUFFIXES`.
+COHORT_FILES = ("patients.csv", "csf.csv")
 CSF_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".parquet", ".pq")
 
 
@@ -32,15 +33,17 @@ CSF_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".parquet", ".pq")
 class RawCohort:
     """The three cohort tables as read, every cell a string, plus each row's line number.
 
-    ``csf`` is always in long layout (a wide file is melted on reading); ``csf_name`` is
-    the CSF file's name as found (``csf.xlsx``, ...).
+    ``visits`` is the visits file (``visits_name``, e.g. ``alsfrs.csv``); ``csf`` is
+    always in long layout (a wide file is melted on reading); ``csf_name`` is the CSF
+    file's name as found (``csf.xlsx``, ...).
     """
 
     directory: Path
     patients: pd.DataFrame
-    alsfrs: pd.DataFrame
+    visits: pd.DataFrame
     csf: pd.DataFrame
-    csf_name: str = "csf.csv"
+    visits_name: str
+    csf_name: str
     notes: list[str] = field(default_factory=list)
 
     def file(self, name: str) -> str:
@@ -64,22 +67,24 @@ def _csf_path(directory: Path) -> Path:
 
 def _read(path: Path, notes: list[str]) -> pd.DataFrame:
     if not path.is_file():
-        raise CohortError("file not found (a cohort directory holds "
-                          f"{', '.join(COHORT_FILES)})", file=str(path))
+        raise CohortError("file not found (a cohort directory holds patients.csv, the "
+                          "visits file of the indication and csf)", file=str(path))
     result = read_table(path)
     notes.extend(result.notes)
     return result.table
 
 
-def read_cohort(directory: str | Path,
-                *, is_analyte: Callable[[str], bool] | None = None) -> RawCohort:
+def read_cohort(directory: str | Path, *, visits_file: str,
+                is_analyte: Callable[[str], bool] | None = None) -> RawCohort:
     """Read a cohort directory (see ``docs/data-format.md``) without interpreting values.
 
     Parameters
     ----------
     directory : path
-        Holds ``patients.csv``, ``alsfrs.csv`` and the CSF panel as ``csf.csv``,
+        Holds ``patients.csv``, the visits file and the CSF panel as ``csf.csv``,
         ``csf.tsv``, ``csf.xlsx`` or ``csf.parquet``, long or wide.
+    visits_file : str
+        Name of the visits file (the indication's, e.g. ``alsfrs.csv``).
     is_analyte : callable, optional
         Tells analyte columns of a wide CSF file (header without unit -> bool); without
         it a wide file cannot be recognised.
@@ -94,20 +99,20 @@ def read_cohort(directory: str | Path,
         raise CohortError("cohort directory not found", file=str(directory))
     notes: list[str] = []
     patients = _read(directory / "patients.csv", notes)
-    alsfrs = _read(directory / "alsfrs.csv", notes)
+    visits = _read(directory / visits_file, notes)
     csf_path = _csf_path(directory)
     csf, layout = csf_to_long(_read(csf_path, notes), file=str(csf_path),
                               is_analyte=is_analyte or (lambda name: False))
     notes.extend(layout.notes)
-    return RawCohort(directory, patients, alsfrs, csf, csf_path.name, notes)
+    return RawCohort(directory, patients, visits, csf, visits_file, csf_path.name, notes)
 
 
-def cohort_digest(directory: str | Path) -> str:
+def cohort_digest(raw: RawCohort) -> str:
     """SHA-256 over the cohort files' bytes (first 16 hex digits): the data's identity."""
     digest = hashlib.sha256()
-    directory = Path(directory)
-    csf = [directory / f"csf{s}" for s in CSF_SUFFIXES if (directory / f"csf{s}").is_file()]
-    for path in [directory / "patients.csv", directory / "alsfrs.csv", *csf]:
+    directory = raw.directory
+    for path in [directory / "patients.csv", directory / raw.visits_name,
+                 directory / raw.csf_name]:
         name = path.name
         digest.update(name.encode())
         digest.update(path.read_bytes() if path.is_file() else b"")
@@ -130,11 +135,12 @@ def write_table(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def write_cohort(
-    directory: str | Path, *, patients: pd.DataFrame, alsfrs: pd.DataFrame, csf: pd.DataFrame
+    directory: str | Path, *, patients: pd.DataFrame, visits: pd.DataFrame, csf: pd.DataFrame,
+    visits_file: str,
 ) -> Path:
     """Write the three tables of a cohort directory in the input contract."""
     directory = Path(directory)
-    for name, table in zip(COHORT_FILES, (patients, alsfrs, csf), strict=True):
+    for name, table in (("patients.csv", patients), (visits_file, visits), ("csf.csv", csf)):
         write_table(table, directory / name)
     return directory
 

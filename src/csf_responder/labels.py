@@ -1,15 +1,19 @@
-"""Responder labels from visit-level ALSFRS-R scores.
+"""Responder labels from visit-level functional scores (ALSFRS-R by default).
 
 Definitions (Oh et al. 2018, Ann Neurol 84:361-373)
 ---------------------------------------------------
+- Visits carry ``subject_id``, ``day`` and ``score`` (the indication's functional score,
+  e.g. the ALSFRS-R total; see ``configs/indications/``).
 - Days count from baseline, the visit just before the first injection (day 0);
   lead-in visits have negative days. A month is 365.25 / 12 = 30.4375 days.
-- The **lead-in slope** is the least-squares slope of ALSFRS-R total on time, in
+- The **lead-in slope** is the least-squares slope of the score on time, in
   points per month, over the visits from ``-lead_in_days`` to baseline.
 - The **follow-up slope** is the same over the visits from baseline to the horizon
   (``horizon_months``; a visit counts up to ``horizon_tolerance_days`` past it).
 - **Slope improvement** = 1 - follow-up slope / lead-in slope: 0 when progression goes on
-  unchanged, 1 when it stops, above 1 when scores improve.
+  unchanged, 1 when it stops, above 1 when the patient improves. The formula holds for
+  scores that fall (ALSFRS-R) and rise (UMSARS) with progression alike; the lead-in
+  slope must show progression (negative when higher is better, positive otherwise).
 - A **good responder** has slope improvement >= ``cutoff`` (0.5 in the trial: the
   decline slowed by at least half).
 
@@ -23,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "EXCLUSIONS", "MONTH_DAYS", "derive_labels", "exclusion_rejects", "lead_in_summary",
-    "window_slopes",
+    "EXCLUSIONS", "MONTH_DAYS", "column_labels", "derive_labels", "exclusion_rejects",
+    "lead_in_summary", "window_slopes",
 ]
 
 MONTH_DAYS = 365.25 / 12
@@ -34,12 +38,13 @@ CUTOFF_TOLERANCE = 1e-9
 
 #: Why a patient has no label, in the order the checks run.
 EXCLUSIONS = {
-    "no_alsfrs_visits": "no ALSFRS-R visit at all",
-    "no_baseline_visit": "no ALSFRS-R visit at baseline (day 0, within the tolerance)",
+    "no_visits": "no visit with a functional score at all",
+    "no_baseline_visit": "no visit at baseline (day 0, within the tolerance)",
     "too_few_lead_in_visits": "too few lead-in visits to fit a slope",
-    "no_lead_in_decline": "lead-in slope is not negative: improvement is undefined",
+    "no_lead_in_decline": "lead-in slope shows no progression: improvement is undefined",
     "no_visit_at_horizon": "no follow-up visit at the horizon (dropped out or missing)",
     "too_few_follow_up_visits": "too few follow-up visits to fit a slope",
+    "label_missing": "the label column is blank",
 }
 
 
@@ -49,7 +54,7 @@ def window_slopes(visits: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     visits : DataFrame
-        Columns ``subject_id``, ``day`` and ``alsfrs_r``; one window's visits.
+        Columns ``subject_id``, ``day`` and ``score``; one window's visits.
 
     Returns
     -------
@@ -59,7 +64,7 @@ def window_slopes(visits: pd.DataFrame) -> pd.DataFrame:
     """
     groups = visits["subject_id"].to_numpy()
     frame = pd.DataFrame({"t": visits["day"].to_numpy(dtype="float64") / MONTH_DAYS,
-                          "y": visits["alsfrs_r"].to_numpy(dtype="float64")})
+                          "y": visits["score"].to_numpy(dtype="float64")})
     grouped = frame.groupby(groups, sort=False)
     # centred sums: the one-pass form (sum t^2 - (sum t)^2 / n) loses precision
     tc = frame["t"] - grouped["t"].transform("mean")
@@ -74,18 +79,18 @@ def window_slopes(visits: pd.DataFrame) -> pd.DataFrame:
 
 
 def lead_in_summary(
-    alsfrs: pd.DataFrame,
+    visits: pd.DataFrame,
     *,
     subjects: pd.Series,
     lead_in_days: int,
     baseline_tolerance_days: int,
 ) -> pd.DataFrame:
-    """Baseline ALSFRS-R and lead-in slope of each subject: what is known at baseline.
+    """Baseline score and lead-in slope of each subject: what is known at baseline.
 
     Parameters
     ----------
-    alsfrs : DataFrame
-        Visits with ``subject_id``, ``day`` and ``alsfrs_r``.
+    visits : DataFrame
+        Visits with ``subject_id``, ``day`` and ``score``.
     subjects : Series
         Subject identifiers, in the order of the returned rows.
     lead_in_days : int
@@ -96,10 +101,10 @@ def lead_in_summary(
     Returns
     -------
     DataFrame
-        One row per subject: ``subject_id``, ``baseline_day``, ``alsfrs_baseline``,
+        One row per subject: ``subject_id``, ``baseline_day``, ``score_baseline``,
         ``n_lead_in``, ``leadin_slope`` (points/month; NaN when it cannot be fitted).
     """
-    pre = alsfrs[(alsfrs["day"] <= 0) & (alsfrs["day"] >= -lead_in_days)]
+    pre = visits[(visits["day"] <= 0) & (visits["day"] >= -lead_in_days)]
     last = pre.sort_values("day", kind="stable").groupby("subject_id").tail(1)
     last = last[last["day"] >= -baseline_tolerance_days].set_index("subject_id")
     slopes = window_slopes(pre)
@@ -107,16 +112,17 @@ def lead_in_summary(
     return pd.DataFrame({
         "subject_id": index,
         "baseline_day": last["day"].reindex(index).to_numpy(dtype="float64"),
-        "alsfrs_baseline": last["alsfrs_r"].reindex(index).to_numpy(dtype="float64"),
+        "score_baseline": last["score"].reindex(index).to_numpy(dtype="float64"),
         "n_lead_in": slopes["n_visits"].reindex(index).fillna(0).astype("int64").to_numpy(),
         "leadin_slope": slopes["slope"].reindex(index).to_numpy(dtype="float64"),
     })
 
 
 def derive_labels(
-    alsfrs: pd.DataFrame,
+    visits: pd.DataFrame,
     *,
     subjects: pd.Series,
+    higher_is_better: bool,
     cutoff: float,
     horizon_months: float,
     lead_in_days: int,
@@ -124,14 +130,17 @@ def derive_labels(
     min_visits_follow_up: int,
     horizon_tolerance_days: int,
 ) -> pd.DataFrame:
-    """Derive good/poor responder labels from visit-level ALSFRS-R totals.
+    """Derive good/poor responder labels from visit-level functional scores.
 
     Parameters
     ----------
-    alsfrs : DataFrame
-        Visits with ``subject_id``, ``day`` (days from baseline) and ``alsfrs_r``.
+    visits : DataFrame
+        Visits with ``subject_id``, ``day`` (days from baseline) and ``score``.
     subjects : Series
         Every subject to label (a subject with no visit is excluded with a reason).
+    higher_is_better : bool
+        Direction of the score: true for ALSFRS-R (progression lowers it), false for
+        scores that rise with progression (UMSARS).
     cutoff : float
         Minimum slope improvement of a good responder (0.5 = decline halved).
     horizon_months : float
@@ -147,27 +156,27 @@ def derive_labels(
     -------
     DataFrame
         One row per subject, in the order of ``subjects``: ``subject_id``,
-        ``alsfrs_baseline``, ``leadin_slope``, ``followup_slope``, ``slope_improvement``,
+        ``score_baseline``, ``leadin_slope``, ``followup_slope``, ``slope_improvement``,
         ``responder`` (nullable Int64: 1 good, 0 poor, missing when excluded) and
         ``exclusion`` (a key of :data:`EXCLUSIONS`, or missing).
     """
-    summary = lead_in_summary(alsfrs, subjects=subjects, lead_in_days=lead_in_days,
+    summary = lead_in_summary(visits, subjects=subjects, lead_in_days=lead_in_days,
                               baseline_tolerance_days=horizon_tolerance_days)
     horizon_days = horizon_months * MONTH_DAYS
-    baseline_day = alsfrs["subject_id"].map(summary.set_index("subject_id")["baseline_day"])
-    follow = alsfrs[(alsfrs["day"] >= baseline_day)
-                    & (alsfrs["day"] <= horizon_days + horizon_tolerance_days)]
+    baseline_day = visits["subject_id"].map(summary.set_index("subject_id")["baseline_day"])
+    follow = visits[(visits["day"] >= baseline_day)
+                    & (visits["day"] <= horizon_days + horizon_tolerance_days)]
     fu = window_slopes(follow).reindex(summary["subject_id"])
     last_day = follow.groupby("subject_id")["day"].max().reindex(summary["subject_id"])
-    n_visits = alsfrs.groupby("subject_id").size().reindex(summary["subject_id"]).fillna(0)
+    n_visits = visits.groupby("subject_id").size().reindex(summary["subject_id"]).fillna(0)
 
     lead = summary["leadin_slope"].to_numpy()
     checks = [
-        ("no_alsfrs_visits", n_visits.to_numpy() == 0),
+        ("no_visits", n_visits.to_numpy() == 0),
         ("no_baseline_visit", summary["baseline_day"].isna().to_numpy()),
         ("too_few_lead_in_visits",
          (summary["n_lead_in"].to_numpy() < min_visits_lead_in) | np.isnan(lead)),
-        ("no_lead_in_decline", ~(lead < 0)),
+        ("no_lead_in_decline", ~((lead if higher_is_better else -lead) < 0)),
         ("no_visit_at_horizon",
          ~(last_day.to_numpy(dtype="float64") >= horizon_days - horizon_tolerance_days)),
         ("too_few_follow_up_visits",
@@ -187,10 +196,55 @@ def derive_labels(
     responder[~labelled] = pd.NA
     return pd.DataFrame({
         "subject_id": summary["subject_id"],
-        "alsfrs_baseline": summary["alsfrs_baseline"],
+        "score_baseline": summary["score_baseline"],
         "leadin_slope": lead,
         "followup_slope": np.where(labelled, followup, np.nan),
         "slope_improvement": np.where(labelled, improvement, np.nan),
+        "responder": responder,
+        "exclusion": exclusion,
+    })
+
+
+def column_labels(
+    visits: pd.DataFrame,
+    *,
+    subjects: pd.Series,
+    label: pd.Series,
+    lead_in_days: int,
+    horizon_tolerance_days: int,
+) -> pd.DataFrame:
+    """Responder labels given in a column (response defined outside this pipeline).
+
+    Parameters
+    ----------
+    visits : DataFrame
+        Visits with ``subject_id``, ``day`` and ``score``, for the baseline score and
+        lead-in slope (model inputs, not the label).
+    subjects : Series
+        Every subject to label.
+    label : Series
+        Aligned with ``subjects``: 1 good responder, 0 poor, missing when unknown.
+    lead_in_days, horizon_tolerance_days : int
+        Lead-in window and baseline slack, as in :func:`derive_labels`.
+
+    Returns
+    -------
+    DataFrame
+        The columns of :func:`derive_labels`; slopes after baseline are not computed, and
+        a missing label is the exclusion ``label_missing``.
+    """
+    summary = lead_in_summary(visits, subjects=subjects, lead_in_days=lead_in_days,
+                              baseline_tolerance_days=horizon_tolerance_days)
+    responder = pd.array(label.to_numpy(), dtype="Int64")
+    exclusion = pd.Series(pd.NA, index=summary.index, dtype="string")
+    exclusion = exclusion.mask(pd.Series(responder.isna(), index=summary.index),
+                               "label_missing")
+    return pd.DataFrame({
+        "subject_id": summary["subject_id"],
+        "score_baseline": summary["score_baseline"],
+        "leadin_slope": summary["leadin_slope"],
+        "followup_slope": np.nan,
+        "slope_improvement": np.nan,
         "responder": responder,
         "exclusion": exclusion,
     })

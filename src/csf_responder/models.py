@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from csf_responder.config import FeatureSpec, ModelSpec, PanelSpec
+from csf_responder.config import FeatureSpec, IndicationSpec, ModelSpec, PanelSpec
 from csf_responder.features import CensoredValueImputer, CohortFeatures, PlateCentering
 
 __all__ = ["make_classifier", "make_pipeline"]
@@ -27,7 +27,8 @@ def make_classifier(spec: ModelSpec, *, seed: int) -> ClassifierMixin:
 
 
 def make_pipeline(
-    spec: ModelSpec, *, panel: PanelSpec, features: FeatureSpec, seed: int
+    spec: ModelSpec, *, panel: PanelSpec, indication: IndicationSpec, features: FeatureSpec,
+    seed: int,
 ) -> Pipeline:
     """The one Pipeline from raw wide cohort table to responder probability.
 
@@ -47,6 +48,12 @@ def make_pipeline(
             ratios=tuple((keys[num], keys[den]) for num, den in features.ratios),
             changes=features.changes,
             clinical=tuple(features.clinical),
+            categories=tuple((name, tuple(indication.covariates[name].levels))
+                             for name in features.clinical
+                             if name in indication.covariates
+                             and indication.covariates[name].type == "category"),
+            score_best=float(indication.score.max if indication.score.higher_is_better
+                             else indication.score.min),
         )),
         ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
         ("scale", StandardScaler()),

@@ -23,9 +23,12 @@ Line numbers of delimited files stay true without slowing the common case:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import math
+import mmap
+import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -88,24 +91,53 @@ def strip_unit(header: str) -> tuple[str, str | None]:
     return match["name"], unit or None
 
 
-def _arrow_cells(data: bytes, offset: int, keys: list[str], delimiter: str,
+def _text_frame(arrow: pa.Table) -> pd.DataFrame:
+    """An Arrow table of ``large_string`` columns as pandas ``str`` columns (zero-copy)."""
+    return arrow.to_pandas(self_destruct=True, split_blocks=True)
+
+
+def _arrow_cells(data, offset: int, keys: list[str], delimiter: str,
                  encoding: str) -> tuple[pd.DataFrame | None, str]:
-    """Fast path: pyarrow on the bytes after the header; None if it cannot parse them."""
+    """Fast path: pyarrow on the bytes after the header; None if it cannot parse them.
+
+    Cells are read as ``large_string``, the storage of pandas' ``str`` dtype, so the
+    conversion to pandas copies nothing.
+    """
     for _ in range(2):
+        buffer = pa.py_buffer(data)
         try:
             arrow = pacsv.read_csv(
-                pa.BufferReader(pa.py_buffer(data).slice(offset)),
+                pa.BufferReader(buffer.slice(offset)),
                 read_options=pacsv.ReadOptions(column_names=keys, encoding=encoding),
                 parse_options=pacsv.ParseOptions(delimiter=delimiter),
                 convert_options=pacsv.ConvertOptions(
-                    column_types=dict.fromkeys(keys, pa.string())))
+                    column_types=dict.fromkeys(keys, pa.large_string()),
+                    strings_can_be_null=False))
         except pa.ArrowInvalid as exc:
             if "UTF8" in str(exc) and encoding == "utf-8":
                 encoding = "cp1252"
                 continue
             return None, encoding  # short rows or whitespace-only lines
-        return arrow.to_pandas(), encoding
+        finally:
+            del buffer  # no view of ``data`` may outlive the parse (it may be a mmap)
+        return _text_frame(arrow), encoding
     return None, encoding
+
+
+_COUNT_CHUNK = 1 << 24
+
+
+def _count_newlines(data, start: int, end: int) -> int:
+    """``data.count(b"\n", start, end)`` for bytes or a memory map, in chunks."""
+    if isinstance(data, bytes):
+        return data.count(b"\n", start, end)
+    total = 0
+    for lo in range(start, end, _COUNT_CHUNK):
+        hi = min(end, lo + _COUNT_CHUNK)
+        chunk = np.frombuffer(data, dtype=np.uint8, count=hi - lo, offset=lo)
+        total += int(np.count_nonzero(chunk == ord("\n")))
+        del chunk
+    return total
 
 
 def _nonblank_lines(data: bytes, start: int, end: int) -> np.ndarray:
@@ -148,14 +180,33 @@ def _exact_cells(path: Path, offset: int, header_line: int, keys: list[str], del
 
 def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], pd.DataFrame, np.ndarray,
                                                           str, list[str]]:
-    """Parse a delimited text file; return header names, cells, lines, delimiter, notes."""
-    data = path.read_bytes()
-    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    """Parse a delimited text file; return header names, cells, lines, delimiter, notes.
+
+    The file is memory-mapped rather than read into memory: pyarrow parses the mapped
+    pages directly and nothing holds a second copy of the file.
+    """
+    with path.open("rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size == 0:
+            return _parse_delimited(path, b"", delimiter)
+        mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return _parse_delimited(path, mapped, delimiter)
+    finally:
+        # a view may outlive a failed parse: the map then goes when it is collected
+        with contextlib.suppress(BufferError):
+            mapped.close()
+
+
+def _parse_delimited(path: Path, data, delimiter: str) -> tuple[list[str], pd.DataFrame,
+                                                                np.ndarray, str, list[str]]:
+    """:func:`_read_delimited` on the file's bytes (``bytes`` or a memory map)."""
+    start = 3 if data[:3] == b"\xef\xbb\xbf" else 0
     head = re.compile(rb"\s*").match(data, start).end()
     if head == len(data):
         raise CohortError("file is empty (expected a header row)", file=str(path))
     head = max(start, data.rfind(b"\n", start, head) + 1)  # start of the header line
-    header_line = 1 + data.count(b"\n", 0, head)
+    header_line = 1 + _count_newlines(data, 0, head)
     header_end = data.find(b"\n", head)
     header_end = len(data) if header_end < 0 else header_end
     encoding, notes = "utf-8", []
@@ -170,7 +221,8 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], pd.DataFrame
     end = len(data)
     while end > header_end and data[end - 1] in b"\r\n":
         end -= 1  # trailing line breaks shift nothing
-    body_lines = data.count(b"\n", header_end + 1, end) + 1 if end > header_end + 1 else 0
+    body_lines = (_count_newlines(data, header_end + 1, end) + 1 if end > header_end + 1
+                  else 0)
     offsets = None  # 0-based index, among the lines after the header, of each row
     if body_lines == 0:
         cells = pd.DataFrame({key: pd.Series([], dtype="str") for key in keys})
@@ -191,8 +243,64 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], pd.DataFrame
                      "(slower) parser so line numbers stay true")
     if encoding != "utf-8":
         notes.append(f"{path.name}: not valid UTF-8, decoded as Windows-1252")
-    lines = header_line + 1 + offsets
+    lines = offsets  # fresh array: shifted in place (no second copy)
+    lines += header_line + 1
     return names, cells, lines, delimiter, notes
+
+
+_SPACE_BYTES = np.zeros(256, dtype=bool)
+_SPACE_BYTES[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+_SPACE_BYTES[128:] = True  # non-ASCII lead byte: may start a Unicode space
+
+
+def _blank_text(column: pd.Series) -> np.ndarray:
+    """``column.str.strip().eq("")`` as a bool array, without building stripped strings.
+
+    For Arrow-backed text, pandas strips with ``utf8_trim_whitespace``; a value strips
+    to "" exactly when it is empty or all Unicode whitespace (``utf8_is_space``). Only
+    values that are empty or start with a byte that may begin whitespace are looked at.
+    """
+    array = getattr(column.array, "_pa_array", None)
+    if array is None or not pa.types.is_large_string(array.type) and not pa.types.is_string(
+            array.type):
+        return column.str.strip().eq("").to_numpy(dtype=bool)
+    blank = np.zeros(len(array), dtype=bool)
+    start = 0
+    for chunk in array.chunks:
+        n = len(chunk)
+        if n and chunk.null_count == 0:
+            width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=width,
+                                    count=n + 1, offset=chunk.offset * np.dtype(width).itemsize)
+            data = chunk.buffers()[2]
+            data = (np.frombuffer(data, dtype=np.uint8) if data is not None and data.size
+                    else np.zeros(1, dtype=np.uint8))
+            first = offsets[:-1]
+            empty = offsets[1:] == first
+            maybe = empty | _SPACE_BYTES[data[np.minimum(first, len(data) - 1)]]
+            rows = np.flatnonzero(maybe)
+        else:
+            rows = np.arange(n)
+        if len(rows):
+            part = chunk.take(pa.array(rows))
+            exact = pc.or_(pc.equal(pc.binary_length(part), 0), pc.utf8_is_space(part))
+            blank[start + rows] = np.asarray(
+                pc.fill_null(exact, False).to_numpy(zero_copy_only=False), dtype=bool)
+        start += n
+    return blank
+
+
+def _constant_text(value: str, n: int) -> pd.Series:
+    """A ``str`` Series of ``n`` copies of ``value``: one block of Arrow text, repeated."""
+    block = min(n, 1 << 16)
+    data = value.encode()
+    offsets = np.arange(block + 1, dtype=np.int64) * len(data)
+    array = pa.LargeStringArray.from_buffers(block, pa.py_buffer(offsets),
+                                             pa.py_buffer(data * block))
+    chunks = [array] * (n // block) if block else []
+    if block and n % block:
+        chunks.append(array.slice(0, n % block))
+    return pa.chunked_array(chunks, pa.large_string()).to_pandas()
 
 
 def _cell_text(value: object) -> str:
@@ -240,7 +348,13 @@ def _read_parquet(path: Path) -> tuple[list[str], pd.DataFrame, np.ndarray]:
     import pyarrow.parquet as pq
 
     try:
-        arrow = pq.read_table(path)
+        try:  # text straight into large_string, the storage of pandas' str (no cast)
+            schema = pq.read_schema(path)
+            arrow = pq.read_table(path, schema=pa.schema(
+                [f.with_type(pa.large_string()) if pa.types.is_string(f.type) else f
+                 for f in schema], metadata=schema.metadata))
+        except (pa.ArrowException, OSError):
+            arrow = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise CohortError(f"cannot read as Parquet ({exc})", file=str(path)) from None
     names = [n for n in arrow.column_names if not re.fullmatch(r"__index_level_\d+__", n)]
@@ -250,12 +364,16 @@ def _read_parquet(path: Path) -> tuple[list[str], pd.DataFrame, np.ndarray]:
         if pa.types.is_floating(column.type):
             column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
         try:
-            columns[f"f{i}"] = pc.cast(column, pa.string()).fill_null("")
+            # large_string is the storage of pandas' str dtype: no copy in to_pandas
+            column = pc.cast(column, pa.large_string())
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
             raise CohortError(f"cannot turn column into text ({exc})", file=str(path),
                               column=name) from None
-    cells = pa.table(columns).to_pandas() if columns else pd.DataFrame(index=range(0))
-    return names, cells, 2 + np.arange(arrow.num_rows, dtype=np.int64)
+        columns[f"f{i}"] = column.fill_null("") if column.null_count else column
+    num_rows = arrow.num_rows
+    del arrow  # free the file's columns as soon as their text exists
+    cells = (_text_frame(pa.table(columns)) if columns else pd.DataFrame(index=range(0)))
+    return names, cells, 2 + np.arange(num_rows, dtype=np.int64)
 
 
 def read_table(path: str | Path) -> ReadResult:
@@ -309,12 +427,14 @@ def read_table(path: str | Path) -> ReadResult:
         seen.add(name)
     cells[LINE] = lines
     empty = np.ones(len(cells), dtype=bool)
-    for name in cells.columns.drop(LINE):  # strip only rows that are empty so far
+    for position, name in enumerate(cells.columns.drop(LINE)):  # only rows empty so far
+        if position == 0:
+            empty = _blank_text(cells[name])
+            continue
         rows = np.flatnonzero(empty)
         if len(rows) == 0:
             break
-        column = cells[name] if len(rows) == len(cells) else cells[name].iloc[rows]
-        empty[rows] = column.str.strip().eq("").to_numpy(dtype=bool)
+        empty[rows] = _blank_text(cells[name].iloc[rows])
     table = cells.loc[~empty].reset_index(drop=True) if empty.any() else cells
     notes.insert(0, f"{path.name}: read as {how}, {len(table)} rows")
     if empty.any():
@@ -349,7 +469,7 @@ def csf_to_long(
     """
     if {"analyte", "value"} <= set(table.columns):
         long = table.copy()
-        long[SOURCE_COLUMN] = "value"
+        long[SOURCE_COLUMN] = _constant_text("value", len(long)).set_axis(long.index)
         return long, Layout("long", [f"{file}: long layout (one row per sample and analyte)"])
     for column in id_columns:
         if column not in table.columns:

@@ -56,6 +56,11 @@ __all__ = ["SimulatedTrial", "oracle_probabilities", "simulate_trial", "trial_su
 ALSFRS_MAX = 48
 
 
+def _visits(alsfrs: pd.DataFrame) -> pd.DataFrame:
+    """ALSFRS-R visits as the labels module reads them (the score in ``score``)."""
+    return alsfrs.rename(columns={"alsfrs_r": "score"})
+
+
 @dataclass(frozen=True)
 class SimulatedTrial:
     """The cohort tables in the input contract, plus the latent truth (never written there)."""
@@ -258,7 +263,7 @@ def oracle_probabilities(
     var_noise = p.visit_noise_sd
 
     lead_slopes = lead_in_summary(
-        trial.alsfrs, subjects=trial.patients["subject_id"],
+        _visits(trial.alsfrs), subjects=trial.patients["subject_id"],
         lead_in_days=int(-min(d.lead_in_visit_days)) + jitter, baseline_tolerance_days=0,
     ).set_index("subject_id")["leadin_slope"]
     visits = {sid: g for sid, g in trial.alsfrs.groupby("subject_id")}
@@ -366,7 +371,8 @@ def trial_summary(
     base = alsfrs[alsfrs["day"] == 0].set_index("subject_id")["alsfrs_r"]
     for horizon in horizons_months:
         labels = derive_labels(
-            alsfrs, subjects=patients["subject_id"], cutoff=cutoff, horizon_months=horizon,
+            _visits(alsfrs), higher_is_better=True,
+            subjects=patients["subject_id"], cutoff=cutoff, horizon_months=horizon,
             lead_in_days=lead_in_days, min_visits_lead_in=2, min_visits_follow_up=2,
             horizon_tolerance_days=tolerance_days,
         ).merge(patients[["subject_id", "arm"]], on="subject_id")

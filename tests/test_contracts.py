@@ -264,17 +264,25 @@ def test_quantified_replicate_wins_over_censored_one(tmp_path):
     assert (row["value"], row["flag"]) == (18.0, "observed")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: contracts._combine_replicates gives cv_percent for replicates censored "
-    "above the ULOQ (it only excludes flag 'below'); CheckedCohort documents cv_percent as "
-    "NaN with fewer than two quantified replicates"))
-def test_replicates_censored_above_get_no_cv(tmp_path):
+def test_replicates_censored_above_get_no_cv_and_the_highest_limit(tmp_path):
     csf = "subject_id,timepoint,analyte,value,unit,replicate\n" \
           "P01,baseline,TGF-beta1,1200,pg/mL,1\n" \
           "P01,baseline,MCP-1,>5000,pg/mL,1\n" \
           "P01,baseline,MCP-1,>4000,pg/mL,2\n"
     row = csf_row(check(tmp_path, csf=csf), "P01", "baseline", "MCP-1")
     assert row["flag"] == "above"
+    assert np.isnan(row["cv_percent"])
+    # above 5000 and above 4000: the sample is above 5000
+    assert (row["value"], row["limit"]) == (5000.0, 5000.0)
+
+
+def test_replicates_censored_below_take_the_lowest_limit(tmp_path):
+    csf = "subject_id,timepoint,analyte,value,unit,replicate\n" \
+          "P01,baseline,TGF-beta1,1200,pg/mL,1\n" \
+          "P01,baseline,MCP-1,<15.6,pg/mL,1\n" \
+          "P01,baseline,MCP-1,<7.8,pg/mL,2\n"
+    row = csf_row(check(tmp_path, csf=csf), "P01", "baseline", "MCP-1")
+    assert (row["flag"], row["value"], row["limit"]) == ("below", 7.8, 7.8)
     assert np.isnan(row["cv_percent"])
 
 

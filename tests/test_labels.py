@@ -305,3 +305,10 @@ def test_exclusion_rejects_empty_when_everyone_is_labelled():
     rejects = exclusion_rejects(labels, file="alsfrs.csv", column="alsfrs_r")
     assert rejects.empty
     assert list(rejects.columns) == list(REJECT_COLUMNS)
+
+
+def test_no_visit_at_all_excludes_everyone_without_error():
+    empty = visits().astype({"subject_id": "str", "day": "int64", "score": "int64"})
+    out = labels_of(empty, ["A", "B"])
+    assert out["exclusion"].tolist() == ["no_visits", "no_visits"]
+    assert out["responder"].isna().all()

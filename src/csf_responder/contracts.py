@@ -368,11 +368,13 @@ def _check_patients(raw: pd.DataFrame, file: str, notes: list[str], drop: Sequen
 
 
 def _subject_rules(raw: pd.DataFrame, patients: pd.DataFrame, all_ids: pd.Series,
-                   ) -> tuple[pd.Series, pd.Series]:
+                   ) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(subject_id given, known in patients.csv or blank, not rejected there)."""
     ids = raw["subject_id"].str.strip()
-    known = _isin(ids, all_ids)
+    present = ids.ne("")
+    known = _isin(ids, all_ids) | ~present
     usable = _isin(ids, patients["subject_id"])
-    return known, usable | ~known  # second: "not rejected in patients.csv"
+    return present, known, usable | ~known | ~present
 
 
 # ------------------------------------------------------------------------- visits
@@ -380,16 +382,17 @@ def _check_visits(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids:
                   notes: list[str], drop: Sequence[str], score: ScoreSpec):
     columns = (*VISIT_COLUMNS, score.column)
     raw = _columns(raw, columns, (*columns, *score.items), file, drop, notes)
-    known, not_rejected = _subject_rules(raw, patients, all_ids)
+    present, known, not_rejected = _subject_rules(raw, patients, all_ids)
     day, value = _number(raw["day"]), _number(raw[score.column])
     day_ok = day.notna() & (day % 1 == 0)
     score_ok = value.notna() & (value % 1 == 0) & value.between(score.min, score.max)
     blank = _blank(raw[score.column])
-    usable = known & not_rejected & day_ok & score_ok
+    usable = present & known & not_rejected & day_ok & score_ok
     keys = pd.DataFrame({"s": raw["subject_id"].str.strip(), "d": day})
     exact, conflict = _duplicates(keys, keys.assign(y=value), usable)
     schema = pa.DataFrameSchema({
         "subject_id": pa.Column(checks=[
+            _rule("subject_id_missing", lambda s: present),
             _rule("subject_unknown", lambda s: known),
             _rule("subject_rejected", lambda s: not_rejected),
             _rule("exact_duplicate", lambda s: ~exact),
@@ -506,10 +509,12 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     # every text column is hashed once; rules are then computed per distinct value and
     # spread to the rows by code (millions of rows, few spellings)
     subject, subjects = _codes(raw["subject_id"])
-    known_code = _isin(pd.Series(subjects), all_ids).to_numpy()
+    present_code = np.asarray(subjects != "")
+    known_code = _isin(pd.Series(subjects), all_ids).to_numpy() | ~present_code
     usable_code = _isin(pd.Series(subjects), patients["subject_id"]).to_numpy()
+    present = pd.Series(present_code[subject])
     known = pd.Series(known_code[subject])
-    not_rejected = pd.Series((usable_code | ~known_code)[subject])
+    not_rejected = pd.Series((usable_code | ~known_code | ~present_code)[subject])
     spellings = {key: i for i, spec in enumerate(panel.analytes)
                  for key in (analyte_match_key(n) for n in (spec.name, *spec.aliases))}
     name_code, names = _codes(raw["analyte"])
@@ -540,7 +545,7 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     negative = pd.Series(value < 0)
     limit_missing = pd.Series(((flag == FLAG_CODES.index("below"))
                                | (flag == FLAG_CODES.index("above"))) & np.isnan(value))
-    usable = (known & not_rejected & analyte_ok & timepoint_ok & value_ok & ~negative
+    usable = (present & known & not_rejected & analyte_ok & timepoint_ok & value_ok & ~negative
               & ~limit_missing & limit_ok)
     # one code per sample (subject, timepoint, analyte) and per well (and replicate):
     # equal codes, equal keys
@@ -560,13 +565,14 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
         well, lambda rows, well=well: pd.DataFrame({"k": well[rows],
                                          "v": raw["value"][rows].str.strip().to_numpy()}),
         usable)
-    masks = {"known": known, "not_rejected": not_rejected, "exact": ~exact,
+    masks = {"present": present, "known": known, "not_rejected": not_rejected, "exact": ~exact,
              "conflict": ~conflict, "analyte": analyte_ok, "timepoint": timepoint_ok,
              "value": value_ok, "negative": ~negative, "limit_missing": ~limit_missing}
-    del known, not_rejected, analyte_ok, timepoint_ok, value_ok, negative, limit_missing
+    del present, known, not_rejected, analyte_ok, timepoint_ok, value_ok, negative, limit_missing
     del usable, exact, conflict, limit_ok, well
     schema = pa.DataFrameSchema({
         "subject_id": pa.Column(checks=[
+            _rule("subject_id_missing", lambda s: masks["present"]),
             _rule("subject_unknown", lambda s: masks["known"]),
             _rule("subject_rejected", lambda s: masks["not_rejected"]),
             _rule("exact_duplicate", lambda s: masks["exact"]),
@@ -640,11 +646,17 @@ def _combine_replicates(wells: pd.DataFrame, cv_max: float, replicated: bool | N
     chosen = ranked[ranked["_rank"] == best]
     grouped = chosen.groupby(keys, sort=False, as_index=False)
     csf = grouped.agg(value=("value", "mean"), flag=("flag", "first"),
-                      limit=("limit", "first"), plate=("plate", "first"),
+                      low=("limit", "min"), high=("limit", "max"), plate=("plate", "first"),
                       n_replicates=("value", "size"), sd=("value", "std"))
-    csf["cv_percent"] = np.where((csf["n_replicates"] > 1) & (csf["flag"] != "below"),
+    # censored wells only: the sample lies below the lowest LLOQ or above the highest ULOQ
+    below, above = csf["flag"].eq("below"), csf["flag"].eq("above")
+    csf["limit"] = np.where(below, csf["low"], np.where(above, csf["high"], np.nan))
+    csf["value"] = csf["value"].mask(below | above, csf["limit"])
+    quantified_sample = csf["flag"].isin(["observed", "extrapolated"])
+    csf["cv_percent"] = np.where((csf["n_replicates"] > 1) & quantified_sample,
                                  100 * csf["sd"] / csf["value"], np.nan)
-    csf = csf.drop(columns="sd")
+    csf = csf.drop(columns=["sd", "low", "high"])[[*wells.columns, "n_replicates",
+                                                   "cv_percent"]]
     qc = csf[csf["n_replicates"] > 1].rename(columns={"value": "mean"})
     qc = qc.assign(flagged=qc["cv_percent"] > cv_max)[list(QC_COLUMNS)]
     return csf, qc.reset_index(drop=True)

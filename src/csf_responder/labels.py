@@ -163,7 +163,8 @@ def derive_labels(
     summary = lead_in_summary(visits, subjects=subjects, lead_in_days=lead_in_days,
                               baseline_tolerance_days=horizon_tolerance_days)
     horizon_days = horizon_months * MONTH_DAYS
-    baseline_day = visits["subject_id"].map(summary.set_index("subject_id")["baseline_day"])
+    baseline_day = visits["subject_id"].map(
+        summary.set_index("subject_id")["baseline_day"]).astype("float64")
     follow = visits[(visits["day"] >= baseline_day)
                     & (visits["day"] <= horizon_days + horizon_tolerance_days)]
     fu = window_slopes(follow).reindex(summary["subject_id"])

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from csf_responder.cohort import FLAG_SUFFIX, VISIT_COLUMNS, cohort_table, csf_columns
+from csf_responder.cohort import (
+    BRIDGE_SUFFIX,
+    FLAG_SUFFIX,
+    VISIT_COLUMNS,
+    cohort_table,
+    csf_columns,
+)
 from csf_responder.config import AnalyteSpec
 
 PANEL = [
@@ -71,8 +77,25 @@ def test_columns_and_their_order(patients, lead_in, csf):
         for tp in TIMEPOINTS:
             csf_part += [f"{key}_{tp}", f"{key}_{tp}{FLAG_SUFFIX}"]
     plates = [f"plate_{tp}" for tp in TIMEPOINTS]
+    bridges = [f"{key}_{tp}{BRIDGE_SUFFIX}" for key in ("tgf_beta1", "mcp_1") for tp in TIMEPOINTS]
     assert list(table.columns) == ["subject_id", "arm", *COVARIATES, *VISIT_COLUMNS,
-                                   *csf_part, *plates]
+                                   *csf_part, *plates, *bridges]
+
+
+def test_bridging_value_of_each_sample_plate(patients, lead_in):
+    csf = pd.DataFrame({
+        "subject_id": ["P01", "P02", "P01"], "timepoint": ["baseline", "baseline", "week4"],
+        "analyte": ["MCP-1", "MCP-1", "MCP-1"], "value": [10.0, 20.0, 30.0],
+        "flag": ["observed"] * 3, "limit": [np.nan] * 3, "plate": ["A", "B", "C"]})
+    bridges = pd.DataFrame({"plate": ["A", "B"], "analyte": ["MCP-1", "MCP-1"],
+                            "value": [100.0, 200.0], "n_wells": [2, 2]})
+    table = cohort_table(patients, lead_in, csf, covariates=COVARIATES, analytes=PANEL,
+                         timepoints=TIMEPOINTS, bridges=bridges).set_index("subject_id")
+    assert table.loc["P01", "mcp_1_baseline_bridge"] == 100.0
+    assert table.loc["P02", "mcp_1_baseline_bridge"] == 200.0
+    assert np.isnan(table.loc["P01", "mcp_1_week4_bridge"])     # plate C has no bridge
+    assert np.isnan(table.loc["P03", "mcp_1_baseline_bridge"])   # no sample at all
+    assert table["tgf_beta1_baseline_bridge"].isna().all()
 
 
 def test_lead_in_summary_is_joined_by_subject(patients, lead_in, csf):

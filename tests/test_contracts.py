@@ -535,3 +535,38 @@ def test_required_analyte_without_a_usable_value(tmp_path, tgf_rows):
         check(tmp_path, csf=csf)
     assert info.value.file == str(tmp_path / "csf.csv")
     assert str(info.value).startswith(f"{tmp_path / 'csf.csv'}: ")
+
+
+# ------------------------------------------------------------------ bridging samples
+BRIDGED = """\
+subject_id,timepoint,analyte,value,unit,plate,sample_type
+P01,baseline,TGF-beta1,1200,pg/mL,A,
+P01,baseline,MCP-1,30,pg/mL,A,sample
+P02,baseline,MCP-1,60,pg/mL,B,
+POOL,,MCP-1,100,pg/mL,A,bridge
+POOL,,MCP-1,110,pg/mL,A,Bridge
+POOL,,MCP-1,200,pg/mL,B,bridging
+POOL,,MCP-1,<15.6,pg/mL,B,bridge
+"""
+
+
+def test_bridging_samples_become_a_plate_table_not_patients(tmp_path):
+    checked = check(tmp_path, csf=BRIDGED)
+    assert checked.rejects.empty
+    bridges = checked.bridges.set_index(["plate", "analyte"])
+    assert bridges.loc[("A", "MCP-1"), "value"] == pytest.approx(105.0)   # mean of 2 wells
+    assert bridges.loc[("A", "MCP-1"), "n_wells"] == 2
+    assert bridges.loc[("B", "MCP-1"), "value"] == 200.0                  # censored well out
+    assert "POOL" not in set(checked.csf["subject_id"].astype(str))
+    accounting = checked.accounting.set_index("file").loc[str(tmp_path / "csf.csv")]
+    assert (accounting["rows_read"], accounting["rows_used"]) == (7, 7)
+    assert any("censored bridging-sample" in note for note in checked.notes)
+
+
+def test_bridging_sample_without_plate_and_unknown_sample_type_are_rejected(tmp_path):
+    csf = BRIDGED.replace("POOL,,MCP-1,200,pg/mL,B,bridging", "POOL,,MCP-1,200,pg/mL,,bridge") \
+                 .replace("P02,baseline,MCP-1,60,pg/mL,B,", "P02,baseline,MCP-1,60,pg/mL,B,QC")
+    checked = check(tmp_path, csf=csf)
+    rejects = checked.rejects[["line", "column", "rule", "action"]].values.tolist()
+    assert rejects == [[4, "sample_type", "sample_type_unknown", "row dropped"],
+                       [7, "plate", "bridge_without_plate", "row dropped"]]

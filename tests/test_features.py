@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from csf_responder.config import TrainConfig, load_config
-from csf_responder.features import CensoredValueImputer, CohortFeatures
+from csf_responder.features import BridgeNormalization, CensoredValueImputer, CohortFeatures
 from csf_responder.models import make_pipeline
 
 
@@ -283,3 +283,42 @@ def test_pipeline_from_train_config_keeps_readable_names(configs_dir):
     proba = pipeline.predict_proba(X)
     assert proba.shape == (6, 2)
     assert np.allclose(proba.sum(axis=1), 1.0)
+
+
+# ------------------------------------------------------------ BridgeNormalization
+@pytest.fixture
+def bridged() -> pd.DataFrame:
+    """Plate B reads twice as high as plate A: its bridging sample says so."""
+    return pd.DataFrame({
+        "mcp1_baseline": [10.0, 20.0, 40.0, 5.0],
+        "mcp1_baseline_flag": ["observed", "observed", "observed", "below"],
+        "mcp1_baseline_bridge": [100.0, 200.0, 200.0, np.nan],
+        "age": [50.0, 60.0, 70.0, 80.0],
+    })
+
+
+def test_bridge_normalisation_brings_plates_to_the_reference(bridged):
+    out = BridgeNormalization().fit_transform(bridged)
+    reference = math.sqrt(100 * 200)            # geometric mean over the plates seen
+    assert out["mcp1_baseline"].tolist()[:3] == pytest.approx(
+        [10 * reference / 100, 20 * reference / 200, 40 * reference / 200])
+    assert out["mcp1_baseline"].iloc[3] == 5.0  # no bridge on its plate: unchanged
+    assert "mcp1_baseline_bridge" not in out.columns
+    assert list(out.columns) == list(BridgeNormalization().fit(bridged)
+                                     .get_feature_names_out())
+
+
+def test_bridge_reference_is_learned_from_the_training_rows_only(bridged):
+    fitted = BridgeNormalization().fit(bridged.iloc[[1, 2]])     # plate B only
+    assert fitted.reference_ == {"mcp1_baseline": pytest.approx(200.0)}
+    out = fitted.transform(bridged)
+    assert out["mcp1_baseline"].iloc[0] == pytest.approx(10 * 200 / 100)
+
+
+def test_bridge_pipeline_from_config(configs_dir):
+    config, _ = load_config(configs_dir / "train.yaml", TrainConfig,
+                            overrides=["features.plate_correction=bridge"])
+    spec = config.models["logistic_l2"]
+    pipeline = make_pipeline(spec, panel=config.panel, indication=config.indication,
+                             features=config.features, seed=0)
+    assert isinstance(pipeline.named_steps["plates"], BridgeNormalization)

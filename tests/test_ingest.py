@@ -146,3 +146,34 @@ def test_rows_read_equal_rows_used_plus_rejected(tmp_path, trial, config):
     assert sorted(cohort.checked.rejects["rule"]) == ["analyte_unknown", "subject_unknown",
                                                       "value_invalid"]
     assert (cohort.checked.rejects["line"].sort_values().tolist() == [2, 3, 4])
+
+
+def test_bridging_samples_undo_a_plate_bias_inside_the_pipeline(tmp_path, trial, config):
+    """Plate B reads every analyte twice as high; its bridging sample reads 2x too."""
+    from csf_responder.features import BridgeNormalization
+
+    csf = trial.csf.drop(columns=["lloq"]).copy()
+    observed = ~csf["value"].str.startswith("<")
+    plate_b = csf["subject_id"].isin(trial.patients["subject_id"].iloc[::2])
+    csf["plate"] = np.where(plate_b, "B", "A")
+    bias = np.where(plate_b & observed, 2.0, 1.0)
+    csf.loc[observed, "value"] = (pd.to_numeric(csf.loc[observed, "value"]) * bias[observed]
+                                  ).map(lambda v: f"{v:.10g}")
+    units = csf.groupby("analyte")["unit"].first()
+    bridges = pd.DataFrame([
+        {"subject_id": "POOL", "timepoint": "", "analyte": a, "value": f"{level * 1000:g}",
+         "unit": units[a], "plate": plate, "sample_type": "bridge"}
+        for a in units.index for plate, level in (("A", 1.0), ("B", 2.0))])
+    biased = pd.concat([csf.assign(sample_type="sample"), bridges], ignore_index=True)
+    truth = _ingest(_write(tmp_path / "truth", trial, trial.csf.drop(columns=["lloq"])),
+                    config).table.set_index("subject_id")
+    table = _ingest(_write(tmp_path / "biased", trial, biased), config).table
+    normalised = BridgeNormalization().fit_transform(
+        table.drop(columns=["arm", "responder"])).set_index(table["subject_id"])
+    # every plate is brought to the geometric mean of the bridges (sqrt 2 x plate A)
+    for key in ("tgf_beta1", "mcp1", "vegf", "angiogenin"):
+        column = f"{key}_baseline"
+        quantified = (truth[f"{column}_flag"] == "observed").reindex(normalised.index)
+        ratio = (normalised.loc[quantified, column] / truth.loc[quantified.index[quantified],
+                                                                 column])
+        assert ratio.to_numpy() == pytest.approx(np.sqrt(2.0), rel=1e-6), key

@@ -9,10 +9,13 @@ import pandas as pd
 
 from csf_responder.config import AnalyteSpec
 
-__all__ = ["FLAG_SUFFIX", "VISIT_COLUMNS", "cohort_table", "csf_columns"]
+__all__ = ["BRIDGE_SUFFIX", "FLAG_SUFFIX", "VISIT_COLUMNS", "cohort_table", "csf_columns"]
 
 #: Suffix of the column that holds each CSF value's censoring flag.
 FLAG_SUFFIX = "_flag"
+
+#: Suffix of the column that holds the bridging sample's value on each sample's plate.
+BRIDGE_SUFFIX = "_bridge"
 
 #: Columns summarising the visits up to baseline (what is known before treatment).
 VISIT_COLUMNS = ("score_baseline", "leadin_slope")
@@ -31,6 +34,7 @@ def cohort_table(
     covariates: Sequence[str],
     analytes: Sequence[AnalyteSpec],
     timepoints: Sequence[str],
+    bridges: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Assemble the raw wide cohort table.
 
@@ -49,6 +53,8 @@ def cohort_table(
         unit; the limit when censored) and ``flag``.
     analytes, timepoints
         The panel, which fixes the CSF columns whether or not a patient has the sample.
+    bridges : DataFrame, optional
+        Bridging-sample values per ``plate`` and ``analyte`` (``value``, canonical unit).
 
     Returns
     -------
@@ -59,7 +65,9 @@ def cohort_table(
         unit, e.g. pg/mL) and a flag column ``{key}_{timepoint}_flag`` (``observed``,
         ``below``, ``above``, ``extrapolated`` or ``missing``). A censored value holds
         its limit; imputing it is a step of the model Pipeline. Then ``plate_{timepoint}``:
-        the assay plate of each sample ("" when unknown), for plate correction.
+        the assay plate of each sample ("" when unknown), for plate correction, and
+        ``{key}_{timepoint}_bridge``: the bridging sample's value for that analyte on
+        that plate (NaN without one), for bridging-sample normalisation.
     """
     table = patients.merge(lead_in[["subject_id", *VISIT_COLUMNS]],
                            on="subject_id", how="left", validate="one_to_one")
@@ -86,4 +94,12 @@ def cohort_table(
         plate = (plates[tp].reindex(index) if tp in plates
                  else pd.Series(index=index, dtype=object))
         columns[f"plate_{tp}"] = plate.astype(object).fillna("").astype(str).to_numpy(object)
+    bridge_of = ({} if bridges is None or bridges.empty else
+                 {(str(p), a): v for p, a, v in bridges[["plate", "analyte", "value"]]
+                  .itertuples(index=False)})
+    for name, key in by_name.items():
+        for tp in timepoints:
+            plate = columns[f"plate_{tp}"]
+            columns[f"{key}_{tp}{BRIDGE_SUFFIX}"] = np.array(
+                [bridge_of.get((p, name), np.nan) for p in plate], dtype="float64")
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(columns)], axis=1)

@@ -238,7 +238,7 @@ class LabelSpec(_Strict):
 class FeatureSpec(_Strict):
     analytes: list[str] = Field(min_length=1)
     censoring: Literal["lloq_sqrt2", "lloq_half", "lloq", "censored_normal"]
-    plate_correction: Literal["none", "median"]
+    plate_correction: Literal["none", "median", "bridge"]
     ratios: list[tuple[str, str]]
     changes: bool
     clinical: list[str]

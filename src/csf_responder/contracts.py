@@ -43,13 +43,19 @@ from csf_responder.io import LINE, RawCohort
 from csf_responder.readers import _blank_text
 from csf_responder.units import conversion_factor
 
-__all__ = ["ACCOUNT_COLUMNS", "QC_COLUMNS", "REJECT_COLUMNS", "RULES", "CheckedCohort",
-           "check_cohort", "covariate_rules"]
+__all__ = ["ACCOUNT_COLUMNS", "BRIDGE_COLUMNS", "QC_COLUMNS", "REJECT_COLUMNS", "RULES",
+           "CheckedCohort", "check_cohort", "covariate_rules"]
 
 PATIENT_COLUMNS = ("subject_id", "arm")
 VISIT_COLUMNS = ("subject_id", "day")
 CSF_COLUMNS = ("subject_id", "timepoint", "analyte", "value", "unit")
-CSF_OPTIONAL = ("lloq", "uloq", "plate", "replicate")
+CSF_OPTIONAL = ("lloq", "uloq", "plate", "replicate", "sample_type")
+#: Spellings of ``sample_type``: a patient's sample, or a bridging sample (the same
+#: reference material run on every plate, for plate-to-plate normalisation).
+SAMPLE_TYPES = {"": "sample", "sample": "sample", "patient": "sample", "bridge": "bridge",
+                "bridging": "bridge"}
+#: Columns of the bridging-sample table (one row per plate and analyte).
+BRIDGE_COLUMNS = ("plate", "analyte", "value", "n_wells")
 ARMS = {"msc": "MSC", "control": "control"}
 
 #: Column names that look like direct identifiers; refused unless the config drops them.
@@ -90,6 +96,8 @@ RULES: dict[str, tuple[str, str]] = {
     "limit_invalid": ("lloq/uloq is not a positive number", "row dropped"),
     "measurement_conflict": ("the same sample, analyte and replicate with different values",
                              "all such rows dropped"),
+    "sample_type_unknown": ("sample_type is not sample or bridge", "row dropped"),
+    "bridge_without_plate": ("a bridging sample without its plate", "row dropped"),
 }
 
 
@@ -127,6 +135,9 @@ class CheckedCohort:
         One row per subject, timepoint and analyte: ``value`` in the analyte's canonical
         unit (the limit when censored), ``flag``, ``limit``, ``plate``, ``n_replicates``
         and ``cv_percent`` (NaN with fewer than two quantified replicates).
+    bridges : DataFrame
+        Bridging samples (``sample_type: bridge``), :data:`BRIDGE_COLUMNS`: the mean
+        quantified value (canonical unit) of each analyte on each plate.
     rejects : DataFrame
         One row per broken rule, :data:`REJECT_COLUMNS`.
     qc : DataFrame
@@ -140,6 +151,7 @@ class CheckedCohort:
     patients: pd.DataFrame
     visits: pd.DataFrame
     csf: pd.DataFrame
+    bridges: pd.DataFrame
     rejects: pd.DataFrame
     qc: pd.DataFrame
     accounting: pd.DataFrame
@@ -512,9 +524,14 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     present_code = np.asarray(subjects != "")
     known_code = _isin(pd.Series(subjects), all_ids).to_numpy() | ~present_code
     usable_code = _isin(pd.Series(subjects), patients["subject_id"]).to_numpy()
+    bridge, sample_type_ok = _sample_types(raw)
     present = pd.Series(present_code[subject])
-    known = pd.Series(known_code[subject])
-    not_rejected = pd.Series((usable_code | ~known_code | ~present_code)[subject])
+    known = pd.Series(known_code[subject] | bridge)  # a bridge is no patient
+    not_rejected = pd.Series((usable_code | ~known_code | ~present_code)[subject] | bridge)
+    if "plate" in raw:
+        plate_ok = pd.Series(~bridge | ~_blank_text(raw["plate"]))
+    else:
+        plate_ok = pd.Series(~bridge)
     spellings = {key: i for i, spec in enumerate(panel.analytes)
                  for key in (analyte_match_key(n) for n in (spec.name, *spec.aliases))}
     name_code, names = _codes(raw["analyte"])
@@ -523,7 +540,7 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     del name_code
     analyte_ok = pd.Series(analyte >= 0)
     tp_code, tps = _codes(raw["timepoint"])
-    timepoint_ok = pd.Series(np.asarray(tps.isin(panel.timepoints))[tp_code])
+    timepoint_ok = pd.Series(np.asarray(tps.isin(panel.timepoints))[tp_code] | bridge)
     factor = _unit_factors(raw, analyte, panel, file, notes)
     file_limits = {c: (parse_numbers(raw[c], decimal_comma=panel.decimal_comma).to_numpy()
                        if c in raw else None) for c in ("lloq", "uloq")}
@@ -545,8 +562,8 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     negative = pd.Series(value < 0)
     limit_missing = pd.Series(((flag == FLAG_CODES.index("below"))
                                | (flag == FLAG_CODES.index("above"))) & np.isnan(value))
-    usable = (present & known & not_rejected & analyte_ok & timepoint_ok & value_ok & ~negative
-              & ~limit_missing & limit_ok)
+    usable = (present & known & not_rejected & sample_type_ok & plate_ok & analyte_ok
+              & timepoint_ok & value_ok & ~negative & ~limit_missing & limit_ok)
     # one code per sample (subject, timepoint, analyte) and per well (and replicate):
     # equal codes, equal keys
     sample = _dense_codes([(subject, len(subjects)), (tp_code, len(tps)),
@@ -561,14 +578,19 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
         well = _row_codes(pd.DataFrame({"s": subject, "t": tp_code, "a": analyte,
                                         "r": replicate}))
     del replicate
+    if bridge.any():  # bridging wells are replicates of a reference, never conflicts
+        well = np.array(well, dtype=np.int64)
+        well[bridge] = well.max() + 1 + np.arange(int(bridge.sum()))
     exact, conflict = _duplicates(
         well, lambda rows, well=well: pd.DataFrame({"k": well[rows],
                                          "v": raw["value"][rows].str.strip().to_numpy()}),
         usable)
     masks = {"present": present, "known": known, "not_rejected": not_rejected, "exact": ~exact,
+             "sample_type": sample_type_ok, "bridge_plate": plate_ok,
              "conflict": ~conflict, "analyte": analyte_ok, "timepoint": timepoint_ok,
              "value": value_ok, "negative": ~negative, "limit_missing": ~limit_missing}
-    del present, known, not_rejected, analyte_ok, timepoint_ok, value_ok, negative, limit_missing
+    del present, known, not_rejected, sample_type_ok, plate_ok, analyte_ok, timepoint_ok
+    del value_ok, negative, limit_missing
     del usable, exact, conflict, limit_ok, well
     schema = pa.DataFrameSchema({
         "subject_id": pa.Column(checks=[
@@ -586,6 +608,12 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
             _rule("limit_missing", lambda s: masks["limit_missing"])]),
         **{c: pa.Column(checks=_rule("limit_invalid", lambda s, c=c: _blank(s) | (
             file_limits[c] > 0))) for c in ("lloq", "uloq") if c in raw},
+        **({"sample_type": pa.Column(checks=_rule("sample_type_unknown",
+                                                  lambda s: masks["sample_type"]))}
+           if "sample_type" in raw else {}),
+        **({"plate": pa.Column(checks=_rule("bridge_without_plate",
+                                            lambda s: masks["bridge_plate"]))}
+           if bridge.any() else {}),
     })
     rejects = _validate(raw, schema, file)
     masks.clear()
@@ -613,6 +641,13 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
                              all_kept) if "plate" in raw else ""),
     })
     del value, limit, flag, subject, tp_code, analyte
+    n_wells = len(wells)
+    bridges = pd.DataFrame(columns=list(BRIDGE_COLUMNS))
+    if bridge.any():
+        is_bridge = kept(bridge)
+        bridges = _bridges(wells[is_bridge], file, notes)
+        wells = wells[~is_bridge].reset_index(drop=True)
+        sample = None  # codes no longer aligned: recompute
     replicated = bool(_repeats(kept(sample)).any()) if sample is not None else None
     del sample
     csf, qc = _combine_replicates(wells, panel.replicate_cv_max_percent, replicated)
@@ -624,7 +659,29 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     for spec in panel.analytes:
         if spec.required and spec.name not in present:
             raise CohortError(f"required analyte {spec.name} has no usable value", file=file)
-    return csf, qc, rejects, raw, len(wells)
+    return csf, bridges, qc, rejects, raw, n_wells
+
+
+def _sample_types(raw: pd.DataFrame) -> tuple[np.ndarray, pd.Series]:
+    """(is a bridging sample, sample_type is a known spelling), per row."""
+    if "sample_type" not in raw:
+        return np.zeros(len(raw), dtype=bool), pd.Series(True, index=raw.index)
+    code, values = _codes(raw["sample_type"])
+    kinds = np.array([SAMPLE_TYPES.get(v.lower()) for v in values] + [None], dtype=object)
+    return (kinds == "bridge")[code], pd.Series(pd.notna(kinds)[code], index=raw.index)
+
+
+def _bridges(wells: pd.DataFrame, file: str, notes: list[str]) -> pd.DataFrame:
+    """Mean quantified value of the bridging sample per plate and analyte."""
+    quantified = wells[wells["flag"].isin(["observed", "extrapolated"])]
+    if len(quantified) < len(wells):
+        notes.append(f"{file}: {len(wells) - len(quantified)} censored bridging-sample "
+                     "well(s) cannot normalise their plate and were left out")
+    table = (quantified.groupby(["plate", "analyte"], observed=True, as_index=False)
+             .agg(value=("value", "mean"), n_wells=("value", "size")))
+    if len(wells):
+        notes.append(f"{file}: bridging samples on {table['plate'].nunique()} plate(s)")
+    return table[list(BRIDGE_COLUMNS)].reset_index(drop=True)
 
 
 def _combine_replicates(wells: pd.DataFrame, cv_max: float, replicated: bool | None = None):
@@ -709,8 +766,8 @@ def check_cohort(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec
     visits_file = indication.visits_file
     visits, v_rejects, _ = _check_visits(tables[visits_file], files[visits_file], patients,
                                          all_ids, notes, drop_columns, indication.score)
-    csf, qc, c_rejects, _, n_wells = _check_csf(tables["csf.csv"], files["csf.csv"], patients,
-                                                all_ids, panel, notes, drop_columns)
+    csf, bridges, qc, c_rejects, _, n_wells = _check_csf(
+        tables["csf.csv"], files["csf.csv"], patients, all_ids, panel, notes, drop_columns)
     accounting = pd.DataFrame([
         _account(files["patients.csv"], len(p_raw), len(patients), p_rejects),
         _account(files[visits_file], len(tables[visits_file]), len(visits), v_rejects),
@@ -719,5 +776,5 @@ def check_cohort(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec
     parts = [r.drop(columns=ROW) for r in (p_rejects, v_rejects, c_rejects) if len(r)]
     rejects = (pd.concat(parts, ignore_index=True) if parts
                else pd.DataFrame(columns=list(REJECT_COLUMNS)))
-    return CheckedCohort(patients, visits, csf.reset_index(drop=True), rejects, qc,
+    return CheckedCohort(patients, visits, csf.reset_index(drop=True), bridges, rejects, qc,
                          accounting, notes)

@@ -16,10 +16,10 @@ from scipy import optimize, stats
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from csf_responder.cohort import FLAG_SUFFIX
+from csf_responder.cohort import BRIDGE_SUFFIX, FLAG_SUFFIX
 
-__all__ = ["CENSORING_RULES", "CensoredValueImputer", "CohortFeatures", "PlateCentering",
-           "fit_left_censored_normal"]
+__all__ = ["CENSORING_RULES", "BridgeNormalization", "CensoredValueImputer", "CohortFeatures",
+           "PlateCentering", "fit_left_censored_normal"]
 
 #: Value given to a concentration below the LLOQ, as a fraction of the LLOQ; the
 #: ``censored_normal`` rule is fitted instead (see :class:`CensoredValueImputer`).
@@ -331,3 +331,56 @@ class PlateCentering(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "offsets_")
         return self.feature_names_in_.copy()
+
+
+class BridgeNormalization(TransformerMixin, BaseEstimator):
+    """Bridging-sample normalisation of concentrations across assay plates.
+
+    A bridging sample is the same reference material run on every plate; its measured
+    value on a plate, relative to its usual level, is that plate's bias for the analyte.
+    Every concentration column ``c`` with a companion ``c + "_bridge"`` (the bridging
+    sample's value on the plate of that sample, from the wide cohort table) is scaled by
+    ``reference / bridge``, limits of censored values included. ``fit`` learns the
+    ``reference`` level per column: the geometric mean of the bridging values over the
+    training rows' plates; rows whose plate has no bridging value are left as they are.
+    Because the reference is learned in ``fit``, it is fitted inside each
+    cross-validation fold and travels with the model to scoring, where a new cohort's
+    plates are brought to the training level through their own bridging samples.
+    Bridge columns are dropped from the output.
+
+    Attributes
+    ----------
+    reference_ : dict
+        Column -> reference bridging level (canonical unit).
+    """
+
+    def fit(self, X, y=None):
+        X = _as_frame(X)
+        columns = [str(c) for c in X.columns]
+        self.feature_names_in_ = np.asarray(columns, dtype=object)
+        self.n_features_in_ = len(columns)
+        self.bridge_columns_ = [c for c in columns if c.endswith(BRIDGE_SUFFIX)
+                                and c[: -len(BRIDGE_SUFFIX)] in columns]
+        self.reference_ = {}
+        for bridge in self.bridge_columns_:
+            # one value per plate, not per patient: plates with many patients weigh no more
+            plates = X[bridge][X[bridge] > 0].drop_duplicates()
+            if len(plates):
+                self.reference_[bridge[: -len(BRIDGE_SUFFIX)]] = float(
+                    np.exp(np.log(plates).mean()))
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "reference_")
+        X = _as_frame(X)
+        out = X.drop(columns=[c for c in self.bridge_columns_ if c in X.columns])
+        for column, reference in self.reference_.items():
+            bridge = pd.to_numeric(X[column + BRIDGE_SUFFIX], errors="coerce")
+            scale = (reference / bridge.where(bridge > 0)).fillna(1.0)
+            out[column] = pd.to_numeric(X[column], errors="coerce").astype("float64") * scale
+        return out
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "reference_")
+        return np.asarray([c for c in self.feature_names_in_ if c not in self.bridge_columns_],
+                          dtype=object)

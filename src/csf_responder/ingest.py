@@ -79,7 +79,7 @@ def ingest_cohort(
                                  **labels.slope_settings())
     table = cohort_table(checked.patients, labelled, checked.csf,
                          covariates=list(indication.covariates), analytes=panel.analytes,
-                         timepoints=panel.timepoints)
+                         timepoints=panel.timepoints, bridges=checked.bridges)
     table = table.merge(labelled[["subject_id", "responder"]], on="subject_id",
                         how="left", validate="one_to_one")
     source = (("patients.csv", labels.column) if labels.source == "column"

@@ -9,7 +9,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from csf_responder.config import FeatureSpec, IndicationSpec, ModelSpec, PanelSpec
-from csf_responder.features import CensoredValueImputer, CohortFeatures, PlateCentering
+from csf_responder.features import (
+    BridgeNormalization,
+    CensoredValueImputer,
+    CohortFeatures,
+    PlateCentering,
+)
 
 __all__ = ["make_classifier", "make_pipeline"]
 
@@ -37,8 +42,8 @@ def make_pipeline(
     DataFrames between steps, so every intermediate column keeps a readable name.
     """
     keys = {name: panel.analyte(name).column_key for name in features.analytes}
-    plates = [("plates", PlateCentering(timepoints=tuple(panel.timepoints)))] \
-        if features.plate_correction == "median" else []
+    plates = {"median": [("plates", PlateCentering(timepoints=tuple(panel.timepoints)))],
+              "bridge": [("plates", BridgeNormalization())]}.get(features.plate_correction, [])
     steps = [
         *plates,
         ("censoring", CensoredValueImputer(rule=features.censoring)),

@@ -64,7 +64,8 @@ def ingest_cohort(
     """
     spellings = panel.spellings()
     raw = read_cohort(directory, visits_file=indication.visits_file,
-                      is_analyte=lambda name: analyte_match_key(name) in spellings)
+                      is_analyte=lambda name: getattr(spellings.get(analyte_match_key(name)),
+                                                      "name", False))
     checked = check_cohort(raw, panel=panel, indication=indication,
                            label_column=labels.column, drop_columns=drop_columns)
     subjects = checked.patients["subject_id"]

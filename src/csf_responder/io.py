@@ -75,7 +75,7 @@ def _read(path: Path, notes: list[str]) -> pd.DataFrame:
 
 
 def read_cohort(directory: str | Path, *, visits_file: str,
-                is_analyte: Callable[[str], bool] | None = None) -> RawCohort:
+                is_analyte: Callable[[str], bool | str] | None = None) -> RawCohort:
     """Read a cohort directory (see ``docs/data-format.md``) without interpreting values.
 
     Parameters
@@ -86,8 +86,9 @@ def read_cohort(directory: str | Path, *, visits_file: str,
     visits_file : str
         Name of the visits file (the indication's, e.g. ``alsfrs.csv``).
     is_analyte : callable, optional
-        Tells analyte columns of a wide CSF file (header without unit -> bool); without
-        it a wide file cannot be recognised.
+        Tells analyte columns of a wide CSF file (header without unit -> bool, or the
+        analyte's canonical name, which lets two spellings of one analyte such as
+        ``MCP-1`` and ``CCL2`` be refused); without it a wide file cannot be recognised.
 
     Raises
     ------

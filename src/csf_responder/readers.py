@@ -19,6 +19,14 @@ Line numbers of delimited files stay true without slowing the common case:
    (short rows, whitespace-only lines), pandas' C parser re-reads the file keeping blank
    lines as rows, so line = position + header line + 1. Edge case: after a quoted value
    containing a line break, that is the record number, not the physical line.
+
+Before that, files that are not delimited text (a workbook or Parquet file under a text
+suffix) are refused, UTF-16/UTF-32 text (by byte-order mark, or UTF-16 by its NUL bytes)
+is converted to UTF-8, and a file with bare-CR (old Mac) line ends gets LF line ends, so
+a bare CR counts as a line as in an editor; these conversions copy the file, the common
+case (UTF-8 or Windows-1252 with LF or CRLF) does not. Text that is neither UTF-8 nor
+Windows-1252 is refused at the line of its first undecodable byte. Every refusal is a
+:class:`CohortError` naming the file.
 """
 
 from __future__ import annotations
@@ -26,11 +34,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import io
 import math
 import mmap
 import os
 import re
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from csf_responder.errors import CohortError
+from csf_responder.units import normalise_unit
 
 __all__ = ["LINE", "SOURCE_COLUMN", "Layout", "ReadResult", "csf_to_long", "read_table",
            "strip_unit"]
@@ -54,9 +65,12 @@ SOURCE_COLUMN = "_column"
 _SUFFIXES = {".csv": "sniff", ".txt": "sniff", ".tsv": "\t", ".xlsx": "xlsx",
              ".parquet": "parquet", ".pq": "parquet"}
 _DELIMITER_FORMAT = {",": "csv", ";": "csv-semicolon", "\t": "tsv"}
+_FORMAT_NAMES = {"sniff": "delimited text", "\t": "TSV", "xlsx": "XLSX", "parquet": "Parquet"}
 _UNIT = re.compile(r"^(?P<name>.*?)\s*(?:\((?P<p>[^()]*)\)|\[(?P<b>[^\[\]]*)\])\s*$")
 _NUMBER_LIKE = re.compile(r"^\s*[<>*~]?\s*[-+]?\.?\d")
 _UNIT_LABELS = {"", "unit", "units"}
+#: A concentration unit once normalised (``pg/ml``, ``ug/l``, ``nmol/l``, ``iu/ml``...).
+_CONCENTRATION_UNIT = re.compile(r"^(?:[fpnumk]?(?:g|mol|kat)|[mk]?i?u)/[fpnumdc]?l$")
 
 
 @dataclass(frozen=True)
@@ -101,7 +115,8 @@ def _arrow_cells(data, offset: int, keys: list[str], delimiter: str,
     """Fast path: pyarrow on the bytes after the header; None if it cannot parse them.
 
     Cells are read as ``large_string``, the storage of pandas' ``str`` dtype, so the
-    conversion to pandas copies nothing.
+    conversion to pandas copies nothing. Invalid UTF-8 is retried as Windows-1252;
+    bytes that are neither raise UnicodeDecodeError.
     """
     for _ in range(2):
         buffer = pa.py_buffer(data)
@@ -118,6 +133,8 @@ def _arrow_cells(data, offset: int, keys: list[str], delimiter: str,
                 encoding = "cp1252"
                 continue
             return None, encoding  # short rows or whitespace-only lines
+        except pa.ArrowException:
+            return None, encoding  # anything else pyarrow refuses: the exact parser decides
         finally:
             del buffer  # no view of ``data`` may outlive the parse (it may be a mmap)
         return _text_frame(arrow), encoding
@@ -155,27 +172,123 @@ def _nonblank_lines(data: bytes, start: int, end: int) -> np.ndarray:
     return np.flatnonzero(width - ends_in_cr > 0)
 
 
-def _exact_cells(path: Path, offset: int, header_line: int, keys: list[str], delimiter: str,
-                 encoding: str) -> pd.DataFrame:
-    """Exact path: pandas' C parser keeps blank lines as rows and pads short rows with ""."""
+def _has_bare_cr(data, start: int, end: int) -> bool:
+    """Whether ``data[start:end]`` holds a carriage return not followed by a line feed.
+
+    Parsers take a bare CR for a line break, but line numbers count line feeds. The
+    bytes are scanned in chunks (vectorised), so memory stays bounded.
+    """
+    if data.find(b"\r", start, end) < 0:
+        return False
+    for lo in range(start, end, _COUNT_CHUNK):
+        hi = min(end, lo + _COUNT_CHUNK)
+        chunk = np.frombuffer(data, dtype=np.uint8, count=min(end, hi + 1) - lo, offset=lo)
+        after = np.flatnonzero(chunk[:hi - lo] == ord("\r")) + 1  # index of what follows
+        bare = bool(np.any(after >= len(chunk))
+                    or np.any(chunk[after[after < len(chunk)]] != ord("\n")))
+        del chunk
+        if bare:
+            return True
+    return False
+
+
+def _lf_lines(data) -> bytes:
+    """The bytes with every CR LF and bare CR (old Mac line end) turned into LF."""
+    return re.sub(rb"\r\n?", b"\n", bytes(data))
+
+
+#: Byte-order marks of the wide Unicode encodings (UTF-32 first: its LE mark starts
+#: with UTF-16's), with the codec and the name shown to users.
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32"),
+              (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32"),
+              (b"\xff\xfe", "utf-16-le", "UTF-16"),
+              (b"\xfe\xff", "utf-16-be", "UTF-16"))
+#: Leading bytes of files that are certainly not delimited text.
+_BINARY_MAGIC = ((b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?)"),
+                 (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old binary Excel .xls workbook"))
+_NOT_TEXT = ("not text in UTF-8, UTF-16 or Windows-1252 (a binary file, or another "
+             "encoding?); save it as 'CSV UTF-8'")
+#: The bytes Windows-1252 leaves undefined.
+_NOT_CP1252 = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+
+
+def _wide_encoding(data) -> tuple[str, str, int] | None:
+    """Codec, name and byte-order-mark length of UTF-16/UTF-32 text, else None.
+
+    Without a byte-order mark, UTF-16 is recognised by its NUL bytes: ASCII text (the
+    header) has one at every odd (little-endian) or even (big-endian) position.
+    """
+    for bom, codec, name in _WIDE_BOMS:
+        if data[:len(bom)] == bom:
+            return codec, f"{name} (byte-order mark)", len(bom)
+    sample = bytes(data[:512])
+    half = len(sample) // 2
+    if half >= 4:
+        even, odd = sample[0:2 * half:2].count(0), sample[1:2 * half:2].count(0)
+        if odd >= 0.9 * half and even <= 0.1 * half:
+            return "utf-16-le", "UTF-16 little-endian (no byte-order mark)", 0
+        if even >= 0.9 * half and odd <= 0.1 * half:
+            return "utf-16-be", "UTF-16 big-endian (no byte-order mark)", 0
+    return None
+
+
+def _transcode(path: Path, data, codec: str, name: str, skip: int) -> bytes:
+    """UTF-16/UTF-32 bytes (after a ``skip``-byte mark) as UTF-8 bytes, same lines."""
+    raw = bytes(data[skip:])
     try:
-        with path.open("rb") as stream, warnings.catch_warnings():
-            warnings.simplefilter("error", pd.errors.ParserWarning)  # would drop fields
-            stream.seek(offset)
-            cells = pd.read_csv(stream, header=None, names=[*keys, "extra"], dtype=str,
-                                sep=delimiter, keep_default_na=False, skip_blank_lines=False,
-                                encoding=encoding, index_col=False)
-    except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError,
-            ValueError) as exc:
-        found = re.search(r"line (\d+)", str(exc))
-        row = header_line + int(found[1]) if found else None
-        raise CohortError("cannot parse as delimited text (a row has more fields than the "
-                          "header, or bad quoting or encoding)", file=str(path), row=row) from None
+        return raw.decode(codec).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[:exc.start].decode(codec, errors="replace")
+        line = 1 + before.count("\n") + before.count("\r") - before.count("\r\n")
+        raise CohortError(f"not valid {name.split(' (')[0]} text ({exc.reason}); save it as "
+                          "'CSV UTF-8'", file=str(path), row=line) from None
+
+
+def _encoding_error(path: Path, data, start: int) -> CohortError:
+    """The error for bytes from ``start`` on that are neither UTF-8 nor Windows-1252: at
+    the line of the first byte Windows-1252 leaves undefined."""
+    found = _NOT_CP1252.search(data, start)
+    if found is None:
+        return CohortError(_NOT_TEXT, file=str(path))
+    return CohortError(f"byte 0x{found[0][0]:02X} on this line is neither UTF-8 nor "
+                       "Windows-1252 text (a binary file, or another encoding such as Mac "
+                       "Roman?); save the file as 'CSV UTF-8'", file=str(path),
+                       row=1 + _count_newlines(data, 0, found.start()))
+
+
+def _exact_cells(path: Path, data, offset: int, header_line: int, keys: list[str],
+                 delimiter: str, encoding: str) -> tuple[pd.DataFrame, str]:
+    """Exact path: pandas' C parser keeps blank lines as rows and pads short rows with "".
+
+    Reads the file itself when ``data`` is its memory map, else the bytes (converted
+    text). Returns the cells and the encoding they were decoded with.
+    """
+    while True:
+        try:
+            with (io.BytesIO(data) if isinstance(data, bytes) else path.open("rb")) as stream, \
+                    warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)  # would drop fields
+                stream.seek(offset)
+                cells = pd.read_csv(stream, header=None, names=[*keys, "extra"], dtype=str,
+                                    sep=delimiter, keep_default_na=False,
+                                    skip_blank_lines=False, encoding=encoding, index_col=False)
+        except UnicodeDecodeError:
+            if encoding == "utf-8":
+                encoding = "cp1252"
+                continue
+            raise _encoding_error(path, data, offset) from None
+        except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
+            found = re.search(r"line (\d+)", str(exc))
+            row = header_line + int(found[1]) if found else None
+            raise CohortError("cannot parse as delimited text (a row has more fields than the "
+                              "header, or bad quoting or encoding)", file=str(path),
+                              row=row) from None
+        break
     extra = np.flatnonzero(cells.pop("extra").str.strip().ne("").to_numpy(dtype=bool))
     if len(extra):
         raise CohortError("row has more fields than the header", file=str(path),
                           row=header_line + 1 + int(extra[0]))
-    return cells
+    return cells, encoding
 
 
 def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], pd.DataFrame, np.ndarray,
@@ -183,7 +296,8 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], pd.DataFrame
     """Parse a delimited text file; return header names, cells, lines, delimiter, notes.
 
     The file is memory-mapped rather than read into memory: pyarrow parses the mapped
-    pages directly and nothing holds a second copy of the file.
+    pages directly and nothing holds a second copy of the file (except for UTF-16 and
+    old-Mac CR-only files, which are converted to UTF-8 with LF line ends first).
     """
     with path.open("rb") as stream:
         size = os.fstat(stream.fileno()).st_size
@@ -200,8 +314,38 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], pd.DataFrame
 
 def _parse_delimited(path: Path, data, delimiter: str) -> tuple[list[str], pd.DataFrame,
                                                                 np.ndarray, str, list[str]]:
-    """:func:`_read_delimited` on the file's bytes (``bytes`` or a memory map)."""
+    """:func:`_read_delimited` on the file's bytes (``bytes`` or a memory map).
+
+    Binary files are refused by their leading bytes; UTF-16/UTF-32 text is converted to
+    UTF-8 first (line numbers do not change).
+    """
+    for magic, what in _BINARY_MAGIC:
+        if data[:len(magic)] == magic:
+            raise CohortError(f"not delimited text: the file is {what}; export the sheet as "
+                              "CSV, or give the file the suffix of its format", file=str(path))
+    if data[:4] == b"PAR1" and data[-4:] == b"PAR1":
+        raise CohortError("not delimited text: the file is a Parquet file; give it the "
+                          "suffix .parquet", file=str(path))
+    notes: list[str] = []
+    wide = _wide_encoding(data)
+    if wide is not None:
+        data = _transcode(path, data, *wide)
+        notes.append(f"{path.name}: decoded as {wide[1]}")
+    return _parse_text(path, data, delimiter, notes)
+
+
+_CR_NOTE = "bare carriage returns (old Mac line ends) read as line breaks"
+
+
+def _parse_text(path: Path, data, delimiter: str, notes: list[str]
+                ) -> tuple[list[str], pd.DataFrame, np.ndarray, str, list[str]]:
+    """:func:`_parse_delimited` on UTF-8 or Windows-1252 bytes."""
     start = 3 if data[:3] == b"\xef\xbb\xbf" else 0
+    first_lf = data.find(b"\n", start)
+    first_cr = data.find(b"\r", start, len(data) if first_lf < 0 else first_lf)
+    if first_cr >= 0 and data[first_cr + 1:first_cr + 2] != b"\n":  # CR-only line ends
+        return _parse_text(path, _lf_lines(data), delimiter,
+                           [*notes, f"{path.name}: {_CR_NOTE}"])
     head = re.compile(rb"\s*").match(data, start).end()
     if head == len(data):
         raise CohortError("file is empty (expected a header row)", file=str(path))
@@ -209,14 +353,25 @@ def _parse_delimited(path: Path, data, delimiter: str) -> tuple[list[str], pd.Da
     header_line = 1 + _count_newlines(data, 0, head)
     header_end = data.find(b"\n", head)
     header_end = len(data) if header_end < 0 else header_end
-    encoding, notes = "utf-8", []
+    encoding = "utf-8"
+    raw_header = data[head:header_end]
+    if b"\x00" in raw_header:
+        raise CohortError("the header line holds NUL bytes: " + _NOT_TEXT, file=str(path),
+                          row=header_line)
     try:
-        header = data[head:header_end].decode("utf-8")
+        header = raw_header.decode("utf-8")
     except UnicodeDecodeError:
-        header, encoding = data[head:header_end].decode("cp1252"), "cp1252"
+        try:
+            header, encoding = raw_header.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            raise _encoding_error(path, data, head) from None
     if delimiter == "sniff":
         delimiter = max(_DELIMITER_FORMAT, key=header.count)  # ties: comma first
-    names = next(csv.reader([header.rstrip("\r")], delimiter=delimiter))
+    try:
+        names = next(csv.reader([header.rstrip("\r")], delimiter=delimiter))
+    except csv.Error as exc:
+        raise CohortError(f"cannot parse the header line ({exc})", file=str(path),
+                          row=header_line) from None
     keys = [f"f{i}" for i in range(len(names))]
     end = len(data)
     while end > header_end and data[end - 1] in b"\r\n":
@@ -227,8 +382,17 @@ def _parse_delimited(path: Path, data, delimiter: str) -> tuple[list[str], pd.Da
     if body_lines == 0:
         cells = pd.DataFrame({key: pd.Series([], dtype="str") for key in keys})
     else:
-        cells, encoding = _arrow_cells(data, header_end + 1, keys, delimiter, encoding)
-    if cells is not None and len(cells) == body_lines:
+        try:
+            cells, encoding = _arrow_cells(data, header_end + 1, keys, delimiter, encoding)
+        except UnicodeDecodeError:
+            raise _encoding_error(path, data, header_end + 1) from None
+    fast = cells is not None and len(cells) == body_lines
+    # a bare CR is a parser's line break but not a line: it shifts every later line
+    # (on the fast path of an LF file, one memchr-speed search rules it out)
+    if (not fast or not raw_header.endswith(b"\r")) and _has_bare_cr(data, header_end + 1, end):
+        return _parse_text(path, _lf_lines(data), delimiter,
+                           [*notes, f"{path.name}: {_CR_NOTE}"])
+    if fast:
         offsets = np.arange(len(cells), dtype=np.int64)  # fast path: row i is line i
     elif cells is not None:  # pyarrow skipped blank lines: find them (vectorised)
         offsets = _nonblank_lines(data, header_end + 1, end)
@@ -237,7 +401,8 @@ def _parse_delimited(path: Path, data, delimiter: str) -> tuple[list[str], pd.Da
             cells, offsets = None, None
             notes.pop()
     if cells is None:  # exact path: blank lines kept as rows, so position = line offset
-        cells = _exact_cells(path, header_end + 1, header_line, keys, delimiter, encoding)
+        cells, encoding = _exact_cells(path, data, header_end + 1, header_line, keys,
+                                       delimiter, encoding)
         offsets = np.arange(len(cells), dtype=np.int64)
         notes.append(f"{path.name}: blank or irregular lines found; read with the exact "
                      "(slower) parser so line numbers stay true")
@@ -322,6 +487,11 @@ def _read_xlsx(path: Path) -> tuple[list[str], pd.DataFrame, np.ndarray, str]:
     """First sheet of a workbook; Excel row numbers as lines."""
     import openpyxl  # imported lazily: only XLSX needs it
 
+    with path.open("rb") as stream:
+        magic = stream.read(8)
+    if magic == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+        raise CohortError("cannot read as XLSX: the file is an old binary Excel .xls "
+                          "workbook; save it as .xlsx (Excel Workbook)", file=str(path))
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
         try:
@@ -338,7 +508,14 @@ def _read_xlsx(path: Path) -> tuple[list[str], pd.DataFrame, np.ndarray, str]:
     if head is None:
         raise CohortError("file is empty (expected a header row)", file=str(path))
     names = [_cell_text(v) for v in rows[head]]
-    cells = pd.DataFrame(rows[head + 1:], columns=range(len(names)), dtype=object)
+    body = rows[head + 1:]
+    width = max([len(names), *map(len, body)])
+    if any(len(row) != width for row in body) or len(names) < width:
+        # a sheet without a stored size gives rows of their own length: pad them (a
+        # value beyond the header is then refused as a column without a header)
+        names += [""] * (width - len(names))
+        body = [(*row, *[None] * (width - len(row))) for row in body]
+    cells = pd.DataFrame(body, columns=range(width), dtype=object)
     cells = cells.map(_cell_text).astype("str")  # per cell, but openpyxl itself is per cell
     return names, cells, head + 2 + np.arange(len(cells), dtype=np.int64), title
 
@@ -348,8 +525,15 @@ def _read_parquet(path: Path) -> tuple[list[str], pd.DataFrame, np.ndarray]:
     import pyarrow.parquet as pq
 
     try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise CohortError(f"cannot read as Parquet ({exc})", file=str(path)) from None
+    duplicate = next((n for i, n in enumerate(schema.names) if n in schema.names[:i]), None)
+    if duplicate is not None:
+        raise CohortError(f"duplicate column name '{duplicate}'", file=str(path),
+                          column=duplicate)
+    try:
         try:  # text straight into large_string, the storage of pandas' str (no cast)
-            schema = pq.read_schema(path)
             arrow = pq.read_table(path, schema=pa.schema(
                 [f.with_type(pa.large_string()) if pa.types.is_string(f.type) else f
                  for f in schema], metadata=schema.metadata))
@@ -410,6 +594,10 @@ def read_table(path: str | Path) -> ReadResult:
             how = f"{fmt.upper()} (delimiter {delimiter!r})"
     except OSError as exc:
         raise CohortError(f"cannot read file ({exc.strerror or exc})", file=str(path)) from None
+    except (csv.Error, UnicodeError, pa.ArrowException, zipfile.BadZipFile) as exc:
+        # safety net: every known refusal above is already a CohortError
+        raise CohortError(f"cannot read as {_FORMAT_NAMES[kind]} ({type(exc).__name__}: "
+                          f"{exc})", file=str(path)) from None
     if not names:
         raise CohortError("file has no columns", file=str(path))
     cells.columns = names = [str(n).replace("\ufeff", "").strip() for n in names]
@@ -446,7 +634,7 @@ def csf_to_long(
     table: pd.DataFrame,
     *,
     file: str,
-    is_analyte: Callable[[str], bool],
+    is_analyte: Callable[[str], bool | str],
     id_columns: Sequence[str] = ("subject_id", "timepoint"),
     carry_columns: Sequence[str] = ("plate", "replicate", "lloq", "uloq", "sample_type"),
 ) -> tuple[pd.DataFrame, Layout]:
@@ -457,9 +645,16 @@ def csf_to_long(
     (without a trailing ``(unit)``/``[unit]``) satisfies ``is_analyte`` is melted into
     rows ``id_columns..., carry columns present, analyte, value, unit, LINE,
     SOURCE_COLUMN``, ordered by source row then column; empty cells give value "".
-    Units come from the header, else from a units row (first row whose id cells are
-    empty or ``unit``/``units``; it is removed), else are "". Other columns are ignored
-    and listed in a note.
+    When ``is_analyte`` returns a string rather than True, that string is the analyte
+    the header names (its canonical name), so that two spellings of one analyte
+    (``MCP-1`` and its alias ``CCL2``) are caught; otherwise headers are compared
+    ignoring case, spaces and punctuation.
+    Units come from the header, else from a units row, else are "" (the panel's
+    canonical unit, downstream). The units row is the first row when its id cells are
+    empty or ``unit``/``units`` and either an id cell says ``unit``/``units``, or no
+    analyte cell is number-like and every analyte cell is filled or every filled one
+    is a concentration unit (``pg/mL``; a blank cell then gives no unit, with a note).
+    It is removed. Other columns are ignored and listed in a note.
 
     Raises
     ------
@@ -477,13 +672,20 @@ def csf_to_long(
                               column=column)
     carry = [c for c in carry_columns if c in table.columns and c not in id_columns]
     headers, names, units, ignored = [], [], [], []
+    owner: dict[str, str] = {}  # analyte (canonical name or loose key) -> first column
     for column in table.columns:
         if column in (LINE, SOURCE_COLUMN) or column in id_columns or column in carry:
             continue
         name, unit = strip_unit(column)
-        if is_analyte(name):
-            if name in names:
-                raise CohortError(f"two columns hold analyte '{name}'", file=file, column=column)
+        analyte = is_analyte(name)
+        if analyte:
+            named = isinstance(analyte, str)
+            key = analyte if named else re.sub(r"[\W_]+", "", name.casefold()) or name
+            if key in owner:
+                raise CohortError(f"two columns hold analyte '{analyte if named else name}': "
+                                  f"'{owner[key]}' and '{column}' (keep one)", file=file,
+                                  column=column)
+            owner[key] = column
             headers.append(column)
             names.append(name)
             units.append(unit)
@@ -499,9 +701,12 @@ def csf_to_long(
         first = table.iloc[0]
         labels = [str(first[c]).strip().lower() for c in id_columns]
         cells = [str(first[c]).strip() for c in headers]
+        filled = [c for c in cells if c]
         labelled = any(label in ("unit", "units") for label in labels)
         if all(label in _UNIT_LABELS for label in labels) and (labelled or (
-                all(cells) and not any(_NUMBER_LIKE.match(c) for c in cells))):
+                filled and not any(_NUMBER_LIKE.match(c) for c in filled)
+                and (len(filled) == len(cells) or all(
+                    _CONCENTRATION_UNIT.match(normalise_unit(c)) for c in filled)))):
             line = int(first[LINE]) if LINE in table.columns else None
             for i, cell in enumerate(cells):
                 if cell and units[i] and cell.lower() != units[i].lower():

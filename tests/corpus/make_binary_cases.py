@@ -1,4 +1,4 @@
-"""Rebuild the binary files of the corpus (csf.xlsx, csf.parquet) byte for byte.
+"""Rebuild the binary files of the corpus (csf.xlsx, csf.parquet, ...) byte for byte.
 
 Run from the project root: ``.venv/bin/python tests/corpus/make_binary_cases.py``. The
 files are committed; this script only documents, and can repeat, how they were made.
@@ -28,6 +28,26 @@ def base_rows() -> list[list[str]]:
         return list(csv.reader(stream))[1:]
 
 
+def _fixed_zip(book: openpyxl.Workbook, path: Path, edit=None) -> None:
+    """Save ``book`` with fixed timestamps; ``edit(name, data)`` may rewrite an entry."""
+    book.properties.created = FIXED
+    buffer = io.BytesIO()
+    book.save(buffer)
+    buffer.seek(0)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(
+            path, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == "docProps/core.xml":  # openpyxl stamps "modified" on save
+                data = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2024-01-01T00:00:00Z",
+                              data)
+            if edit is not None:
+                data = edit(info.filename, data)
+            fixed = zipfile.ZipInfo(info.filename, date_time=FIXED.timetuple()[:6])
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            target.writestr(fixed, data)
+
+
 def write_xlsx(path: Path) -> None:
     """Long layout; values as numeric cells, '<15.6' and 'n/a?' as text; an empty row
     after PT01 (Excel row 10); a second sheet that must be ignored."""
@@ -47,20 +67,27 @@ def write_xlsx(path: Path) -> None:
     extra = book.create_sheet("Standards")
     extra.append(["well", "expected", "observed"])
     extra.append(["S1", 2000, 1987.5])
-    book.properties.created = FIXED
-    buffer = io.BytesIO()
-    book.save(buffer)
-    buffer.seek(0)
-    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(
-            path, "w", compression=zipfile.ZIP_DEFLATED) as target:
-        for info in source.infolist():
-            data = source.read(info.filename)
-            if info.filename == "docProps/core.xml":  # openpyxl stamps "modified" on save
-                data = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2024-01-01T00:00:00Z",
-                              data)
-            fixed = zipfile.ZipInfo(info.filename, date_time=FIXED.timetuple()[:6])
-            fixed.compress_type = zipfile.ZIP_DEFLATED
-            target.writestr(fixed, data)
+    _fixed_zip(book, path)
+
+
+def write_xlsx_without_dimension(path: Path) -> None:
+    """Long layout written by a tool that stores no sheet size (no ``<dimension>``), so
+    rows come back as long as their last cell: a note typed in column F, beyond the
+    header, on the row of PT02 week4 VEGF (Excel row 16)."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Results"
+    sheet.append(["subject_id", "timepoint", "analyte", "value", "unit"])
+    for subject, timepoint, analyte, value, unit in base_rows():
+        note = ["re-run"] if (subject, timepoint, analyte) == ("PT02", "week4", "VEGF") else []
+        sheet.append([subject, timepoint, analyte, float(value), unit, *note])
+
+    def drop_dimension(name: str, data: bytes) -> bytes:
+        if name.startswith("xl/worksheets/"):
+            return re.sub(rb"<dimension[^>]*/>", b"", data)
+        return data
+
+    _fixed_zip(book, path, drop_dimension)
 
 
 def write_parquet(path: Path) -> None:
@@ -82,3 +109,4 @@ def write_parquet(path: Path) -> None:
 if __name__ == "__main__":
     write_xlsx(HERE / "xlsx_long_export" / "csf.xlsx")
     write_parquet(HERE / "parquet_long_export" / "csf.parquet")
+    write_xlsx_without_dimension(HERE / "xlsx_without_dimension_ragged_rows" / "csf.xlsx")

@@ -70,11 +70,13 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
                                          features=config.features,
                                          seed=config.seed)
                 result = evaluate_family(
-                    name, pipeline, data, n_splits=v.n_splits, n_repeats=v.n_repeats,
-                    n_bootstrap=v.n_bootstrap, ci_level=level, seed=config.seed,
-                    on_fold=advance)
+                    name, pipeline, data, search=spec.search, n_splits=v.n_splits,
+                    n_repeats=v.n_repeats, inner_splits=v.inner_splits, n_jobs=v.n_jobs,
+                    n_bootstrap=v.n_bootstrap, ci_level=level, threshold=v.threshold,
+                    seed=config.seed, on_fold=advance)
                 with tracking.run(f"{name} {config.cohort.name}", nested=True):
-                    tracking.log_family_run(result, data, params=spec.params,
+                    tracking.log_family_run(result, data,
+                                            params={**spec.params, **result.params},
                                             tags={**tags, "family": name},
                                             log_raw_rows=config.tracking.log_raw_rows)
                 results[name] = result

@@ -115,7 +115,7 @@ def test_missing_config_file(tmp_path, cohort_dir):
 def test_mistyped_config_key_is_named(tmp_path, cohort_dir, configs_dir):
     copy = tmp_path / "train.yaml"
     shutil.copy(configs_dir / "train.yaml", copy)
-    for included in ("panels", "indications"):
+    for included in ("panels", "indications", "models"):
         shutil.copytree(configs_dir / included, tmp_path / included)
     copy.write_text(copy.read_text().replace("n_repeats:", "n_repeat:"))
     _fails_with(["train", "--cohort", str(cohort_dir), "--config", str(copy)],

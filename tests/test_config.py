@@ -18,7 +18,7 @@ def train_yaml(tmp_path, configs_dir) -> Path:
     if any, is not copied)."""
     target = tmp_path / "train.yaml"
     shutil.copyfile(configs_dir / "train.yaml", target)
-    for included in ("panels", "indications"):
+    for included in ("panels", "indications", "models"):
         shutil.copytree(configs_dir / included, tmp_path / included)
     return target
 
@@ -53,7 +53,9 @@ def test_copy_loads_to_the_values_written(train_yaml):
     written = yaml.safe_load(train_yaml.read_text())
     included = {key: yaml.safe_load((train_yaml.parent / written[key]).read_text())
                 for key in ("panel", "indication")}
-    assert resolved == {**written, **included}  # the included files, in place
+    models = {name: yaml.safe_load((train_yaml.parent / path).read_text())
+              for name, path in written["models"].items()}
+    assert resolved == {**written, **included, "models": models}  # included, in place
     assert config.labels.cutoff == 0.5
     assert config.panel.timepoints == ["baseline", "week4"]
 
@@ -259,3 +261,18 @@ def test_label_column_goes_with_the_column_source(configs_dir):
     config, _ = load_config(configs_dir / "train.yaml", TrainConfig,
                             overrides=["labels.source=column", "labels.column=responded"])
     assert config.labels.column == "responded"
+
+
+def test_model_families_come_from_their_files_with_a_search(configs_dir):
+    config, _ = load_config(configs_dir / "train.yaml", TrainConfig, overrides=[
+        "models={l1: models/logistic_l1.yaml, en: models/elastic_net.yaml, "
+        "rf: models/random_forest.yaml}"])
+    assert {name: m.family for name, m in config.models.items()} == {
+        "l1": "logistic", "en": "logistic", "rf": "random_forest"}
+    assert set(config.models["en"].search) == {"C", "l1_ratio"}
+
+
+def test_a_parameter_both_fixed_and_searched_is_an_error(configs_dir):
+    with pytest.raises(ConfigError, match=r"\['l1_ratio'\] set both in params and in search"):
+        load_config(configs_dir / "train.yaml", TrainConfig,
+                    overrides=["models.logistic_l2.search={l1_ratio: [0, 1]}"])

@@ -127,3 +127,36 @@ def test_fitting_never_sees_the_test_fold(cohort):
     again = repeated_cv(pipeline, changed, data.y, n_splits=5, n_repeats=1, seed=3)
     assert again.oof[0, kept] == pytest.approx(base.oof[0, kept], abs=1e-12)
     assert not np.allclose(again.oof[0, others], base.oof[0, others])
+
+
+def test_nested_search_never_sees_the_test_fold(cohort):
+    """With a hyperparameter search inside each fold, changing the other test rows still
+    moves nothing for a patient: the search, too, runs on the training fold only."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    config, data, _ = cohort
+    spec = config.models["logistic_l2"]
+    pipeline = make_pipeline(spec, panel=config.panel, indication=config.indication,
+                             features=config.features, seed=0)
+    kwargs = dict(n_splits=5, n_repeats=1, seed=3, search=spec.search, inner_splits=3)
+    base = repeated_cv(pipeline, data.X, data.y, **kwargs)
+    _, test = next(RepeatedStratifiedKFold(n_splits=5, n_repeats=1, random_state=3)
+                   .split(data.X, data.y))
+    changed = data.X.copy()
+    changed.loc[changed.index[test[1:]], ["tgf_beta1_baseline", "age"]] *= 50
+    again = repeated_cv(pipeline, changed, data.y, **kwargs)
+    assert again.oof[0, test[0]] == pytest.approx(base.oof[0, test[0]], abs=1e-12)
+    assert len(base.fold_params) == 5
+    assert all(set(p) == {"C"} and p["C"] in spec.search["C"] for p in base.fold_params)
+
+
+def test_parallel_folds_give_the_same_result(cohort):
+    config, data, _ = cohort
+    spec = config.models["logistic_l2"]
+    pipeline = make_pipeline(spec, panel=config.panel, indication=config.indication,
+                             features=config.features, seed=0)
+    kwargs = dict(n_splits=5, n_repeats=2, seed=1, search=spec.search, inner_splits=3)
+    serial = repeated_cv(pipeline, data.X, data.y, n_jobs=1, **kwargs)
+    parallel = repeated_cv(pipeline, data.X, data.y, n_jobs=2, **kwargs)
+    np.testing.assert_array_equal(serial.oof, parallel.oof)
+    assert serial.fold_params == parallel.fold_params

@@ -245,15 +245,32 @@ class FeatureSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    family: Literal["logistic", "xgboost"]
+    """A model family (``configs/models/*.yaml``): fixed estimator ``params`` and the
+    ``search`` grid (parameter -> candidate values) tuned inside each training fold."""
+
+    family: Literal["logistic", "random_forest", "xgboost"]
     params: dict[str, Any]
+    search: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _search_apart_from_params(self) -> ModelSpec:
+        both = sorted(set(self.params) & set(self.search))
+        if both:
+            raise ValueError(f"{both} set both in params and in search")
+        empty = sorted(name for name, values in self.search.items() if not values)
+        if empty:
+            raise ValueError(f"search {empty} has no candidate value")
+        return self
 
 
 class ValidationSpec(_Strict):
     n_splits: int = Field(ge=2)
     n_repeats: int = Field(ge=1)
+    inner_splits: int = Field(ge=2)
+    n_jobs: int = Field(ge=-1)
     n_bootstrap: int = Field(ge=100)
     ci_level: float = Field(gt=0, lt=1)
+    threshold: float = Field(gt=0, lt=1)
 
 
 class TrackingSpec(_Strict):
@@ -267,6 +284,8 @@ class TrainConfig(_Strict):
     """Everything ``csf-responder train`` needs; see ``configs/train.yaml``."""
 
     INCLUDES: ClassVar[tuple[str, ...]] = ("panel", "indication")
+    #: Mappings whose values may each be a path to a YAML file (``models.xgboost``).
+    INCLUDE_MAPS: ClassVar[tuple[str, ...]] = ("models",)
 
     seed: int
     cohort: CohortSpec
@@ -483,6 +502,15 @@ def _format_validation_error(path: Path, exc: ValidationError,
     return "; ".join(f"{file}: " + "; ".join(problems) for file, problems in by_file.items())
 
 
+def _include_maps(data: dict[str, Any], model: type[BaseModel], root: Path) -> dict[str, Any]:
+    """Read the YAML files named as values of ``model.INCLUDE_MAPS`` mappings."""
+    for key in getattr(model, "INCLUDE_MAPS", ()):
+        if isinstance(data.get(key), dict):
+            data[key] = {name: _read_yaml(root / value) if isinstance(value, str) else value
+                         for name, value in data[key].items()}
+    return data
+
+
 def load_config(
     path: str | Path,
     model: type[ConfigT],
@@ -522,7 +550,9 @@ def load_config(
     if local is not None:
         data = _merge(data, {k: v for k, v in local[1].items()
                              if not (k in includes and isinstance(v, str))})
+    data = _include_maps(data, model, path.parent)
     data = apply_overrides(data, [item for item in overrides or [] if item not in swaps])
+    data = _include_maps(data, model, path.parent)  # paths set by --set models={...}
     try:
         config = model.model_validate(data)
     except ValidationError as exc:

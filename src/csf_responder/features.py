@@ -50,6 +50,19 @@ def fit_left_censored_normal(observed: np.ndarray, limits: np.ndarray) -> tuple[
                                options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000})
     return float(result.x[0]), float(math.exp(result.x[1]))
 
+def _numbers(column: pd.Series) -> np.ndarray:
+    """A column as float64 numpy values (non-numbers are NaN); no pandas per-op overhead."""
+    if pd.api.types.is_float_dtype(column.dtype) and not isinstance(column.dtype,
+                                                                      pd.ArrowDtype):
+        return column.to_numpy(dtype="float64", copy=False)
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _text(column: pd.Series) -> np.ndarray:
+    """A text column as an object array, missing values as None."""
+    return column.astype(object).where(column.notna(), None).to_numpy(dtype=object)
+
+
 def _as_frame(X) -> pd.DataFrame:
     if not isinstance(X, pd.DataFrame):
         raise TypeError("expects the wide cohort table as a pandas DataFrame")
@@ -123,13 +136,18 @@ class CensoredValueImputer(TransformerMixin, BaseEstimator):
         missing = [c for c in self.feature_names_in_ if c not in X.columns]
         if missing:
             raise ValueError(f"input is missing column(s) {', '.join(missing)}")
-        out = X[self.output_columns_].copy()
+        replaced = {}
         for column in self.value_columns_:
-            flag = X[column + FLAG_SUFFIX].astype("string")
-            value = pd.to_numeric(X[column], errors="coerce").astype("float64")
-            value = value.mask(flag.eq("below").fillna(False), self._below(column, value))
-            out[column] = value.mask(flag.eq("missing").fillna(True))
-        return out
+            flag = _text(X[column + FLAG_SUFFIX])
+            value = _numbers(X[column]).copy()
+            below = flag == "below"
+            if below.any():
+                value[below] = np.asarray(self._below(column, pd.Series(value[below])))
+            value[(flag == "missing") | pd.isna(flag)] = np.nan
+            replaced[column] = value
+        out = {c: replaced[c] if c in replaced else X[c].to_numpy()
+               for c in self.output_columns_}
+        return pd.DataFrame(out, index=X.index)
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "output_columns_")
@@ -216,11 +234,12 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def _compute(self, X: pd.DataFrame) -> pd.DataFrame:
-        def log(column: str) -> pd.Series:
-            value = pd.to_numeric(X[column], errors="coerce").astype("float64")
-            return np.log(value.where(value > 0))
+        def log(column: str) -> np.ndarray:
+            value = _numbers(X[column])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(value > 0, np.log(np.where(value > 0, value, 1.0)), np.nan)
 
-        out: dict[str, pd.Series] = {}
+        out: dict[str, np.ndarray] = {}
         first, last = self.timepoints[0], self.timepoints[-1]
         for a in self.analytes:
             for tp in self.timepoints:
@@ -237,16 +256,20 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
         levels = dict(self.categories)
         for feature in self.clinical:
             if feature == "delta_fs":
-                months = pd.to_numeric(X["onset_months"], errors="coerce").astype("float64")
-                baseline = pd.to_numeric(X["score_baseline"], errors="coerce")
-                out["delta_fs"] = (self.score_best - baseline).abs() / months.where(months > 0)
+                months = _numbers(X["onset_months"])
+                baseline = _numbers(X["score_baseline"])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out["delta_fs"] = np.where(months > 0,
+                                               np.abs(self.score_best - baseline) / months,
+                                               np.nan)
             elif feature in levels:
-                known = X[feature].isin(levels[feature])
+                values = _text(X[feature])
+                known = np.isin(values, list(levels[feature]))
                 for level in levels[feature][1:]:
-                    out[f"{feature}_{level}"] = X[feature].eq(level).astype("float64").where(
-                        known)
+                    out[f"{feature}_{level}"] = np.where(known, (values == level) * 1.0,
+                                                         np.nan)
             else:
-                out[feature] = pd.to_numeric(X[feature], errors="coerce").astype("float64")
+                out[feature] = _numbers(X[feature])
         return pd.DataFrame(out, index=X.index)
 
     def transform(self, X):

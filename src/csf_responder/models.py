@@ -23,6 +23,10 @@ def make_classifier(spec: ModelSpec, *, seed: int) -> ClassifierMixin:
     """An unfitted classifier of the given family with the spec's parameters."""
     if spec.family == "logistic":
         return LogisticRegression(**{"max_iter": 5000, **spec.params}, random_state=seed)
+    if spec.family == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(**{"n_jobs": 1, **spec.params}, random_state=seed)
     if spec.family == "xgboost":
         from xgboost import XGBClassifier  # heavy: imported only when a model is built
 

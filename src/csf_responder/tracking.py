@@ -124,8 +124,9 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
                    tags: dict[str, str], log_raw_rows: bool) -> str:
     """Log one model family in the active (child) run; return the logged model's URI.
 
-    Logs the ROC AUC with its interval, the out-of-fold predictions, the refitted
-    Pipeline (signature from the raw wide table; its pyfunc returns ``predict_proba``;
+    Logs every metric with its interval (``roc_auc``, ``roc_auc_ci_low``,
+    ``roc_auc_ci_high``, ``pr_auc``, ``brier``, ...), the out-of-fold predictions, the
+    refitted Pipeline (signature from the raw wide table; its pyfunc returns ``predict_proba``;
     the input example is a synthetic row unless ``log_raw_rows``), a SHAP summary plot
     and the per-patient SHAP values.
     """
@@ -135,9 +136,9 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
     mlflow.set_tags(tags)
     mlflow.log_params({f"model.{k}": v for k, v in params.items()})
     mlflow.log_metrics({
-        "roc_auc": result.auc.estimate,
-        "roc_auc_ci_low": result.auc.low,
-        "roc_auc_ci_high": result.auc.high,
+        **{f"{name}{suffix}": value for name, ci in result.metrics.items()
+           for suffix, value in (("", ci.estimate), ("_ci_low", ci.low),
+                                 ("_ci_high", ci.high))},
         "n_labelled": float(len(data.y)),
         "n_responders": float(data.y.sum()),
     })

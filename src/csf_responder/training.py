@@ -12,7 +12,8 @@ from sklearn.pipeline import Pipeline
 
 from csf_responder.errors import DataError
 from csf_responder.explain import shap_values
-from csf_responder.validation import CVResult, MetricCI, auc_with_ci, repeated_cv
+from csf_responder.metrics import bootstrap_metrics
+from csf_responder.validation import CVResult, MetricCI, repeated_cv, tune
 
 __all__ = ["FamilyResult", "TrainingData", "evaluate_family", "training_data"]
 
@@ -60,14 +61,22 @@ def training_data(table: pd.DataFrame, *, arm: str, minimum: int) -> TrainingDat
 
 @dataclass(frozen=True)
 class FamilyResult:
-    """Validation and final refit of one model family."""
+    """Validation and final refit of one model family (``params``: the hyperparameters
+    the search chose for the final model; ``metrics``: every cross-validated metric of
+    :data:`csf_responder.metrics.METRICS` with its bootstrap interval)."""
 
     name: str
     cv: CVResult
-    auc: MetricCI
+    metrics: dict[str, MetricCI]
     model: Pipeline
+    params: dict
     shap: pd.DataFrame
     shap_features: pd.DataFrame
+
+    @property
+    def auc(self) -> MetricCI:
+        """Cross-validated ROC AUC with its interval."""
+        return self.metrics["roc_auc"]
 
 
 def evaluate_family(
@@ -75,23 +84,31 @@ def evaluate_family(
     pipeline: Pipeline,
     data: TrainingData,
     *,
+    search: dict,
     n_splits: int,
     n_repeats: int,
+    inner_splits: int,
+    n_jobs: int,
     n_bootstrap: int,
     ci_level: float,
+    threshold: float,
     seed: int,
     on_fold: Callable[[], None] | None = None,
 ) -> FamilyResult:
-    """Cross-validate an unfitted Pipeline, then refit it on every labelled patient.
+    """Cross-validate an unfitted Pipeline (nested, when it has a ``search``), then tune
+    and refit it on every labelled patient.
 
     The AUC and its interval come from the out-of-fold predictions only; the refitted
     model (the one logged and used for scoring) is explained with SHAP on the
     training rows.
     """
     cv = repeated_cv(pipeline, data.X, data.y, n_splits=n_splits, n_repeats=n_repeats,
-                     seed=seed, on_fold=on_fold)
-    auc = auc_with_ci(data.y, cv.oof, n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed)
-    final = clone(pipeline).fit(data.X, data.y)
+                     seed=seed, search=search, inner_splits=inner_splits, n_jobs=n_jobs,
+                     on_fold=on_fold)
+    metrics = bootstrap_metrics(data.y, cv.oof, threshold=threshold, n_bootstrap=n_bootstrap,
+                                ci_level=ci_level, seed=seed)
+    final, chosen = tune(clone(pipeline), data.X, data.y, search=search,
+                         inner_splits=inner_splits, seed=seed)
     values, features = shap_values(final, data.X)
     values.insert(0, "subject_id", data.subject_ids.to_numpy())
-    return FamilyResult(name, cv, auc, final, values, features)
+    return FamilyResult(name, cv, metrics, final, chosen, values, features)

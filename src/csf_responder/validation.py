@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from csf_responder.errors import DataError
 
-__all__ = ["CVResult", "MetricCI", "auc_with_ci", "proportion_ci", "repeated_cv"]
+__all__ = ["CVResult", "MetricCI", "auc_with_ci", "proportion_ci", "repeated_cv", "tune"]
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,14 @@ class CVResult:
         Out-of-fold responder probability of every patient in every repeat.
     fold_aucs : ndarray of shape (n_repeats * n_splits,)
         ROC AUC of each test fold (NaN for a fold with one class only).
+    fold_params : list of dict
+        Hyperparameters the inner search chose in each outer fold (empty dicts without
+        a search), in fold order.
     """
 
     oof: np.ndarray
     fold_aucs: np.ndarray
+    fold_params: list[dict[str, Any]] = field(default_factory=list)
 
     def predictions(self, subject_ids: pd.Series, y: np.ndarray) -> pd.DataFrame:
         """Long table: ``subject_id``, ``repeat``, ``responder``, ``probability``."""
@@ -56,6 +61,50 @@ class CVResult:
         })
 
 
+def tune(
+    pipeline: Pipeline,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    search: Mapping[str, Sequence[Any]],
+    inner_splits: int,
+    seed: int,
+) -> tuple[Pipeline, dict[str, Any]]:
+    """Choose the model's hyperparameters by stratified K-fold ROC AUC and refit.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        Unfitted; its last step is named ``model``.
+    search : mapping
+        Model parameter -> candidate values (a grid); empty: fit as it is.
+    inner_splits : int
+        Folds of the search, within ``X``.
+
+    Returns
+    -------
+    fitted : Pipeline
+        Refitted on all of ``X`` with the chosen values.
+    chosen : dict
+        The chosen values (model parameter -> value).
+    """
+    if not search:
+        return clone(pipeline).fit(X, y), {}
+    grid = {f"model__{name}": list(values) for name, values in search.items()}
+    inner = StratifiedKFold(n_splits=inner_splits, shuffle=True, random_state=seed)
+    found = GridSearchCV(clone(pipeline), grid, scoring="roc_auc", cv=inner, n_jobs=1,
+                         refit=True, error_score="raise").fit(X, y)
+    chosen = {name.removeprefix("model__"): value
+              for name, value in found.best_params_.items()}
+    return found.best_estimator_, chosen
+
+
+def _outer_fold(pipeline, X, y, train, test, search, inner_splits, seed):
+    model, chosen = tune(pipeline, X.iloc[train], y[train], search=search,
+                         inner_splits=inner_splits, seed=seed)
+    return test, model.predict_proba(X.iloc[test])[:, 1], chosen
+
+
 def repeated_cv(
     pipeline: Pipeline,
     X: pd.DataFrame,
@@ -64,18 +113,28 @@ def repeated_cv(
     n_splits: int,
     n_repeats: int,
     seed: int,
+    search: Mapping[str, Sequence[Any]] | None = None,
+    inner_splits: int = 5,
+    n_jobs: int = 1,
     on_fold: Callable[[], None] | None = None,
 ) -> CVResult:
-    """Out-of-fold probabilities from repeated stratified K-fold.
+    """Out-of-fold probabilities from (nested) repeated stratified K-fold.
 
     A fresh clone of ``pipeline`` (censoring rule, features, imputer, scaler, model) is
-    fitted on each training fold only, so nothing learned sees the test fold.
+    fitted on each training fold only, so nothing learned sees the test fold. With a
+    ``search``, the hyperparameters are chosen inside each training fold by an inner
+    ``inner_splits``-fold search (nested cross-validation), so the tuning never sees the
+    test fold either. Outer folds run in parallel with joblib (``n_jobs``; -1 = all
+    cores); the estimators stay single-threaded, and results do not depend on
+    ``n_jobs``.
 
     Raises
     ------
     DataError
         If the smaller class has fewer patients than ``n_splits``.
     """
+    from joblib import Parallel, delayed
+
     y = np.asarray(y, dtype=int)
     smallest = int(np.bincount(y, minlength=2).min())
     if smallest < n_splits:
@@ -83,16 +142,19 @@ def repeated_cv(
             f"the smaller class has {smallest} patient(s), fewer than the {n_splits} "
             "cross-validation folds; lower validation.n_splits or label more patients")
     splitter = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
+    tasks = (delayed(_outer_fold)(pipeline, X, y, train, test, search or {}, inner_splits,
+                                  seed + i)
+             for i, (train, test) in enumerate(splitter.split(X, y)))
     oof = np.full((n_repeats, len(y)), np.nan)
-    fold_aucs = []
-    for i, (train, test) in enumerate(splitter.split(X, y)):
-        model = clone(pipeline).fit(X.iloc[train], y[train])
-        proba = model.predict_proba(X.iloc[test])[:, 1]
+    fold_aucs, fold_params = [], []
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    for i, (test, proba, chosen) in enumerate(results):
         oof[i // n_splits, test] = proba
         fold_aucs.append(roc_auc_score(y[test], proba) if len(set(y[test])) == 2 else np.nan)
+        fold_params.append(chosen)
         if on_fold is not None:
             on_fold()
-    return CVResult(oof=oof, fold_aucs=np.asarray(fold_aucs))
+    return CVResult(oof=oof, fold_aucs=np.asarray(fold_aucs), fold_params=fold_params)
 
 
 def _mean_auc(y: np.ndarray, oof: np.ndarray) -> float:

@@ -84,14 +84,15 @@ rows = len(table)
 """
 
 _INGEST = """
-from csf_responder.config import PanelSpec, load_config
+from csf_responder.config import IndicationSpec, PanelSpec, load_config
 from csf_responder.contracts import check_cohort
 from csf_responder.io import read_cohort
 panel = load_config({panel!r}, PanelSpec)[0]
+indication = load_config({indication!r}, IndicationSpec)[0]
 stages["import"] = time.perf_counter() - t
-raw = read_cohort({cohort!r})
+raw = read_cohort({cohort!r}, visits_file=indication.visits_file)
 stages["read"] = time.perf_counter() - t - stages["import"]
-checked = check_cohort(raw, panel=panel)
+checked = check_cohort(raw, panel=panel, indication=indication)
 stages["check"] = time.perf_counter() - t - stages["import"] - stages["read"]
 rows = int(checked.accounting["rows_read"].iloc[2])
 assert rows == len(raw.csf) == {rows}, rows
@@ -128,13 +129,14 @@ def main() -> None:
         start = time.perf_counter()
         generate(data, args.patients)
         print(f"generated {data} in {time.perf_counter() - start:.0f} s")
-    panel = str(ROOT / "configs" / "panels" / "csf_cytokines.yaml")
+    configs = {"panel": str(ROOT / "configs" / "panels" / "csf_cytokines.yaml"),
+               "indication": str(ROOT / "configs" / "indications" / "als.yaml")}
     rows = args.patients * len(ANALYTES) * len(TIMEPOINTS)
     baseline = measure(_BASELINE.format(path=str(data / "csv" / "csf.csv")), args.repeat)
-    from_csv = measure(_INGEST.format(panel=panel, cohort=str(data / "csv"), rows=rows),
+    from_csv = measure(_INGEST.format(**configs, cohort=str(data / "csv"), rows=rows),
                        args.repeat)
-    from_parquet = measure(_INGEST.format(panel=panel, cohort=str(data / "parquet"),
-                                          rows=rows), args.repeat)
+    from_parquet = measure(_INGEST.format(**configs, cohort=str(data / "parquet"), rows=rows),
+                           args.repeat)
     results = {
         "patients": args.patients, "csf_rows": rows,
         "read_csv_pyarrow_seconds": round(baseline["seconds"], 2),

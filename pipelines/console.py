@@ -103,7 +103,8 @@ def print_train_summary(outcome: TrainOutcome, console: Console) -> None:
     v = config.validation
     for name, result in outcome.results.items():
         models.add_row(name, str(result.auc),
-                       f"{v.n_repeats}x repeated {v.n_splits}-fold CV, out-of-fold")
+                       f"{v.n_repeats}x repeated {v.n_splits}-fold CV, out-of-fold; "
+                       f"tuned by {v.inner_splits}-fold search inside each fold")
     console.print(models)
     console.print(f"MLflow run [bold]{outcome.parent_run_id}[/bold] in experiment "
                   f"'{config.tracking.experiment}' ({outcome.tracking_uri}).")

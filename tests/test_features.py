@@ -322,3 +322,20 @@ def test_bridge_pipeline_from_config(configs_dir):
     pipeline = make_pipeline(spec, panel=config.panel, indication=config.indication,
                              features=config.features, seed=0)
     assert isinstance(pipeline.named_steps["plates"], BridgeNormalization)
+
+
+def test_pairwise_ratios_add_every_pair_once(configs_dir):
+    config, _ = load_config(configs_dir / "train.yaml", TrainConfig, overrides=[
+        "features.pairwise_ratios=[MCP-1, TGF-beta1, VEGF]"])
+    # TGF-beta1/MCP-1 is explicit: its reverse pair is not added again
+    assert config.features.all_ratios() == [("TGF-beta1", "MCP-1"), ("MCP-1", "VEGF"),
+                                            ("TGF-beta1", "VEGF")]
+    spec = config.models["logistic_l2"]
+    pipeline = make_pipeline(spec, panel=config.panel, indication=config.indication,
+                             features=config.features, seed=0)
+    X, y = wide_table(config.panel)
+    names = list(pipeline.fit(X, y)[:-1].get_feature_names_out())
+    for ratio in ("tgf_beta1_mcp1", "mcp1_vegf", "tgf_beta1_vegf"):
+        assert f"log_ratio_{ratio}_baseline" in names
+        assert f"change_log_ratio_{ratio}" in names
+    assert "log_ratio_mcp1_tgf_beta1_baseline" not in names

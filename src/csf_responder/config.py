@@ -236,12 +236,29 @@ class LabelSpec(_Strict):
 
 
 class FeatureSpec(_Strict):
+    """Model features: ``ratios`` are explicit (numerator, denominator) pairs;
+    ``pairwise_ratios`` adds the log-ratio of every pair among the analytes it lists."""
+
     analytes: list[str] = Field(min_length=1)
     censoring: Literal["lloq_sqrt2", "lloq_half", "lloq", "censored_normal"]
     plate_correction: Literal["none", "median", "bridge"]
     ratios: list[tuple[str, str]]
+    pairwise_ratios: list[str]
     changes: bool
     clinical: list[str]
+
+    def all_ratios(self) -> list[tuple[str, str]]:
+        """Explicit ratios, then every pair of ``pairwise_ratios`` not already there
+        (in either direction), in the listed order."""
+        ratios = [tuple(pair) for pair in self.ratios]
+        seen = {frozenset(pair) for pair in ratios}
+        names = self.pairwise_ratios
+        for i, num in enumerate(names):
+            for den in names[i + 1:]:
+                if frozenset((num, den)) not in seen:
+                    ratios.append((num, den))
+                    seen.add(frozenset((num, den)))
+        return ratios
 
 
 class ModelSpec(_Strict):
@@ -304,11 +321,12 @@ class TrainConfig(_Strict):
         for name in self.features.analytes:
             if name not in names:
                 raise ValueError(f"features.analytes names '{name}', which is not in the panel")
-        for num, den in self.features.ratios:
+        for num, den in [*self.features.ratios,
+                         *((name, name) for name in self.features.pairwise_ratios)]:
             for name in (num, den):
                 if name not in self.features.analytes:
-                    raise ValueError(
-                        f"features.ratios names '{name}', which is not in features.analytes")
+                    raise ValueError(f"features.ratios or pairwise_ratios names '{name}', "
+                                     "which is not in features.analytes")
         known = [*DERIVED_CLINICAL, *self.indication.covariates]
         for name in self.features.clinical:
             if name not in known:

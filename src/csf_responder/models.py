@@ -54,7 +54,7 @@ def make_pipeline(
         ("features", CohortFeatures(
             analytes=tuple(keys.values()),
             timepoints=tuple(panel.timepoints),
-            ratios=tuple((keys[num], keys[den]) for num, den in features.ratios),
+            ratios=tuple((keys[num], keys[den]) for num, den in features.all_ratios()),
             changes=features.changes,
             clinical=tuple(features.clinical),
             categories=tuple((name, tuple(indication.covariates[name].levels))

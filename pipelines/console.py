@@ -99,13 +99,27 @@ def print_train_summary(outcome: TrainOutcome, console: Console) -> None:
                          f"{config.labels.horizon_months:g} months)")
     models.add_column("model")
     models.add_column(f"ROC AUC ({level}% CI)", justify="right")
-    models.add_column("validation")
+    models.add_column("vs clinical-only (ΔAUC)", justify="right")
+    models.add_column("Brier", justify="right")
     v = config.validation
-    for name, result in outcome.results.items():
-        models.add_row(name, str(result.auc),
-                       f"{v.n_repeats}x repeated {v.n_splits}-fold CV, out-of-fold; "
-                       f"tuned by {v.inner_splits}-fold search inside each fold")
+    for name, result in {**outcome.results, **outcome.references}.items():
+        label = name if name in outcome.results else f"[dim]{name} (reference)[/dim]"
+        delta = outcome.delta_vs_clinical[name]
+        models.add_row(label, str(result.auc),
+                       "" if name == "clinical_only" else f"{delta.estimate:+.2f} "
+                       f"({delta.low:+.2f} to {delta.high:+.2f})",
+                       f"{result.metrics['brier'].estimate:.3f}")
     console.print(models)
+    console.print(f"[dim]{v.n_repeats}x repeated {v.n_splits}-fold CV, out-of-fold; "
+                  f"hyperparameters tuned by a {v.inner_splits}-fold search inside each "
+                  "training fold; intervals: patient-level bootstrap.[/dim]")
+    needed = outcome.sample_size
+    if needed["n_labelled"] < needed["riley_minimum_n"]:
+        console.print(
+            f"[yellow]warning:[/yellow] {needed['n_labelled']:.0f} labelled patients, "
+            f"below the Riley et al. (2020) minimum of {needed['riley_minimum_n']:.0f} for "
+            f"a model with {needed['n_parameters']:.0f} candidate parameters: this run can "
+            "explore, not develop, a model.")
     console.print(f"MLflow run [bold]{outcome.parent_run_id}[/bold] in experiment "
                   f"'{config.tracking.experiment}' ({outcome.tracking_uri}).")
     if outcome.tracking_uri.startswith("sqlite:"):

@@ -10,8 +10,14 @@ import pandas as pd
 from csf_responder.config import TrainConfig, load_config
 from csf_responder.ingest import IngestedCohort, ingest_cohort
 from csf_responder.io import cohort_digest
-from csf_responder.models import make_pipeline
-from csf_responder.training import FamilyResult, evaluate_family, training_data
+from csf_responder.models import make_pipeline, prevalence_pipeline
+from csf_responder.training import (
+    FamilyResult,
+    delta_auc,
+    evaluate_family,
+    sample_size,
+    training_data,
+)
 from csf_responder.validation import MetricCI, proportion_ci
 from pipelines.console import Reporter
 
@@ -24,6 +30,9 @@ class TrainOutcome:
     msc_rate: MetricCI
     control_rate: MetricCI
     results: dict[str, FamilyResult]
+    references: dict[str, FamilyResult]
+    delta_vs_clinical: dict[str, MetricCI]
+    sample_size: dict[str, float]
     parent_run_id: str
     tracking_uri: str
 
@@ -52,33 +61,54 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
             "label_cutoff": str(config.labels.cutoff),
             "label_horizon_months": str(config.labels.horizon_months),
             **tracking.git_state(Path(__file__).parent)}
-    results: dict[str, FamilyResult] = {}
+    def evaluate(name, pipeline, search, advance, explain=True) -> FamilyResult:
+        return evaluate_family(
+            name, pipeline, data, search=search, n_splits=v.n_splits, n_repeats=v.n_repeats,
+            inner_splits=v.inner_splits, n_jobs=v.n_jobs, n_bootstrap=v.n_bootstrap,
+            ci_level=level, threshold=v.threshold, seed=config.seed, explain=explain,
+            on_fold=advance)
+
+    def pipeline_of(spec, csf=True):
+        return make_pipeline(spec, panel=config.panel, indication=config.indication,
+                             features=config.features, seed=config.seed, csf=csf)
+
+    with reporter.progress((len(config.models) + 2) * v.n_splits * v.n_repeats) as advance:
+        results = {name: evaluate(name, pipeline_of(spec), spec.search, advance)
+                   for name, spec in config.models.items()}
+        best = max(results, key=lambda name: results[name].auc.estimate)
+        best_spec = config.models[best]
+        references = {
+            "prevalence": evaluate("prevalence", prevalence_pipeline(), {}, advance,
+                                   explain=False),
+            "clinical_only": evaluate("clinical_only", pipeline_of(best_spec, csf=False),
+                                      best_spec.search, advance),
+        }
+    deltas = {name: delta_auc(result, references["clinical_only"], data,
+                              n_bootstrap=v.n_bootstrap, ci_level=level, seed=config.seed)
+              for name, result in {**results, **references}.items()}
+    needed = sample_size(results[best], data)
+
     with tracking.run(f"train {config.cohort.name}") as parent_id:
         tracking.log_parent_run(
-            resolved_config=resolved, tags=tags,
+            resolved_config=resolved, tags={**tags, "best_family": best},
             metrics={"n_patients": len(cohort.table), "n_labelled_msc": len(data.y),
                      "n_excluded": int(cohort.labels["exclusion"].notna().sum()),
                      "n_rejected_rows": int(cohort.checked.accounting["rows_rejected"].sum()),
                      "msc_responder_rate": msc_rate.estimate,
-                     "control_responder_rate": control_rate.estimate},
+                     "control_responder_rate": control_rate.estimate,
+                     **{k: float(x) for k, x in needed.items()}},
             tables={"rejects": cohort.rejects, "labels": cohort.labels,
                     "qc_replicates": cohort.checked.qc,
                     "accounting": cohort.checked.accounting})
-        with reporter.progress(len(config.models) * v.n_splits * v.n_repeats) as advance:
-            for name, spec in config.models.items():
-                pipeline = make_pipeline(spec, panel=config.panel, indication=config.indication,
-                                         features=config.features,
-                                         seed=config.seed)
-                result = evaluate_family(
-                    name, pipeline, data, search=spec.search, n_splits=v.n_splits,
-                    n_repeats=v.n_repeats, inner_splits=v.inner_splits, n_jobs=v.n_jobs,
-                    n_bootstrap=v.n_bootstrap, ci_level=level, threshold=v.threshold,
-                    seed=config.seed, on_fold=advance)
-                with tracking.run(f"{name} {config.cohort.name}", nested=True):
-                    tracking.log_family_run(result, data,
-                                            params={**spec.params, **result.params},
-                                            tags={**tags, "family": name},
-                                            log_raw_rows=config.tracking.log_raw_rows)
-                results[name] = result
+        for name, result in {**results, **references}.items():
+            spec = config.models.get(name, best_spec if name == "clinical_only" else None)
+            fixed = spec.params if spec is not None else {}
+            with tracking.run(f"{name} {config.cohort.name}", nested=True):
+                tracking.log_family_run(
+                    result, data, params={**fixed, **result.params},
+                    metrics={"delta_auc_vs_clinical": deltas[name]},
+                    tags={**tags, "family": name,
+                          "role": "model" if name in results else "reference"},
+                    log_raw_rows=config.tracking.log_raw_rows)
     return TrainOutcome(config, cohort, len(data.y), msc_rate, control_rate, results,
-                        parent_id, uri)
+                        references, deltas, needed, parent_id, uri)

@@ -339,3 +339,14 @@ def test_pairwise_ratios_add_every_pair_once(configs_dir):
         assert f"log_ratio_{ratio}_baseline" in names
         assert f"change_log_ratio_{ratio}" in names
     assert "log_ratio_mcp1_tgf_beta1_baseline" not in names
+
+
+def test_clinical_only_reference_pipeline_has_no_csf_feature(configs_dir):
+    config, _ = load_config(configs_dir / "train.yaml", TrainConfig)
+    spec = config.models["logistic_l2"]
+    pipeline = make_pipeline(spec, panel=config.panel, indication=config.indication,
+                             features=config.features, seed=0, csf=False)
+    X, y = wide_table(config.panel)
+    names = list(pipeline.fit(X, y)[:-1].get_feature_names_out())
+    assert names == ["score_baseline", "leadin_slope", "delta_fs", "age", "sex_male",
+                     "onset_site_bulbar"]

@@ -69,7 +69,12 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
     runs = client.search_runs([experiment.experiment_id])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert {c.data.tags["family"] for c in children} == {"logistic_l2", "xgboost"}
+    assert {c.data.tags["family"] for c in children} == {"logistic_l2", "xgboost",
+                                                         "prevalence", "clinical_only"}
+    roles = {c.data.tags["family"]: c.data.tags["role"] for c in children}
+    assert roles["prevalence"] == roles["clinical_only"] == "reference"
+    assert parent.data.tags["best_family"] in {"logistic_l2", "xgboost"}
+    assert parent.data.metrics["riley_minimum_n"] > parent.data.metrics["n_labelled_msc"]
     assert parent.data.params["validation.n_repeats"] == "2"
     assert len(parent.data.tags["git_commit"]) in (40, len("unknown"))
     assert len(parent.data.tags["data_digest"]) == 16
@@ -79,7 +84,10 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
     assert client.list_artifacts(parent.info.run_id, "config")[0].path == "config/train.yaml"
     for child in children:
         m = child.data.metrics
-        assert m["roc_auc_ci_low"] <= m["roc_auc"] <= m["roc_auc_ci_high"]
+        for metric in ("roc_auc", "pr_auc", "brier", "sensitivity", "delta_auc_vs_clinical"):
+            assert m[f"{metric}_ci_low"] <= m[metric] <= m[f"{metric}_ci_high"], metric
+        if child.data.tags["family"] == "prevalence":
+            continue  # a constant: nothing to explain
         figures = {f.path for f in client.list_artifacts(child.info.run_id, "figures")}
         tables = {f.path for f in client.list_artifacts(child.info.run_id, "tables")}
         assert "figures/shap_summary.png" in figures
@@ -118,7 +126,7 @@ def test_logged_model_predicts_raw_wide_rows_in_a_fresh_process(trained):
     env = {**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
     result = _run([sys.executable, "-c", script], work, env)
     predictions = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(predictions) == {"logistic_l2", "xgboost"}
+    assert set(predictions) == {"logistic_l2", "xgboost", "prevalence", "clinical_only"}
     for rows in predictions.values():
         assert len(rows) == 7
         for p_poor, p_good in rows:

@@ -9,6 +9,7 @@ cell into a number, a censoring flag and the limit that applies.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -71,12 +72,54 @@ def _as_arrow(values: pd.Series, decimal_comma: bool) -> pa.Array | pa.ChunkedAr
     return array
 
 
+#: Rows looked at, and at most how many distinct values in them, before a column is
+#: encoded by lookup in the distinct values of its first rows (see dictionary_codes).
+_PROBE = 1 << 16
+_PROBE_DISTINCT = 256
+#: Mean run length of equal values from which a column is encoded run by run.
+_MIN_RUN = 4
+
+
+def _changes(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Whether each value but the first differs from the one before it."""
+    n = len(array)
+    return np.asarray(pc.not_equal(array.slice(0, n - 1), array.slice(1))
+                      .to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _runs(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first row, length) of each run of equal values of null-free text, when the runs
+    are long (judged on the first rows first); None otherwise."""
+    if np.count_nonzero(_changes(array.slice(0, _PROBE))) * _MIN_RUN >= _PROBE:
+        return None
+    changes = _changes(array)
+    if np.count_nonzero(changes) * _MIN_RUN >= len(array):
+        return None
+    starts = np.flatnonzero(np.concatenate([[True], changes]))
+    del changes
+    return starts, np.diff(starts, append=len(array))
+
+
 def dictionary_codes(array: pa.Array | pa.ChunkedArray
                      ) -> tuple[np.ndarray, pa.Array]:
     """Dictionary-encode Arrow text: (int32 index of each row, distinct values).
 
     Distinct values are in order of first appearance; a null is a value of its own.
+    A long column whose first rows hold few distinct values is first looked up in those
+    (``index_in`` is cheaper than building the encoding); if every row is found there,
+    that is the encoding, else the column is encoded in full.
     """
+    if len(array) >= 4 * _PROBE and array.null_count == 0:
+        runs = _runs(array)
+        if runs is not None:  # equal values in runs (a long panel's subject ids): encode
+            starts, lengths = runs  # one value per run, spread to the rows by run length
+            codes, dictionary = dictionary_codes(array.take(pa.array(starts)))
+            return np.repeat(codes, lengths), dictionary
+        head = pc.unique(array.slice(0, _PROBE))  # in order of first appearance
+        if len(head) <= _PROBE_DISTINCT:
+            found = pc.index_in(array, value_set=head)
+            if found.null_count == 0:
+                return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int32), head
     encoded = pc.dictionary_encode(array, null_encoding="encode")
     if isinstance(encoded, pa.Array):
         return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary
@@ -141,13 +184,14 @@ def _classify_texts(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.n
 def concentration_arrays(
     values: pd.Series,
     *,
-    lloq: pd.Series | np.ndarray | float | None = None,
-    uloq: pd.Series | np.ndarray | float | None = None,
+    lloq: pd.Series | np.ndarray | Callable[[np.ndarray], np.ndarray] | float | None = None,
+    uloq: pd.Series | np.ndarray | Callable[[np.ndarray], np.ndarray] | float | None = None,
     decimal_comma: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`parse_concentrations` as arrays: (value, flag code into ``FLAGS`` +
     ``"invalid"``, limit). Columns with few distinct spellings are parsed once per
-    spelling."""
+    spelling. A limit may also be a function from row positions to those rows' limits:
+    it is then only asked for the censored cells that write no limit themselves."""
     array = _as_arrow(values, decimal_comma)
     if _few_distinct(array):
         indices, distinct = dictionary_codes(array)
@@ -158,26 +202,32 @@ def concentration_arrays(
         numbers, codes = _classify_texts(array)
     del array
 
-    def _aligned(limit) -> np.ndarray:
+    def _aligned(limit, rows: np.ndarray) -> np.ndarray:
+        """The limit of the rows ``rows`` (only the rows a censored cell needs)."""
         if limit is None:
-            return np.full(len(values), np.nan)
+            return np.full(len(rows), np.nan)
+        if callable(limit):
+            return np.asarray(limit(rows), dtype="float64")
         if isinstance(limit, np.ndarray):
-            return limit.astype("float64", copy=False)
+            return limit[rows].astype("float64", copy=False)
         if isinstance(limit, pd.Series):
             if pd.api.types.is_numeric_dtype(limit):
-                return limit.to_numpy(dtype="float64")
-            text = limit.astype("string").fillna("")
+                return limit.to_numpy(dtype="float64")[rows]
+            text = limit.iloc[rows].astype("string").fillna("")
             return parse_numbers(text, decimal_comma=decimal_comma).to_numpy()
-        return np.full(len(values), float(limit))
+        return np.full(len(rows), float(limit))
 
-    below, above = codes == _CODES.index("below"), codes == _CODES.index("above")
     limit = np.full(len(values), np.nan)
-    if below.any() or above.any():
-        low, high = _aligned(lloq), _aligned(uloq)
-        limit[below] = np.where(np.isnan(numbers[below]), low[below], numbers[below])
-        limit[above] = np.where(np.isnan(numbers[above]), high[above], numbers[above])
-        numbers[below] = limit[below]
-        numbers[above] = limit[above]
+    for code, bound in (("below", lloq), ("above", uloq)):
+        rows = np.flatnonzero(codes == _CODES.index(code))
+        if not len(rows):
+            continue
+        given = numbers[rows]  # a copy: the number written in the cell, if any
+        unwritten = np.isnan(given)
+        if unwritten.any():
+            given[unwritten] = _aligned(bound, rows[unwritten])
+        limit[rows] = given
+        numbers[rows] = given
     return numbers, codes, limit
 
 

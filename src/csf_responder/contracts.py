@@ -232,17 +232,29 @@ def _number(text: pd.Series) -> pd.Series:
     return parse_numbers(text)
 
 
-def _arrow_text(values) -> pyarrow.Array:
+def _arrow_text(values) -> pyarrow.Array | pyarrow.ChunkedArray:
     """Text values as an Arrow string array (zero-copy for Arrow-backed pandas text)."""
     if isinstance(values, pd.Series | pd.Index):
+        array = getattr(values.array, "_pa_array", None)
+        if array is not None and pyarrow.types.is_large_string(array.type):
+            return array  # the column's own storage (no conversion to 32-bit offsets)
         return pyarrow.array(values.astype("string[pyarrow]").array)
     return pyarrow.array(list(values), pyarrow.string())
 
 
 def _isin(text: pd.Series, values) -> pd.Series:
     """``text.isin(values)`` for text columns, hashed in Arrow (fast on millions of rows)."""
-    found = pc.fill_null(pc.is_in(_arrow_text(text), value_set=_arrow_text(values)), False)
-    return pd.Series(found.to_numpy(zero_copy_only=False), index=text.index)
+    array, value_set = _arrow_text(text), _arrow_text(values)
+    if (len(array) == len(value_set) and array.null_count == 0 and array.type == value_set.type
+            and array.equals(value_set)):  # the same values in the same order (cheap test)
+        return _series(np.ones(len(array), dtype=bool), index=text.index)
+    found = pc.fill_null(pc.is_in(array, value_set=value_set), False)
+    return _series(found.to_numpy(zero_copy_only=False), index=text.index)
+
+
+def _series(values: np.ndarray, index: pd.Index | None = None) -> pd.Series:
+    """A Series over a freshly computed array, without copying it (a mask per row)."""
+    return pd.Series(values, index=index, copy=False)
 
 
 def _lookup(text: pd.Series, mapping: Callable[[str], object]) -> pd.Series:
@@ -254,7 +266,7 @@ def _lookup(text: pd.Series, mapping: Callable[[str], object]) -> pd.Series:
 
 def _blank(text: pd.Series) -> pd.Series:
     """``text.str.strip().eq("")`` (vectorised in Arrow for Arrow-backed text)."""
-    return pd.Series(_blank_text(text), index=text.index)
+    return _series(_blank_text(text), index=text.index)
 
 
 def _row_codes(frame: pd.DataFrame) -> np.ndarray:
@@ -262,7 +274,11 @@ def _row_codes(frame: pd.DataFrame) -> np.ndarray:
     code = np.zeros(len(frame), dtype=np.int64)
     radix = 1
     for column in frame.columns:
-        codes, uniques = pd.factorize(frame[column], use_na_sentinel=False)
+        array = _arrow_strings(frame[column])
+        if array is not None:  # Arrow-backed text: hashed by Arrow
+            codes, uniques = dictionary_codes(array)
+        else:
+            codes, uniques = pd.factorize(frame[column], use_na_sentinel=False)
         if radix * max(len(uniques), 1) >= 2**62:  # would overflow: re-code what we have
             code = pd.factorize(code)[0].astype(np.int64)
             radix = int(code.max()) + 1 if len(code) else 1
@@ -316,14 +332,14 @@ def _duplicates(keys: pd.DataFrame | np.ndarray,
     conflict = np.zeros(len(ok), dtype=bool)
     repeated = np.zeros(len(ok), dtype=bool)
     key = keys if isinstance(keys, np.ndarray) else _row_codes(keys)
-    repeated[ok] = _repeats(key[ok])
+    repeated[ok] = _repeats(key if ok.all() else key[ok])
     if not repeated.any():  # the usual case: nothing to compare in full
-        return (pd.Series(exact, index=usable.index), pd.Series(conflict, index=usable.index))
+        return (_series(exact, index=usable.index), _series(conflict, index=usable.index))
     rows = whole(repeated) if callable(whole) else whole.loc[repeated]
     exact[repeated] = pd.Series(_row_codes(rows)).duplicated().to_numpy()
     rest = repeated & ~exact
     conflict[rest] = pd.Series(key[rest]).duplicated(keep=False).to_numpy()
-    return (pd.Series(exact, index=usable.index), pd.Series(conflict, index=usable.index))
+    return (_series(exact, index=usable.index), _series(conflict, index=usable.index))
 
 
 # ----------------------------------------------------------------------- patients
@@ -420,8 +436,27 @@ def _check_visits(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids:
         "subject_id": raw.loc[keep, "subject_id"].str.strip(),
         "day": day[keep].astype("int64"),
         "score": value[keep].astype("int64"),
-    }).sort_values(["subject_id", "day"], kind="stable").reset_index(drop=True)
+    })
+    if not _sorted(visits["subject_id"], visits["day"]):  # files are usually in order
+        visits = visits.sort_values(["subject_id", "day"], kind="stable")
+    visits = visits.reset_index(drop=True)
     return visits, rejects, raw
+
+
+def _sorted(text: pd.Series, number: pd.Series) -> bool:
+    """Whether rows are in (text, number) order already, so that a stable sort by them
+    would change nothing (text compared by code point, as pandas sorts it)."""
+    if len(text) < 2:
+        return True
+    array = _arrow_strings(text)
+    if array is None:
+        return False
+    first, second = array.slice(0, len(text) - 1), array.slice(1)
+    if not pc.all(pc.less_equal(first, second)).as_py():
+        return False
+    same = np.asarray(pc.equal(first, second).to_numpy(zero_copy_only=False), dtype=bool)
+    values = number.to_numpy()
+    return bool((values[1:][same] >= values[:-1][same]).all())
 
 
 # ---------------------------------------------------------------------------- csf
@@ -471,8 +506,12 @@ def _codes(text: pd.Series) -> tuple[np.ndarray, pd.Index]:
     array = _arrow_strings(text)
     if array is not None:
         indices, uniques = dictionary_codes(array)
-        merged, distinct = dictionary_codes(pc.utf8_trim_whitespace(uniques))
-        codes = merged[indices] if len(indices) else np.zeros(0, np.int32)
+        stripped = pc.utf8_trim_whitespace(uniques)
+        if stripped.equals(uniques):  # the usual case: nothing to strip, nothing merges
+            codes, distinct = indices, uniques
+        else:
+            merged, distinct = dictionary_codes(stripped)
+            codes = merged[indices] if len(indices) else np.zeros(0, np.int32)
         return codes, pd.Index(distinct.to_pandas(), dtype="str")
     codes, uniques = pd.factorize(text, use_na_sentinel=False)
     stripped = pd.Index(uniques).astype(str).str.strip()
@@ -481,18 +520,24 @@ def _codes(text: pd.Series) -> tuple[np.ndarray, pd.Index]:
 
 
 def _unit_factors(raw: pd.DataFrame, analyte: np.ndarray, panel: PanelSpec, file: str,
-                  notes: list[str]) -> np.ndarray | np.float64:
+                  notes: list[str], present: np.ndarray | None = None
+                  ) -> np.ndarray | np.float64:
     """Factor from each row's unit to its analyte's canonical unit.
 
-    ``analyte`` holds each row's index into ``panel.analytes`` (-1: not in the panel).
+    ``analyte`` holds each row's index into ``panel.analytes`` (-1: not in the panel);
+    ``present`` the distinct values of ``analyte`` when known (then a file with one unit
+    needs no pass over the rows to find its unit/analyte pairs).
     A blank unit means the canonical unit, with a note. When every factor is 1 this is
     the scalar 1.0 (it broadcasts like the array of ones it stands for).
     """
     unit, units = _codes(raw["unit"])
     table = np.ones((len(units), len(panel.analytes) + 1))  # last column: unknown analyte
-    combined = unit.astype(np.int64) * (len(panel.analytes) + 1) + analyte + 1
-    pair = np.flatnonzero(np.bincount(combined, minlength=0)) if len(combined) else combined
-    del combined
+    if len(units) == 1 and present is not None:  # one unit: the pairs are known already
+        pair = np.asarray(present, dtype=np.int64) + 1
+    else:
+        combined = unit.astype(np.int64) * (len(panel.analytes) + 1) + analyte + 1
+        pair = np.flatnonzero(np.bincount(combined, minlength=0)) if len(combined) else combined
+        del combined
     for u, a in zip(pair // (len(panel.analytes) + 1), pair % (len(panel.analytes) + 1) - 1,
                     strict=True):
         if a < 0 or units[u] == "":
@@ -514,6 +559,20 @@ def _unit_factors(raw: pd.DataFrame, analyte: np.ndarray, panel: PanelSpec, file
     return table[unit, analyte]
 
 
+def _limits(panel: PanelSpec, c: str, analyte: np.ndarray, factor: np.ndarray | np.float64,
+            given: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray]:
+    """Limit ``c`` (lloq/uloq) of some rows: the file's, else the panel's in the row's
+    unit. Asked only for censored cells that write no limit (no array over every row)."""
+    default = np.array([getattr(spec, c) or np.nan for spec in panel.analytes] + [np.nan])
+
+    def of(rows: np.ndarray) -> np.ndarray:  # analyte -1 takes the trailing NaN
+        values = default[analyte[rows]] / (factor[rows] if np.ndim(factor) else factor)
+        if given is not None:
+            values = np.where(np.isnan(given[rows]), values, given[rows])
+        return values
+    return of
+
+
 def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd.Series,
                panel: PanelSpec, notes: list[str], drop: Sequence[str]):
     raw = _columns(raw, CSF_COLUMNS, CSF_COLUMNS + CSF_OPTIONAL + ("_column",), file, drop,
@@ -525,42 +584,36 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     known_code = _isin(pd.Series(subjects), all_ids).to_numpy() | ~present_code
     usable_code = _isin(pd.Series(subjects), patients["subject_id"]).to_numpy()
     bridge, sample_type_ok = _sample_types(raw)
-    present = pd.Series(present_code[subject])
-    known = pd.Series(known_code[subject] | bridge)  # a bridge is no patient
-    not_rejected = pd.Series((usable_code | ~known_code | ~present_code)[subject] | bridge)
-    if "plate" in raw:
-        plate_ok = pd.Series(~bridge | ~_blank_text(raw["plate"]))
-    else:
-        plate_ok = pd.Series(~bridge)
+    present = _series(present_code[subject])
+    known = _series(known_code[subject] | bridge)  # a bridge is no patient
+    not_rejected = _series((usable_code | ~known_code | ~present_code)[subject] | bridge)
+    plate_ok = _series(~bridge | ~_blank_text(raw["plate"]) if "plate" in raw else ~bridge)
     spellings = {key: i for i, spec in enumerate(panel.analytes)
                  for key in (analyte_match_key(n) for n in (spec.name, *spec.aliases))}
     name_code, names = _codes(raw["analyte"])
-    analyte = np.array([spellings.get(analyte_match_key(n), -1) for n in names],
-                       dtype=np.int32)[name_code] if len(names) else np.zeros(0, np.int32)
+    of_name = np.array([spellings.get(analyte_match_key(n), -1) for n in names],
+                       dtype=np.int32)
+    analyte = of_name[name_code] if len(names) else np.zeros(0, np.int32)
     del name_code
-    analyte_ok = pd.Series(analyte >= 0)
+    analyte_ok = _series(analyte >= 0)
     tp_code, tps = _codes(raw["timepoint"])
-    timepoint_ok = pd.Series(np.asarray(tps.isin(panel.timepoints))[tp_code] | bridge)
-    factor = _unit_factors(raw, analyte, panel, file, notes)
+    timepoint_ok = _series(np.asarray(tps.isin(panel.timepoints))[tp_code] | bridge)
+    factor = _unit_factors(raw, analyte, panel, file, notes,
+                           present=np.unique(of_name))  # every name in ``names`` occurs in a row
     file_limits = {c: (parse_numbers(raw[c], decimal_comma=panel.decimal_comma).to_numpy()
                        if c in raw else None) for c in ("lloq", "uloq")}
     limit_ok = np.ones(len(raw), dtype=bool)
     for column in ("lloq", "uloq"):
         if column in raw:
             limit_ok &= _blank_text(raw[column]) | (file_limits[column] > 0)
-    limit_ok = pd.Series(limit_ok, index=raw.index)
-    limits = {}
-    for c in ("lloq", "uloq"):  # analyte -1 takes the trailing NaN
-        default = np.array([getattr(spec, c) or np.nan for spec in panel.analytes] + [np.nan])
-        limits[c] = default[analyte] / factor
-        if file_limits[c] is not None:
-            limits[c] = np.where(np.isnan(file_limits[c]), limits[c], file_limits[c])
-    value, flag, limit = concentration_arrays(raw["value"], decimal_comma=panel.decimal_comma,
-                                              lloq=limits["lloq"], uloq=limits["uloq"])
-    del limits
-    value_ok = pd.Series(flag != FLAG_CODES.index("invalid"))
-    negative = pd.Series(value < 0)
-    limit_missing = pd.Series(((flag == FLAG_CODES.index("below"))
+    limit_ok = _series(limit_ok, index=raw.index)
+    value, flag, limit = concentration_arrays(
+        raw["value"], decimal_comma=panel.decimal_comma,
+        lloq=_limits(panel, "lloq", analyte, factor, file_limits["lloq"]),
+        uloq=_limits(panel, "uloq", analyte, factor, file_limits["uloq"]))
+    value_ok = _series(flag != FLAG_CODES.index("invalid"))
+    negative = _series(value < 0)
+    limit_missing = _series(((flag == FLAG_CODES.index("below"))
                                | (flag == FLAG_CODES.index("above"))) & np.isnan(value))
     usable = (present & known & not_rejected & sample_type_ok & plate_ok & analyte_ok
               & timepoint_ok & value_ok & ~negative & ~limit_missing & limit_ok)
@@ -624,13 +677,13 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
         return array if all_kept else array[keep]
 
     panel_names = [spec.name for spec in panel.analytes]
-    value *= factor
-    limit *= factor
+    if np.ndim(factor) or factor != 1:  # the scalar 1.0: every unit is canonical
+        value *= factor
+        limit *= factor
     del factor
-    wells = pd.DataFrame({
+    wells = pd.DataFrame({  # (the distinct values of _codes are unique: categories)
         "subject_id": pd.Categorical.from_codes(kept(subject), categories=subjects,
-                                                validate=False)
-        if subjects.is_unique else subjects[kept(subject)],
+                                                validate=False),
         "timepoint": pd.Categorical.from_codes(kept(tp_code), categories=tps, validate=False),
         "analyte": pd.Categorical.from_codes(kept(analyte), categories=panel_names,
                                              validate=False),
@@ -639,7 +692,7 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
         "limit": kept(limit),
         "plate": (_kept_text(pc.utf8_trim_whitespace(_text_storage(raw["plate"])), keep,
                              all_kept) if "plate" in raw else ""),
-    })
+    }, copy=False)  # fresh arrays: no copy into one consolidated block
     del value, limit, flag, subject, tp_code, analyte
     n_wells = len(wells)
     bridges = pd.DataFrame(columns=list(BRIDGE_COLUMNS))
@@ -648,7 +701,14 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
         bridges = _bridges(wells[is_bridge], file, notes)
         wells = wells[~is_bridge].reset_index(drop=True)
         sample = None  # codes no longer aligned: recompute
-    replicated = bool(_repeats(kept(sample)).any()) if sample is not None else None
+    if sample is None:
+        replicated = None
+    elif "replicate" not in raw:
+        # the well is the sample: a kept row passed the exact_duplicate and
+        # measurement_conflict rules, so no two kept rows share a sample
+        replicated = False
+    else:
+        replicated = bool(_repeats(kept(sample)).any())
     del sample
     csf, qc = _combine_replicates(wells, panel.replicate_cv_max_percent, replicated)
     if len(csf) < len(wells):
@@ -668,7 +728,7 @@ def _sample_types(raw: pd.DataFrame) -> tuple[np.ndarray, pd.Series]:
         return np.zeros(len(raw), dtype=bool), pd.Series(True, index=raw.index)
     code, values = _codes(raw["sample_type"])
     kinds = np.array([SAMPLE_TYPES.get(v.lower()) for v in values] + [None], dtype=object)
-    return (kinds == "bridge")[code], pd.Series(pd.notna(kinds)[code], index=raw.index)
+    return (kinds == "bridge")[code], _series(pd.notna(kinds)[code], index=raw.index)
 
 
 def _bridges(wells: pd.DataFrame, file: str, notes: list[str]) -> pd.DataFrame:

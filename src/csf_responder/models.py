@@ -16,7 +16,7 @@ from csf_responder.features import (
     PlateCentering,
 )
 
-__all__ = ["make_classifier", "make_pipeline"]
+__all__ = ["make_classifier", "make_pipeline", "prevalence_pipeline"]
 
 
 def make_classifier(spec: ModelSpec, *, seed: int) -> ClassifierMixin:
@@ -35,15 +35,27 @@ def make_classifier(spec: ModelSpec, *, seed: int) -> ClassifierMixin:
     raise ValueError(f"unknown model family {spec.family!r}")
 
 
+def prevalence_pipeline() -> Pipeline:
+    """The prevalence-only reference: every patient gets the training responder rate.
+
+    Any model should beat it; it takes the same raw wide table as the others.
+    """
+    from sklearn.dummy import DummyClassifier
+
+    return Pipeline([("model", DummyClassifier(strategy="prior"))])
+
+
 def make_pipeline(
     spec: ModelSpec, *, panel: PanelSpec, indication: IndicationSpec, features: FeatureSpec,
-    seed: int,
+    seed: int, csf: bool = True,
 ) -> Pipeline:
     """The one Pipeline from raw wide cohort table to responder probability.
 
     Steps: [plate centring] -> censored-value rule -> engineered features -> median
     imputation of missing values -> standardisation -> classifier. It outputs pandas
-    DataFrames between steps, so every intermediate column keeps a readable name.
+    DataFrames between steps, so every intermediate column keeps a readable name. With
+    ``csf=False`` the features are the clinical ones only: the clinical-only reference
+    that shows whether CSF adds anything.
     """
     keys = {name: panel.analyte(name).column_key for name in features.analytes}
     plates = {"median": [("plates", PlateCentering(timepoints=tuple(panel.timepoints)))],
@@ -52,10 +64,11 @@ def make_pipeline(
         *plates,
         ("censoring", CensoredValueImputer(rule=features.censoring)),
         ("features", CohortFeatures(
-            analytes=tuple(keys.values()),
+            analytes=tuple(keys.values()) if csf else (),
             timepoints=tuple(panel.timepoints),
-            ratios=tuple((keys[num], keys[den]) for num, den in features.all_ratios()),
-            changes=features.changes,
+            ratios=(tuple((keys[num], keys[den]) for num, den in features.all_ratios())
+                    if csf else ()),
+            changes=features.changes and csf,
             clinical=tuple(features.clinical),
             categories=tuple((name, tuple(indication.covariates[name].levels))
                              for name in features.clinical

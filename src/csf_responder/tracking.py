@@ -15,6 +15,7 @@ import pandas as pd
 
 from csf_responder.explain import shap_summary_plot
 from csf_responder.training import FamilyResult, TrainingData
+from csf_responder.validation import MetricCI
 
 __all__ = [
     "flatten", "git_state", "log_family_run", "log_parent_run", "run", "setup_tracking",
@@ -121,14 +122,16 @@ def example_rows(X: pd.DataFrame, *, raw: bool) -> pd.DataFrame:
 
 
 def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str, Any],
-                   tags: dict[str, str], log_raw_rows: bool) -> str:
+                   metrics: dict[str, MetricCI], tags: dict[str, str],
+                   log_raw_rows: bool) -> str:
     """Log one model family in the active (child) run; return the logged model's URI.
 
     Logs every metric with its interval (``roc_auc``, ``roc_auc_ci_low``,
     ``roc_auc_ci_high``, ``pr_auc``, ``brier``, ...), the out-of-fold predictions, the
     refitted Pipeline (signature from the raw wide table; its pyfunc returns ``predict_proba``;
     the input example is a synthetic row unless ``log_raw_rows``), a SHAP summary plot
-    and the per-patient SHAP values.
+    and the per-patient SHAP values (when the model was explained). ``metrics`` are
+    further metrics with intervals, such as ``delta_auc_vs_clinical``.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -136,7 +139,7 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
     mlflow.set_tags(tags)
     mlflow.log_params({f"model.{k}": v for k, v in params.items()})
     mlflow.log_metrics({
-        **{f"{name}{suffix}": value for name, ci in result.metrics.items()
+        **{f"{name}{suffix}": value for name, ci in {**result.metrics, **metrics}.items()
            for suffix, value in (("", ci.estimate), ("_ci_low", ci.low),
                                  ("_ci_high", ci.high))},
         "n_labelled": float(len(data.y)),
@@ -146,12 +149,13 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
         tmp = Path(tmp)
         oof = result.cv.predictions(data.subject_ids, data.y)
         oof.to_csv(tmp / "oof_predictions.csv", index=False)
-        result.shap.to_csv(tmp / "shap_values.csv", index=False)
-        shap_summary_plot(result.shap.drop(columns="subject_id"), result.shap_features,
-                          tmp / "shap_summary.png", title=f"SHAP: {result.name}")
         mlflow.log_artifact(str(tmp / "oof_predictions.csv"), artifact_path="tables")
-        mlflow.log_artifact(str(tmp / "shap_values.csv"), artifact_path="tables")
-        mlflow.log_artifact(str(tmp / "shap_summary.png"), artifact_path="figures")
+        if result.shap.shape[1] > 1:  # explained: subject_id and one column per feature
+            result.shap.to_csv(tmp / "shap_values.csv", index=False)
+            shap_summary_plot(result.shap.drop(columns="subject_id"), result.shap_features,
+                              tmp / "shap_summary.png", title=f"SHAP: {result.name}")
+            mlflow.log_artifact(str(tmp / "shap_values.csv"), artifact_path="tables")
+            mlflow.log_artifact(str(tmp / "shap_summary.png"), artifact_path="figures")
     example = example_rows(data.X, raw=log_raw_rows)
     import skops.io
 

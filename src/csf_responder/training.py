@@ -12,10 +12,11 @@ from sklearn.pipeline import Pipeline
 
 from csf_responder.errors import DataError
 from csf_responder.explain import shap_values
-from csf_responder.metrics import bootstrap_metrics
+from csf_responder.metrics import anticipated_r2_cs, bootstrap_metrics, riley_sample_size
 from csf_responder.validation import CVResult, MetricCI, repeated_cv, tune
 
-__all__ = ["FamilyResult", "TrainingData", "evaluate_family", "training_data"]
+__all__ = ["FamilyResult", "TrainingData", "delta_auc", "evaluate_family", "sample_size",
+           "training_data"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ def evaluate_family(
     ci_level: float,
     threshold: float,
     seed: int,
+    explain: bool = True,
     on_fold: Callable[[], None] | None = None,
 ) -> FamilyResult:
     """Cross-validate an unfitted Pipeline (nested, when it has a ``search``), then tune
@@ -100,7 +102,7 @@ def evaluate_family(
 
     The AUC and its interval come from the out-of-fold predictions only; the refitted
     model (the one logged and used for scoring) is explained with SHAP on the
-    training rows.
+    training rows (unless ``explain`` is false, as for the prevalence-only reference).
     """
     cv = repeated_cv(pipeline, data.X, data.y, n_splits=n_splits, n_repeats=n_repeats,
                      seed=seed, search=search, inner_splits=inner_splits, n_jobs=n_jobs,
@@ -109,6 +111,34 @@ def evaluate_family(
                                 ci_level=ci_level, seed=seed)
     final, chosen = tune(clone(pipeline), data.X, data.y, search=search,
                          inner_splits=inner_splits, seed=seed)
-    values, features = shap_values(final, data.X)
+    if explain:
+        values, features = shap_values(final, data.X)
+    else:
+        values, features = pd.DataFrame(index=data.X.index), pd.DataFrame(index=data.X.index)
     values.insert(0, "subject_id", data.subject_ids.to_numpy())
     return FamilyResult(name, cv, metrics, final, chosen, values, features)
+
+
+def delta_auc(result: FamilyResult, reference: FamilyResult, data: TrainingData, *,
+              n_bootstrap: int, ci_level: float, seed: int) -> MetricCI:
+    """Cross-validated AUC of ``result`` minus that of ``reference`` (same patients and
+    splits), with a paired patient-level bootstrap interval."""
+    both = bootstrap_metrics(data.y, result.cv.oof, threshold=0.5, n_bootstrap=n_bootstrap,
+                             ci_level=ci_level, seed=seed, reference_oof=reference.cv.oof)
+    return both["delta_auc"]
+
+
+def sample_size(result: FamilyResult, data: TrainingData) -> dict[str, float]:
+    """Riley et al. (2020) minimum sample size for ``result``'s model.
+
+    Candidate parameters are the model's input features; the anticipated Cox-Snell
+    R-squared comes from its cross-validated AUC (floored at 0.6: a weaker model would
+    call for thousands of patients, and the point is the order of magnitude) and the
+    outcome prevalence.
+    """
+    n_parameters = len(result.model[:-1].get_feature_names_out())
+    prevalence = float(np.mean(data.y))
+    r2 = anticipated_r2_cs(max(result.auc.estimate, 0.6), prevalence)
+    needed = riley_sample_size(n_parameters=n_parameters, prevalence=prevalence, r2_cs=r2)
+    return {"riley_minimum_n": needed["minimum"], "n_parameters": n_parameters,
+            "anticipated_r2_cs": r2, "n_labelled": len(data.y)}

@@ -60,7 +60,11 @@ def _numbers(column: pd.Series) -> np.ndarray:
 
 def _text(column: pd.Series) -> np.ndarray:
     """A text column as an object array, missing values as None."""
-    return column.astype(object).where(column.notna(), None).to_numpy(dtype=object)
+    values = column.array
+    if isinstance(values, np.ndarray | pd.arrays.NumpyExtensionArray):
+        out = np.asarray(values, dtype=object)
+        return np.where(pd.isna(out), None, out)
+    return values.to_numpy(dtype=object, na_value=None)
 
 
 def _as_frame(X) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import CONFIGS
 
 BIN = Path(sys.executable).parent
-FAST = ["validation.n_repeats=2", "validation.n_bootstrap=200",
+FAST = ["validation.n_repeats=2", "validation.n_bootstrap=200", "validation.n_optimism=20",
         "models.xgboost.params.n_estimators=30"]
 
 
@@ -87,7 +87,11 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
         for metric in ("roc_auc", "pr_auc", "brier", "sensitivity", "delta_auc_vs_clinical"):
             assert m[f"{metric}_ci_low"] <= m[metric] <= m[f"{metric}_ci_high"], metric
         if child.data.tags["family"] == "prevalence":
-            continue  # a constant: nothing to explain
+            continue  # a constant: nothing to explain or correct
+        # Harrell: corrected = apparent - optimism, for the final model
+        assert m["roc_auc_optimism_corrected"] == pytest.approx(
+            m["roc_auc_apparent"] - m["roc_auc_optimism"])
+        assert {"calibration_slope_optimism_corrected", "brier_optimism_corrected"} <= set(m)
         figures = {f.path for f in client.list_artifacts(child.info.run_id, "figures")}
         tables = {f.path for f in client.list_artifacts(child.info.run_id, "tables")}
         assert "figures/shap_summary.png" in figures

@@ -88,16 +88,17 @@ def _changes(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def _runs(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(first row, length) of each run of equal values of null-free text, when the runs
-    are long (judged on the first rows first); None otherwise."""
+    """(whether each row starts a run, length of each run) of the runs of equal values
+    of null-free text, when the runs are long (judged on the first rows first); None
+    otherwise."""
     if np.count_nonzero(_changes(array.slice(0, _PROBE))) * _MIN_RUN >= _PROBE:
         return None
-    changes = _changes(array)
-    if np.count_nonzero(changes) * _MIN_RUN >= len(array):
+    first = np.empty(len(array), dtype=bool)
+    first[0] = True
+    first[1:] = _changes(array)
+    if np.count_nonzero(first) * _MIN_RUN > len(array):
         return None
-    starts = np.flatnonzero(np.concatenate([[True], changes]))
-    del changes
-    return starts, np.diff(starts, append=len(array))
+    return first, np.diff(np.flatnonzero(first), append=len(array))
 
 
 def dictionary_codes(array: pa.Array | pa.ChunkedArray
@@ -112,8 +113,8 @@ def dictionary_codes(array: pa.Array | pa.ChunkedArray
     if len(array) >= 4 * _PROBE and array.null_count == 0:
         runs = _runs(array)
         if runs is not None:  # equal values in runs (a long panel's subject ids): encode
-            starts, lengths = runs  # one value per run, spread to the rows by run length
-            codes, dictionary = dictionary_codes(array.take(pa.array(starts)))
+            first, lengths = runs  # one value per run, spread to the rows by run length
+            codes, dictionary = dictionary_codes(array.filter(pa.array(first)))
             return np.repeat(codes, lengths), dictionary
         head = pc.unique(array.slice(0, _PROBE))  # in order of first appearance
         if len(head) <= _PROBE_DISTINCT:
@@ -181,6 +182,15 @@ def _classify_texts(array: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.n
     return numbers, codes
 
 
+def _censored(numbers: np.ndarray, codes: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(number, code, limit written in the cell, censored without a limit) of parsed
+    cells: a censored cell's limit is the number it writes (``<15.6``)."""
+    censored = (codes == _CODES.index("below")) | (codes == _CODES.index("above"))
+    limit = np.where(censored, numbers, np.nan)
+    return numbers, codes, limit, censored & np.isnan(numbers)
+
+
 def concentration_arrays(
     values: pd.Series,
     *,
@@ -193,14 +203,17 @@ def concentration_arrays(
     spelling. A limit may also be a function from row positions to those rows' limits:
     it is then only asked for the censored cells that write no limit themselves."""
     array = _as_arrow(values, decimal_comma)
-    if _few_distinct(array):
+    if _few_distinct(array):  # censoring worked out per spelling, spread by code
         indices, distinct = dictionary_codes(array)
-        numbers, codes = _classify_texts(distinct)
-        numbers, codes = numbers[indices], codes[indices]
+        numbers, codes, limit, unwritten = _censored(*_classify_texts(distinct))
+        rows = (np.flatnonzero(unwritten[indices]) if unwritten.any()
+                else np.zeros(0, dtype=np.intp))
+        numbers, codes, limit = numbers[indices], codes[indices], limit[indices]
         del indices
     else:
-        numbers, codes = _classify_texts(array)
-    del array
+        numbers, codes, limit, unwritten = _censored(*_classify_texts(array))
+        rows = np.flatnonzero(unwritten)
+    del array, unwritten
 
     def _aligned(limit, rows: np.ndarray) -> np.ndarray:
         """The limit of the rows ``rows`` (only the rows a censored cell needs)."""
@@ -217,17 +230,11 @@ def concentration_arrays(
             return parse_numbers(text, decimal_comma=decimal_comma).to_numpy()
         return np.full(len(rows), float(limit))
 
-    limit = np.full(len(values), np.nan)
+    # censored cells that write no limit (``< LLOQ``) take the file's or panel's limit
     for code, bound in (("below", lloq), ("above", uloq)):
-        rows = np.flatnonzero(codes == _CODES.index(code))
-        if not len(rows):
-            continue
-        given = numbers[rows]  # a copy: the number written in the cell, if any
-        unwritten = np.isnan(given)
-        if unwritten.any():
-            given[unwritten] = _aligned(bound, rows[unwritten])
-        limit[rows] = given
-        numbers[rows] = given
+        chosen = rows[codes[rows] == _CODES.index(code)]
+        if len(chosen):
+            limit[chosen] = numbers[chosen] = _aligned(bound, chosen)
     return numbers, codes, limit
 
 

@@ -288,6 +288,7 @@ class ValidationSpec(_Strict):
     n_bootstrap: int = Field(ge=100)
     ci_level: float = Field(gt=0, lt=1)
     threshold: float = Field(gt=0, lt=1)
+    n_optimism: int = Field(ge=0)
 
 
 class TrackingSpec(_Strict):

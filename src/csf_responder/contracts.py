@@ -40,7 +40,7 @@ from csf_responder.config import (
 )
 from csf_responder.errors import CohortError
 from csf_responder.io import LINE, RawCohort
-from csf_responder.readers import _blank_text
+from csf_responder.readers import _blank_text, _constant_text
 from csf_responder.units import conversion_factor
 
 __all__ = ["ACCOUNT_COLUMNS", "BRIDGE_COLUMNS", "QC_COLUMNS", "REJECT_COLUMNS", "RULES",
@@ -292,6 +292,8 @@ def _repeats(codes: np.ndarray) -> np.ndarray:
     ``bincount`` when the codes are dense enough (no hashing)."""
     if len(codes) == 0:
         return np.zeros(0, dtype=bool)
+    if (codes[1:] > codes[:-1]).all():  # strictly increasing (rows in key order): unique
+        return np.zeros(len(codes), dtype=bool)
     if int(codes.max()) < 2 * len(codes) + (1 << 20):
         counts = np.bincount(codes)
         if counts.max() < 2:  # the usual case: no code repeats
@@ -302,7 +304,7 @@ def _repeats(codes: np.ndarray) -> np.ndarray:
 
 def _dense_codes(codes: Sequence[tuple[np.ndarray, int]]) -> np.ndarray | None:
     """Mixed-radix row codes from (codes in ``0..size-1``, size) columns; None if the
-    radix would overflow int64."""
+    radix would overflow int64. Codes are int32 when they fit (half the memory)."""
     radix = 1
     for _, size in codes:
         radix *= max(size, 1)
@@ -310,7 +312,7 @@ def _dense_codes(codes: Sequence[tuple[np.ndarray, int]]) -> np.ndarray | None:
         return None
     if not codes:
         return np.zeros(0, dtype=np.int64)
-    code = codes[0][0].astype(np.int64)
+    code = codes[0][0].astype(np.int32 if radix < 2**31 else np.int64)  # a copy
     for column, size in codes[1:]:
         code *= max(size, 1)
         code += column
@@ -691,7 +693,8 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
         "flag": _flag_text(kept(flag)),
         "limit": kept(limit),
         "plate": (_kept_text(pc.utf8_trim_whitespace(_text_storage(raw["plate"])), keep,
-                             all_kept) if "plate" in raw else ""),
+                             all_kept) if "plate" in raw
+                  else _constant_text("", int(keep.sum()))),  # (a scalar "" is slow)
     }, copy=False)  # fresh arrays: no copy into one consolidated block
     del value, limit, flag, subject, tp_code, analyte
     n_wells = len(wells)

@@ -142,6 +142,7 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
         **{f"{name}{suffix}": value for name, ci in {**result.metrics, **metrics}.items()
            for suffix, value in (("", ci.estimate), ("_ci_low", ci.low),
                                  ("_ci_high", ci.high))},
+        **result.optimism,
         "n_labelled": float(len(data.y)),
         "n_responders": float(data.y.sum()),
     })

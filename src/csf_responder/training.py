@@ -12,8 +12,16 @@ from sklearn.pipeline import Pipeline
 
 from csf_responder.errors import DataError
 from csf_responder.explain import shap_values
-from csf_responder.metrics import anticipated_r2_cs, bootstrap_metrics, riley_sample_size
-from csf_responder.validation import CVResult, MetricCI, repeated_cv, tune
+from csf_responder.metrics import (
+    anticipated_r2_cs,
+    bootstrap_metrics,
+    classification_metrics,
+    riley_sample_size,
+)
+from csf_responder.validation import CVResult, MetricCI, optimism_corrected, repeated_cv, tune
+
+#: Metrics whose apparent value on the final model is optimism-corrected.
+OPTIMISM_METRICS = ("roc_auc", "calibration_slope", "brier")
 
 __all__ = ["FamilyResult", "TrainingData", "delta_auc", "evaluate_family", "sample_size",
            "training_data"]
@@ -64,7 +72,8 @@ def training_data(table: pd.DataFrame, *, arm: str, minimum: int) -> TrainingDat
 class FamilyResult:
     """Validation and final refit of one model family (``params``: the hyperparameters
     the search chose for the final model; ``metrics``: every cross-validated metric of
-    :data:`csf_responder.metrics.METRICS` with its bootstrap interval)."""
+    :data:`csf_responder.metrics.METRICS` with its bootstrap interval; ``optimism``: the
+    final model's apparent and optimism-corrected :data:`OPTIMISM_METRICS`)."""
 
     name: str
     cv: CVResult
@@ -73,6 +82,7 @@ class FamilyResult:
     params: dict
     shap: pd.DataFrame
     shap_features: pd.DataFrame
+    optimism: dict[str, float]
 
     @property
     def auc(self) -> MetricCI:
@@ -93,6 +103,7 @@ def evaluate_family(
     n_bootstrap: int,
     ci_level: float,
     threshold: float,
+    n_optimism: int,
     seed: int,
     explain: bool = True,
     on_fold: Callable[[], None] | None = None,
@@ -102,7 +113,9 @@ def evaluate_family(
 
     The AUC and its interval come from the out-of-fold predictions only; the refitted
     model (the one logged and used for scoring) is explained with SHAP on the
-    training rows (unless ``explain`` is false, as for the prevalence-only reference).
+    training rows (unless ``explain`` is false, as for the prevalence-only reference),
+    and its apparent performance is corrected for optimism with ``n_optimism`` bootstrap
+    resamples (0: not corrected).
     """
     cv = repeated_cv(pipeline, data.X, data.y, n_splits=n_splits, n_repeats=n_repeats,
                      seed=seed, search=search, inner_splits=inner_splits, n_jobs=n_jobs,
@@ -111,12 +124,20 @@ def evaluate_family(
                                 ci_level=ci_level, seed=seed)
     final, chosen = tune(clone(pipeline), data.X, data.y, search=search,
                          inner_splits=inner_splits, seed=seed)
+    optimism = {}
+    if n_optimism:
+        def metrics_of(labels, p):
+            found = classification_metrics(labels, p, threshold=threshold)
+            return {name: found[name] for name in OPTIMISM_METRICS}
+
+        optimism = optimism_corrected(final, data.X, data.y, metrics_of=metrics_of,
+                                      n_resamples=n_optimism, seed=seed, n_jobs=n_jobs)
     if explain:
         values, features = shap_values(final, data.X)
     else:
         values, features = pd.DataFrame(index=data.X.index), pd.DataFrame(index=data.X.index)
     values.insert(0, "subject_id", data.subject_ids.to_numpy())
-    return FamilyResult(name, cv, metrics, final, chosen, values, features)
+    return FamilyResult(name, cv, metrics, final, chosen, values, features, optimism)
 
 
 def delta_auc(result: FamilyResult, reference: FamilyResult, data: TrainingData, *,

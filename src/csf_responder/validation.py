@@ -16,7 +16,8 @@ from sklearn.pipeline import Pipeline
 
 from csf_responder.errors import DataError
 
-__all__ = ["CVResult", "MetricCI", "auc_with_ci", "proportion_ci", "repeated_cv", "tune"]
+__all__ = ["CVResult", "MetricCI", "auc_with_ci", "optimism_corrected", "proportion_ci",
+           "repeated_cv", "tune"]
 
 
 @dataclass(frozen=True)
@@ -197,3 +198,65 @@ def proportion_ci(successes: int, total: int, *, ci_level: float) -> MetricCI:
     centre = (p + z**2 / (2 * total)) / (1 + z**2 / total)
     half = z * np.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / (1 + z**2 / total)
     return MetricCI(p, max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _optimism_once(pipeline, X, y, rows, metrics_of):
+    model = clone(pipeline).fit(X.iloc[rows], y[rows])
+    on_sample = metrics_of(y[rows], model.predict_proba(X.iloc[rows])[:, 1])
+    on_cohort = metrics_of(y, model.predict_proba(X)[:, 1])
+    return {name: on_sample[name] - on_cohort[name] for name in on_sample}
+
+
+def optimism_corrected(
+    fitted: Pipeline,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    metrics_of: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+    n_resamples: int,
+    seed: int,
+    n_jobs: int = 1,
+) -> dict[str, float]:
+    """Harrell's bootstrap optimism correction of a final model's apparent performance.
+
+    The apparent performance is that of ``fitted`` on the rows it was fitted on. Each
+    resample refits an unfitted clone of it (same hyperparameters) on a bootstrap
+    sample; its performance on that sample minus its performance on the whole cohort is
+    the optimism; the corrected value is the apparent one minus the mean optimism
+    (Harrell, Regression Modeling Strategies, 2015, section 5.3.4). The hyperparameters
+    stay fixed, so the optimism of tuning itself is not included: the nested
+    cross-validation estimates cover that.
+
+    Parameters
+    ----------
+    fitted : Pipeline
+        The final model, fitted on ``X``, ``y``.
+    metrics_of : callable
+        (labels, probabilities) -> {metric name: value}.
+    n_resamples : int
+        Bootstrap resamples (resamples with one class only are drawn again).
+
+    Returns
+    -------
+    dict
+        For each metric ``m``: ``m_apparent``, ``m_optimism`` (mean) and
+        ``m_optimism_corrected``.
+    """
+    from joblib import Parallel, delayed
+
+    y = np.asarray(y, dtype=int)
+    rng = np.random.default_rng(seed)
+    samples = []
+    while len(samples) < n_resamples:
+        rows = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[rows])) == 2:
+            samples.append(rows)
+    optimism = Parallel(n_jobs=n_jobs)(
+        delayed(_optimism_once)(fitted, X, y, rows, metrics_of) for rows in samples)
+    apparent = metrics_of(y, fitted.predict_proba(X)[:, 1])
+    out: dict[str, float] = {}
+    for name, value in apparent.items():
+        mean = float(np.nanmean([o[name] for o in optimism]))
+        out.update({f"{name}_apparent": float(value), f"{name}_optimism": mean,
+                    f"{name}_optimism_corrected": float(value) - mean})
+    return out

@@ -114,7 +114,14 @@ def dictionary_codes(array: pa.Array | pa.ChunkedArray
         runs = _runs(array)
         if runs is not None:  # equal values in runs (a long panel's subject ids): encode
             first, lengths = runs  # one value per run, spread to the rows by run length
-            codes, dictionary = dictionary_codes(array.filter(pa.array(first)))
+            values = array.filter(pa.array(first))
+            if pc.all(pc.less(values.slice(0, len(values) - 1), values.slice(1))).as_py():
+                # each run's value greater than the last (sorted ids): all distinct
+                codes = np.arange(len(values), dtype=np.int32)
+                dictionary = (values.combine_chunks() if isinstance(values, pa.ChunkedArray)
+                              else values)
+            else:
+                codes, dictionary = dictionary_codes(values)
             return np.repeat(codes, lengths), dictionary
         head = pc.unique(array.slice(0, _PROBE))  # in order of first appearance
         if len(head) <= _PROBE_DISTINCT:

@@ -319,6 +319,32 @@ def _dense_codes(codes: Sequence[tuple[np.ndarray, int]]) -> np.ndarray | None:
     return code
 
 
+def _increasing(frame: pd.DataFrame) -> bool:
+    """Whether every row's key (its columns, compared in order) is greater than the row
+    before's, so that no two rows share a key; False when that cannot be told cheaply
+    (columns neither Arrow text nor numbers, NaN)."""
+    n = len(frame)
+    tied = np.ones(max(n - 1, 0), dtype=bool)  # rows equal to the row before, so far
+    for column in frame.columns:
+        if not tied.any():
+            break
+        array = _arrow_strings(frame[column])
+        if array is not None:
+            first, second = array.slice(0, n - 1), array.slice(1)
+            less = np.asarray(pc.less(first, second).to_numpy(zero_copy_only=False), bool)
+            equal = np.asarray(pc.equal(first, second).to_numpy(zero_copy_only=False), bool)
+        elif pd.api.types.is_numeric_dtype(frame[column]) and not isinstance(
+                frame[column].dtype, pd.api.extensions.ExtensionDtype):
+            values = frame[column].to_numpy()
+            less, equal = values[:-1] < values[1:], values[:-1] == values[1:]
+        else:
+            return False
+        if (tied & ~less & ~equal).any():  # smaller, or not comparable (NaN)
+            return False
+        tied &= equal
+    return not tied.any()
+
+
 def _duplicates(keys: pd.DataFrame | np.ndarray,
                 whole: pd.DataFrame | Callable[[np.ndarray], pd.DataFrame],
                 usable: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -333,6 +359,9 @@ def _duplicates(keys: pd.DataFrame | np.ndarray,
     exact = np.zeros(len(ok), dtype=bool)
     conflict = np.zeros(len(ok), dtype=bool)
     repeated = np.zeros(len(ok), dtype=bool)
+    if not isinstance(keys, np.ndarray) and _increasing(keys):  # rows in key order,
+        # each key greater than the one before: no key repeats (no hashing needed)
+        return (_series(exact, index=usable.index), _series(conflict, index=usable.index))
     key = keys if isinstance(keys, np.ndarray) else _row_codes(keys)
     repeated[ok] = _repeats(key if ok.all() else key[ok])
     if not repeated.any():  # the usual case: nothing to compare in full

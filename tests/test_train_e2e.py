@@ -104,6 +104,10 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
         local = mlflow.artifacts.download_artifacts(f"runs:/{child.info.run_id}/model")
         example = mlflow.models.Model.load(local).load_input_example(local)
         assert list(example["subject_id"]) == ["example"]
+        requirements = (Path(local) / "requirements.txt").read_text()
+        assert "scikit-learn==" in requirements and "skops==" in requirements
+        if child.data.tags["family"] in ("logistic_l2", "xgboost"):
+            assert ("xgboost-cpu==" in requirements) == (child.data.tags["family"] == "xgboost")
 
 
 def test_logged_model_predicts_raw_wide_rows_in_a_fresh_process(trained):

@@ -121,6 +121,17 @@ def example_rows(X: pd.DataFrame, *, raw: bool) -> pd.DataFrame:
     return example
 
 
+def model_requirements(model) -> list[str]:
+    """Pinned pip requirements of a logged model: the installed versions of what it
+    unpickles (MLflow's own inference imports the model in a subprocess, ~6 s a model)."""
+    from importlib.metadata import version
+
+    packages = ["numpy", "pandas", "scipy", "scikit-learn", "skops"]
+    if any(type(step).__module__.startswith("xgboost") for _, step in model.steps):
+        packages.append("xgboost-cpu")
+    return [f"{name}=={version(name)}" for name in packages]
+
+
 def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str, Any],
                    metrics: dict[str, MetricCI], tags: dict[str, str],
                    log_raw_rows: bool) -> str:
@@ -168,6 +179,6 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
     info = mlflow.sklearn.log_model(
         result.model, name="model", signature=signature, input_example=example,
         pyfunc_predict_fn="predict_proba", serialization_format="skops",
-        skops_trusted_types=untrusted,
+        skops_trusted_types=untrusted, pip_requirements=model_requirements(result.model),
     )
     return info.model_uri

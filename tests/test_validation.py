@@ -190,3 +190,19 @@ def test_optimism_correction_removes_what_a_flexible_model_learns_from_noise():
     again = optimism_corrected(model, X, y, metrics_of=metrics_of, n_resamples=60, seed=1,
                                n_jobs=2)
     assert again == out                      # deterministic, whatever the parallelism
+
+
+def test_same_data_config_and_seed_give_identical_metrics(cohort):
+    from csf_responder.training import evaluate_family
+
+    config, data, _ = cohort
+    spec = config.models["xgboost"]
+    runs = [evaluate_family(
+        "xgboost", make_pipeline(spec, panel=config.panel, indication=config.indication,
+                                 features=config.features, seed=config.seed),
+        data, search=spec.search, n_splits=5, n_repeats=1, inner_splits=3, n_jobs=2,
+        n_bootstrap=200, ci_level=0.95, threshold=0.5, n_optimism=5, seed=config.seed,
+        explain=False) for _ in range(2)]
+    assert runs[0].metrics == runs[1].metrics
+    assert runs[0].optimism == runs[1].optimism
+    assert runs[0].params == runs[1].params

@@ -66,6 +66,7 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
             name, pipeline, data, search=search, n_splits=v.n_splits, n_repeats=v.n_repeats,
             inner_splits=v.inner_splits, n_jobs=v.n_jobs, n_bootstrap=v.n_bootstrap,
             ci_level=level, threshold=v.threshold, n_optimism=v.n_optimism if explain else 0,
+            n_permutations=v.n_permutations if explain else 0,
             seed=config.seed, explain=explain,
             on_fold=advance)
 

@@ -16,6 +16,7 @@ from tests.conftest import CONFIGS
 
 BIN = Path(sys.executable).parent
 FAST = ["validation.n_repeats=2", "validation.n_bootstrap=200", "validation.n_optimism=20",
+        "validation.n_permutations=2",
         "models.xgboost.params.n_estimators=30"]
 
 
@@ -92,10 +93,12 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
         assert m["roc_auc_optimism_corrected"] == pytest.approx(
             m["roc_auc_apparent"] - m["roc_auc_optimism"])
         assert {"calibration_slope_optimism_corrected", "brier_optimism_corrected"} <= set(m)
+        assert 1 / 3 <= m["permutation_p"] <= 1       # (1 + k) / (1 + 2 permutations)
         figures = {f.path for f in client.list_artifacts(child.info.run_id, "figures")}
         tables = {f.path for f in client.list_artifacts(child.info.run_id, "tables")}
         assert "figures/shap_summary.png" in figures
-        assert {"tables/shap_values.csv", "tables/oof_predictions.csv"} <= tables
+        assert {"tables/shap_values.csv", "tables/oof_predictions.csv",
+                "tables/decision_curve.csv"} <= tables
         model = mlflow.models.get_model_info(f"runs:/{child.info.run_id}/model")
         inputs = {spec.name for spec in model.signature.inputs.inputs}
         assert {"tgf_beta1_baseline", "tgf_beta1_baseline_flag", "sex", "leadin_slope"} <= inputs

@@ -201,8 +201,35 @@ def test_same_data_config_and_seed_give_identical_metrics(cohort):
         "xgboost", make_pipeline(spec, panel=config.panel, indication=config.indication,
                                  features=config.features, seed=config.seed),
         data, search=spec.search, n_splits=5, n_repeats=1, inner_splits=3, n_jobs=2,
-        n_bootstrap=200, ci_level=0.95, threshold=0.5, n_optimism=5, seed=config.seed,
+        n_bootstrap=200, ci_level=0.95, threshold=0.5, n_optimism=5, n_permutations=0,
+        seed=config.seed,
         explain=False) for _ in range(2)]
     assert runs[0].metrics == runs[1].metrics
     assert runs[0].optimism == runs[1].optimism
     assert runs[0].params == runs[1].params
+
+
+def test_permutation_null_separates_signal_from_noise():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from csf_responder.metrics import permutation_p_value
+    from csf_responder.validation import permutation_null
+
+    rng = np.random.default_rng(4)
+    y = np.array([0, 1] * 20)
+    X = pd.DataFrame({"signal": y * 2.0 + rng.normal(size=40), "noise": rng.normal(size=40)})
+    pipeline = Pipeline([("model", LogisticRegression())])
+    kwargs = dict(n_permutations=19, n_splits=5, n_repeats=1, seed=0,
+                  search={"C": [0.1, 1.0]}, inner_splits=3)
+    null = permutation_null(pipeline, X, y, **kwargs)
+    assert null.shape == (19,)
+    assert 0.3 < null.mean() < 0.7                       # shuffled labels: no signal
+    observed = _mean_auc(y, repeated_cv(pipeline, X, y, n_splits=5, n_repeats=1, seed=0,
+                                        search={"C": [0.1, 1.0]}, inner_splits=3).oof)
+    assert permutation_p_value(observed, null) == pytest.approx(1 / 20)
+    noise_only = X[["noise"]]
+    noise_auc = _mean_auc(y, repeated_cv(pipeline, noise_only, y, n_splits=5, n_repeats=1,
+                                         seed=0).oof)
+    assert permutation_p_value(noise_auc, permutation_null(
+        pipeline, noise_only, y, **{**kwargs, "search": None})) > 0.05

@@ -289,6 +289,7 @@ class ValidationSpec(_Strict):
     ci_level: float = Field(gt=0, lt=1)
     threshold: float = Field(gt=0, lt=1)
     n_optimism: int = Field(ge=0)
+    n_permutations: int = Field(ge=0)
 
 
 class TrackingSpec(_Strict):

@@ -154,6 +154,8 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
            for suffix, value in (("", ci.estimate), ("_ci_low", ci.low),
                                  ("_ci_high", ci.high))},
         **result.optimism,
+        **({"permutation_p": result.permutation_p}
+           if result.permutation_p == result.permutation_p else {}),
         "n_labelled": float(len(data.y)),
         "n_responders": float(data.y.sum()),
     })
@@ -162,6 +164,8 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
         oof = result.cv.predictions(data.subject_ids, data.y)
         oof.to_csv(tmp / "oof_predictions.csv", index=False)
         mlflow.log_artifact(str(tmp / "oof_predictions.csv"), artifact_path="tables")
+        result.decision.to_csv(tmp / "decision_curve.csv", index=False)
+        mlflow.log_artifact(str(tmp / "decision_curve.csv"), artifact_path="tables")
         if result.shap.shape[1] > 1:  # explained: subject_id and one column per feature
             result.shap.to_csv(tmp / "shap_values.csv", index=False)
             shap_summary_plot(result.shap.drop(columns="subject_id"), result.shap_features,

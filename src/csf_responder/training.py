@@ -16,9 +16,21 @@ from csf_responder.metrics import (
     anticipated_r2_cs,
     bootstrap_metrics,
     classification_metrics,
+    decision_curve,
+    permutation_p_value,
     riley_sample_size,
 )
-from csf_responder.validation import CVResult, MetricCI, optimism_corrected, repeated_cv, tune
+from csf_responder.validation import (
+    CVResult,
+    MetricCI,
+    optimism_corrected,
+    permutation_null,
+    repeated_cv,
+    tune,
+)
+
+#: Thresholds of the decision curve: 5% to 95% risk of being a good responder.
+DECISION_THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 #: Metrics whose apparent value on the final model is optimism-corrected.
 OPTIMISM_METRICS = ("roc_auc", "calibration_slope", "brier")
@@ -73,7 +85,9 @@ class FamilyResult:
     """Validation and final refit of one model family (``params``: the hyperparameters
     the search chose for the final model; ``metrics``: every cross-validated metric of
     :data:`csf_responder.metrics.METRICS` with its bootstrap interval; ``optimism``: the
-    final model's apparent and optimism-corrected :data:`OPTIMISM_METRICS`)."""
+    final model's apparent and optimism-corrected :data:`OPTIMISM_METRICS`; ``decision``:
+    the out-of-fold decision curve; ``permutation_p``: the permutation-test p-value of
+    the AUC, NaN when not run)."""
 
     name: str
     cv: CVResult
@@ -83,6 +97,8 @@ class FamilyResult:
     shap: pd.DataFrame
     shap_features: pd.DataFrame
     optimism: dict[str, float]
+    decision: pd.DataFrame
+    permutation_p: float
 
     @property
     def auc(self) -> MetricCI:
@@ -104,6 +120,7 @@ def evaluate_family(
     ci_level: float,
     threshold: float,
     n_optimism: int,
+    n_permutations: int,
     seed: int,
     explain: bool = True,
     on_fold: Callable[[], None] | None = None,
@@ -115,7 +132,8 @@ def evaluate_family(
     model (the one logged and used for scoring) is explained with SHAP on the
     training rows (unless ``explain`` is false, as for the prevalence-only reference),
     and its apparent performance is corrected for optimism with ``n_optimism`` bootstrap
-    resamples (0: not corrected).
+    resamples (0: not corrected). With ``n_permutations``, the whole nested procedure is
+    repeated on shuffled labels for a permutation p-value of the AUC.
     """
     cv = repeated_cv(pipeline, data.X, data.y, n_splits=n_splits, n_repeats=n_repeats,
                      seed=seed, search=search, inner_splits=inner_splits, n_jobs=n_jobs,
@@ -137,7 +155,15 @@ def evaluate_family(
     else:
         values, features = pd.DataFrame(index=data.X.index), pd.DataFrame(index=data.X.index)
     values.insert(0, "subject_id", data.subject_ids.to_numpy())
-    return FamilyResult(name, cv, metrics, final, chosen, values, features, optimism)
+    p_value = np.nan
+    if n_permutations:
+        null = permutation_null(pipeline, data.X, data.y, n_permutations=n_permutations,
+                                n_splits=n_splits, n_repeats=n_repeats, seed=seed,
+                                search=search, inner_splits=inner_splits, n_jobs=n_jobs)
+        p_value = permutation_p_value(metrics["roc_auc"].estimate, null)
+    decision = decision_curve(data.y, cv.oof, thresholds=DECISION_THRESHOLDS)
+    return FamilyResult(name, cv, metrics, final, chosen, values, features, optimism,
+                        decision, p_value)
 
 
 def delta_auc(result: FamilyResult, reference: FamilyResult, data: TrainingData, *,

@@ -628,6 +628,7 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     del name_code
     analyte_ok = _series(analyte >= 0)
     tp_code, tps = _codes(raw["timepoint"])
+    tp_code, tps = _canonical_timepoints(tp_code, tps, panel.timepoints, file, notes)
     timepoint_ok = _series(np.asarray(tps.isin(panel.timepoints))[tp_code] | bridge)
     factor = _unit_factors(raw, analyte, panel, file, notes,
                            present=np.unique(of_name))  # every name in ``names`` occurs in a row
@@ -752,6 +753,21 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
         if spec.required and spec.name not in present:
             raise CohortError(f"required analyte {spec.name} has no usable value", file=file)
     return csf, bridges, qc, rejects, raw, n_wells
+
+
+def _canonical_timepoints(codes: np.ndarray, spellings: pd.Index, timepoints: Sequence[str],
+                          file: str, notes: list[str]) -> tuple[np.ndarray, pd.Index]:
+    """Read timepoint spellings that differ from the panel's only in case, spaces or
+    punctuation (``Baseline``, ``Week 4``) as the panel's, with a note."""
+    canonical = {analyte_match_key(t): t for t in timepoints}
+    named = [canonical.get(analyte_match_key(t), t) if t else t for t in spellings]
+    renamed = sorted({f"'{old}' -> {new}" for old, new in zip(spellings, named, strict=True)
+                      if old != new})
+    if not renamed:
+        return codes, spellings
+    notes.append(f"{file}: timepoints read as the panel's: {', '.join(renamed)}")
+    merged, distinct = pd.factorize(pd.Index(named), use_na_sentinel=False)
+    return merged.astype(codes.dtype)[codes], pd.Index(distinct)
 
 
 def _sample_types(raw: pd.DataFrame) -> tuple[np.ndarray, pd.Series]:

@@ -68,7 +68,8 @@ CohortOption = Annotated[Path | None, typer.Option(
     help="Cohort directory in the input contract (default: the config's cohort.path).")]
 ConfigOption = Annotated[Path, typer.Option(help="Training config (YAML).")]
 DecimalCommaOption = Annotated[bool, typer.Option(
-    "--decimal-comma", help="Read CSF numbers written with a decimal comma (12,5).")]
+    "--decimal-comma", help="Read numbers written with a decimal comma (12,5): CSF values "
+                            "and limits, and the clinical covariates of patients.csv.")]
 
 
 def _train_overrides(cohort: Path | None, set_: list[str] | None, decimal_comma: bool

@@ -374,7 +374,8 @@ def _duplicates(keys: pd.DataFrame | np.ndarray,
 
 
 # ----------------------------------------------------------------------- patients
-def _covariate(text: pd.Series, spec: CovariateSpec) -> tuple[pd.Series, pd.Series]:
+def _covariate(text: pd.Series, spec: CovariateSpec, decimal_comma: bool
+               ) -> tuple[pd.Series, pd.Series]:
     """(typed values, valid mask) of one covariate column; a blank cell is valid (missing)
     unless the covariate is required."""
     blank = _blank(text)
@@ -383,7 +384,7 @@ def _covariate(text: pd.Series, spec: CovariateSpec) -> tuple[pd.Series, pd.Seri
         typed = _lookup(text, lambda v: spellings.get(str(v).strip().lower()))
         ok = typed.notna()
     else:
-        typed = _number(text)
+        typed = parse_numbers(text, decimal_comma=decimal_comma)
         ok = typed.notna()
         if spec.min is not None:
             ok &= typed > spec.min if spec.min_exclusive else typed >= spec.min
@@ -393,7 +394,8 @@ def _covariate(text: pd.Series, spec: CovariateSpec) -> tuple[pd.Series, pd.Seri
 
 
 def _check_patients(raw: pd.DataFrame, file: str, notes: list[str], drop: Sequence[str],
-                    indication: IndicationSpec, label_column: str | None):
+                    indication: IndicationSpec, label_column: str | None,
+                    decimal_comma: bool):
     columns = (*PATIENT_COLUMNS, *indication.covariates, *([label_column] if label_column
                                                              else []))
     raw = _columns(raw, columns, columns, file, drop, notes)
@@ -402,7 +404,7 @@ def _check_patients(raw: pd.DataFrame, file: str, notes: list[str], drop: Sequen
              "arm": _lookup(raw["arm"], lambda v: ARMS.get(str(v).strip().lower()))}
     checks = {"arm": pa.Column(checks=_rule("arm_unknown", lambda s: typed["arm"].notna()))}
     for name, spec in indication.covariates.items():
-        typed[name], ok = _covariate(raw[name], spec)
+        typed[name], ok = _covariate(raw[name], spec, decimal_comma)
         rule = f"{name}_unknown" if spec.type == "category" else f"{name}_invalid"
         checks[name] = pa.Column(checks=_rule(rule, lambda s, ok=ok: ok))
     if label_column:
@@ -869,7 +871,8 @@ def check_cohort(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec
     tables = {name: table.reset_index(drop=True) for name, table in
               zip(names, (raw.patients, raw.visits, raw.csf), strict=True)}
     patients, p_rejects, p_raw = _check_patients(tables["patients.csv"], files["patients.csv"],
-                                                 notes, drop_columns, indication, label_column)
+                                                 notes, drop_columns, indication, label_column,
+                                                 panel.decimal_comma)
     all_ids = p_raw["subject_id"].str.strip()
     visits_file = indication.visits_file
     visits, v_rejects, _ = _check_visits(tables[visits_file], files[visits_file], patients,

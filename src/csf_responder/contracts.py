@@ -40,7 +40,7 @@ from csf_responder.config import (
 )
 from csf_responder.errors import CohortError
 from csf_responder.io import LINE, RawCohort
-from csf_responder.readers import _blank_text, _constant_text
+from csf_responder.readers import _blank_text, _constant_text, match_headers
 from csf_responder.units import conversion_factor
 
 __all__ = ["ACCOUNT_COLUMNS", "BRIDGE_COLUMNS", "QC_COLUMNS", "REJECT_COLUMNS", "RULES",
@@ -212,6 +212,7 @@ def _kept(raw: pd.DataFrame, rejects: pd.DataFrame) -> np.ndarray:
 def _columns(table: pd.DataFrame, required: Sequence[str], known: Sequence[str], file: str,
              drop: Sequence[str], notes: list[str]) -> pd.DataFrame:
     """Check the header: required columns present, identifiers refused, extras dropped."""
+    table = match_headers(table, [c for c in known if c != "_column"], file=file, notes=notes)
     for column in required:
         if column not in table.columns:
             raise CohortError("required column is missing", file=file, column=column)

@@ -54,8 +54,8 @@ import pyarrow.csv as pacsv
 from csf_responder.errors import CohortError
 from csf_responder.units import normalise_unit
 
-__all__ = ["LINE", "SOURCE_COLUMN", "Layout", "ReadResult", "csf_to_long", "read_table",
-           "strip_unit"]
+__all__ = ["LINE", "SOURCE_COLUMN", "Layout", "ReadResult", "csf_to_long", "match_headers",
+           "read_table", "strip_unit"]
 
 #: Column with the line number a user sees (header = 1, first data row = 2).
 LINE = "_line"
@@ -662,10 +662,14 @@ def csf_to_long(
         If an id column is missing, no analyte column is recognised, two columns name the
         same analyte, or a header unit disagrees with the units row.
     """
+    header_notes: list[str] = []
+    table = match_headers(table, [*id_columns, *carry_columns, "analyte", "value", "unit"],
+                          file=file, notes=header_notes)
     if {"analyte", "value"} <= set(table.columns):
         long = table.copy()
         long[SOURCE_COLUMN] = _constant_text("value", len(long)).set_axis(long.index)
-        return long, Layout("long", [f"{file}: long layout (one row per sample and analyte)"])
+        return long, Layout("long", [f"{file}: long layout (one row per sample and analyte)",
+                                     *header_notes])
     for column in id_columns:
         if column not in table.columns:
             raise CohortError(f"missing id column '{column}' (wide layout)", file=file,
@@ -696,7 +700,7 @@ def csf_to_long(
                           + ", ".join(map(str, table.columns.drop(LINE, errors="ignore"))),
                           file=file)
     sources = {"header"} if any(u is not None for u in units) else set()
-    data, notes = table, []
+    data, notes = table, list(header_notes)
     if len(table):
         first = table.iloc[0]
         labels = [str(first[c]).strip().lower() for c in id_columns]
@@ -737,3 +741,25 @@ def csf_to_long(
         long[LINE] = np.repeat(data[LINE].to_numpy(dtype=np.int64), k)
     long[SOURCE_COLUMN] = pd.Series(np.tile(np.array(headers, dtype=object), rows), dtype="str")
     return long, Layout("wide", notes)
+
+
+def match_headers(table: pd.DataFrame, known: Sequence[str], *, file: str,
+                  notes: list[str]) -> pd.DataFrame:
+    """Rename headers that are contract columns but for case (``Subject_ID``), with a note.
+
+    Other headers (wide analyte columns such as ``MCP-1 (pg/mL)``) are left as they are.
+    A header already spelled exactly is never renamed, and two headers that would become
+    one are left alone (the contract then reports what is missing or extra).
+    """
+    wanted = {name.lower(): name for name in known}
+    renames = {}
+    for column in table.columns:
+        target = wanted.get(str(column).strip().lower())
+        if target is not None and target != column and target not in table.columns:
+            renames[column] = target
+    if len(set(renames.values())) < len(renames):
+        return table
+    if renames:
+        notes.append(f"{file}: header(s) read as the contract's: "
+                     + ", ".join(f"'{old}' -> {new}" for old, new in renames.items()))
+    return table.rename(columns=renames)

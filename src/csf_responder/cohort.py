@@ -94,12 +94,13 @@ def cohort_table(
         plate = (plates[tp].reindex(index) if tp in plates
                  else pd.Series(index=index, dtype=object))
         columns[f"plate_{tp}"] = plate.astype(object).fillna("").astype(str).to_numpy(object)
-    bridge_of = ({} if bridges is None or bridges.empty else
-                 {(str(p), a): v for p, a, v in bridges[["plate", "analyte", "value"]]
-                  .itertuples(index=False)})
+    has_bridges = bridges is not None and not bridges.empty
     for name, key in by_name.items():
+        mine = bridges.loc[bridges["analyte"] == name] if has_bridges else None
+        by_plate = (pd.Series(mine["value"].to_numpy(), index=mine["plate"].astype(str))
+                    if has_bridges else None)
         for tp in timepoints:
-            plate = columns[f"plate_{tp}"]
-            columns[f"{key}_{tp}{BRIDGE_SUFFIX}"] = np.array(
-                [bridge_of.get((p, name), np.nan) for p in plate], dtype="float64")
+            columns[f"{key}_{tp}{BRIDGE_SUFFIX}"] = (
+                pd.Series(columns[f"plate_{tp}"]).map(by_plate).to_numpy(dtype="float64")
+                if by_plate is not None and len(by_plate) else np.full(len(index), np.nan))
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(columns)], axis=1)

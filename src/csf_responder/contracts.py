@@ -40,7 +40,7 @@ from csf_responder.config import (
 )
 from csf_responder.errors import CohortError
 from csf_responder.io import LINE, RawCohort
-from csf_responder.readers import _blank_text, _constant_text, match_headers
+from csf_responder.readers import blank_text, constant_text, match_headers
 from csf_responder.units import conversion_factor
 
 __all__ = ["ACCOUNT_COLUMNS", "BRIDGE_COLUMNS", "QC_COLUMNS", "REJECT_COLUMNS", "RULES",
@@ -267,7 +267,7 @@ def _lookup(text: pd.Series, mapping: Callable[[str], object]) -> pd.Series:
 
 def _blank(text: pd.Series) -> pd.Series:
     """``text.str.strip().eq("")`` (vectorised in Arrow for Arrow-backed text)."""
-    return _series(_blank_text(text), index=text.index)
+    return _series(blank_text(text), index=text.index)
 
 
 def _row_codes(frame: pd.DataFrame) -> np.ndarray:
@@ -621,7 +621,7 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     present = _series(present_code[subject])
     known = _series(known_code[subject] | bridge)  # a bridge is no patient
     not_rejected = _series((usable_code | ~known_code | ~present_code)[subject] | bridge)
-    plate_ok = _series(~bridge | ~_blank_text(raw["plate"]) if "plate" in raw else ~bridge)
+    plate_ok = _series(~bridge | ~blank_text(raw["plate"]) if "plate" in raw else ~bridge)
     spellings = {key: i for i, spec in enumerate(panel.analytes)
                  for key in (analyte_match_key(n) for n in (spec.name, *spec.aliases))}
     name_code, names = _codes(raw["analyte"])
@@ -640,7 +640,7 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     limit_ok = np.ones(len(raw), dtype=bool)
     for column in ("lloq", "uloq"):
         if column in raw:
-            limit_ok &= _blank_text(raw[column]) | (file_limits[column] > 0)
+            limit_ok &= blank_text(raw[column]) | (file_limits[column] > 0)
     limit_ok = _series(limit_ok, index=raw.index)
     value, flag, limit = concentration_arrays(
         raw["value"], decimal_comma=panel.decimal_comma,
@@ -727,7 +727,7 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
         "limit": kept(limit),
         "plate": (_kept_text(pc.utf8_trim_whitespace(_text_storage(raw["plate"])), keep,
                              all_kept) if "plate" in raw
-                  else _constant_text("", int(keep.sum()))),  # (a scalar "" is slow)
+                  else constant_text("", int(keep.sum()))),  # (a scalar "" is slow)
     }, copy=False)  # fresh arrays: no copy into one consolidated block
     del value, limit, flag, subject, tp_code, analyte
     n_wells = len(wells)

@@ -54,8 +54,8 @@ import pyarrow.csv as pacsv
 from csf_responder.errors import CohortError
 from csf_responder.units import normalise_unit
 
-__all__ = ["LINE", "SOURCE_COLUMN", "Layout", "ReadResult", "csf_to_long", "match_headers",
-           "read_table", "strip_unit"]
+__all__ = ["LINE", "SOURCE_COLUMN", "Layout", "ReadResult", "blank_text", "constant_text",
+           "csf_to_long", "match_headers", "read_table", "strip_unit"]
 
 #: Column with the line number a user sees (header = 1, first data row = 2).
 LINE = "_line"
@@ -418,7 +418,7 @@ _SPACE_BYTES[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
 _SPACE_BYTES[128:] = True  # non-ASCII lead byte: may start a Unicode space
 
 
-def _blank_text(column: pd.Series) -> np.ndarray:
+def blank_text(column: pd.Series) -> np.ndarray:
     """``column.str.strip().eq("")`` as a bool array, without building stripped strings.
 
     For Arrow-backed text, pandas strips with ``utf8_trim_whitespace``; a value strips
@@ -455,7 +455,7 @@ def _blank_text(column: pd.Series) -> np.ndarray:
     return blank
 
 
-def _constant_text(value: str, n: int) -> pd.Series:
+def constant_text(value: str, n: int) -> pd.Series:
     """A ``str`` Series of ``n`` copies of ``value``: one block of Arrow text, repeated."""
     block = min(n, 1 << 16)
     data = value.encode()
@@ -617,12 +617,12 @@ def read_table(path: str | Path) -> ReadResult:
     empty = np.ones(len(cells), dtype=bool)
     for position, name in enumerate(cells.columns.drop(LINE)):  # only rows empty so far
         if position == 0:
-            empty = _blank_text(cells[name])
+            empty = blank_text(cells[name])
             continue
         rows = np.flatnonzero(empty)
         if len(rows) == 0:
             break
-        empty[rows] = _blank_text(cells[name].iloc[rows])
+        empty[rows] = blank_text(cells[name].iloc[rows])
     table = cells.loc[~empty].reset_index(drop=True) if empty.any() else cells
     notes.insert(0, f"{path.name}: read as {how}, {len(table)} rows")
     if empty.any():
@@ -667,7 +667,7 @@ def csf_to_long(
                           file=file, notes=header_notes)
     if {"analyte", "value"} <= set(table.columns):
         long = table.copy()
-        long[SOURCE_COLUMN] = _constant_text("value", len(long)).set_axis(long.index)
+        long[SOURCE_COLUMN] = constant_text("value", len(long)).set_axis(long.index)
         return long, Layout("long", [f"{file}: long layout (one row per sample and analyte)",
                                      *header_notes])
     for column in id_columns:

@@ -8,19 +8,23 @@ import numpy as np
 import pytest
 from scipy import special
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 
 from csf_responder.metrics import (
     METRICS,
+    MetricCI,
     anticipated_r2_cs,
+    bootstrap_delta_auc,
     bootstrap_metrics,
     classification_metrics,
+    cv_auc,
     cv_metrics,
     decision_curve,
     permutation_p_value,
+    proportion_ci,
     riley_sample_size,
 )
-from csf_responder.validation import auc_with_ci
 
 # Six patients; at threshold 0.5: TP = 2 (0.9, and 0.5 itself counts as positive),
 # FP = 1 (0.7), FN = 0, TN = 3.
@@ -33,6 +37,35 @@ def _simulated(n: int, seed: int, *, signal: float = 1.0) -> tuple[np.ndarray, n
     rng = np.random.default_rng(seed)
     y = np.r_[np.ones(n // 2, int), np.zeros(n - n // 2, int)]
     return y, special.expit(signal * (y - 0.5) + rng.normal(0, 1, (3, n)))
+
+
+def _stratified_folds(y: np.ndarray, n_splits: int, n_repeats: int, seed: int) -> np.ndarray:
+    """Test-fold index of each patient in each repeat of stratified K-fold."""
+    folds = np.empty((n_repeats, y.size), int)
+    for r in range(n_repeats):
+        splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed + r)
+        for k, (_, test) in enumerate(splitter.split(np.zeros(y.size), y)):
+            folds[r, test] = k
+    return folds
+
+
+def _pair_count_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Fraction of (positive, negative) pairs ranked concordantly, ties counting half."""
+    pos, neg = p[y == 1][:, None], p[y == 0][None, :]
+    return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
+
+
+def _pair_weighted_auc(y: np.ndarray, p: np.ndarray, folds: np.ndarray,
+                       auc=roc_auc_score) -> float:
+    """sum_f AUC_f n_pos_f n_neg_f / sum_f n_pos_f n_neg_f, AUC_f computed by ``auc``."""
+    num = den = 0.0
+    for g in np.unique(folds):
+        yf, pf = y[folds == g], p[folds == g]
+        pairs = yf.sum() * (yf.size - yf.sum())
+        if pairs:
+            num += auc(yf, pf) * pairs
+            den += pairs
+    return num / den if den else np.nan
 
 
 def test_threshold_metrics_by_hand():
@@ -133,11 +166,29 @@ def test_bootstrap_interval_brackets_estimate_and_narrows_with_n():
     assert width(400) < width(40) / 2
 
 
-def test_bootstrap_auc_interval_is_that_of_auc_with_ci():
+@pytest.mark.parametrize("with_folds", [False, True])
+def test_bootstrap_auc_interval_is_that_of_a_plain_loop_over_stratified_resamples(with_folds):
+    """The resamples are drawn within each class (positives, then negatives) from
+    ``default_rng(seed)``; per resample the AUC is recomputed by counting pairs (per fold
+    and pair-weighted with folds: duplicated patients are ties, folds missing a class in
+    the resample contribute no pairs)."""
     y, oof = _simulated(33, seed=5)
-    ours = bootstrap_metrics(y, oof, threshold=0.5, n_bootstrap=200, ci_level=0.9, seed=7)
-    theirs = auc_with_ci(y, oof, n_bootstrap=200, ci_level=0.9, seed=7)
-    assert (ours["roc_auc"].low, ours["roc_auc"].high) == pytest.approx((theirs.low, theirs.high))
+    folds = _stratified_folds(y, 5, oof.shape[0], seed=1) if with_folds else None
+    ours = bootstrap_metrics(y, oof, threshold=0.5, n_bootstrap=200, ci_level=0.9, seed=7,
+                             folds=folds)["roc_auc"]
+    rng = np.random.default_rng(7)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    boot = []
+    for _ in range(200):
+        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        if with_folds:
+            boot.append(np.nanmean([_pair_weighted_auc(y[idx], row[idx], f[idx],
+                                                       auc=_pair_count_auc)
+                                    for row, f in zip(oof, folds, strict=True)]))
+        else:
+            boot.append(np.mean([_pair_count_auc(y[idx], row[idx]) for row in oof]))
+    assert (ours.low, ours.high) == pytest.approx(tuple(np.quantile(boot, [0.05, 0.95])))
+    assert ours.estimate == pytest.approx(cv_auc(y, oof, folds))
 
 
 def test_delta_auc_against_itself_is_exactly_zero():
@@ -230,3 +281,127 @@ def test_mismatched_shapes_are_rejected():
         cv_metrics(Y6, np.ones((2, 5)) / 2, threshold=0.5)
     with pytest.raises(ValueError, match="0/1"):
         classification_metrics(np.array([0, 2, 1]), np.ones(3) / 2, threshold=0.5)
+
+
+def test_fold_aware_auc_is_the_pair_weighted_mean_of_per_fold_aucs():
+    rng = np.random.default_rng(10)
+    y = rng.permutation(np.r_[np.ones(17, int), np.zeros(26, int)])
+    oof = np.round(special.expit(0.8 * (y - 0.5) + rng.normal(0, 1, (4, y.size))), 1)  # ties
+    folds = _stratified_folds(y, 5, 4, seed=3)
+    folds[1] = rng.integers(0, 6, y.size)  # unbalanced folds, some may lack a class
+    expected = np.mean([_pair_weighted_auc(y, row, f) for row, f in zip(oof, folds, strict=True)])
+    assert cv_auc(y, oof, folds) == pytest.approx(expected, rel=1e-12)
+    assert cv_metrics(y, oof, threshold=0.5, folds=folds)["roc_auc"] == pytest.approx(expected)
+    # differs from the pooled AUC, which is what one fold for everybody gives back
+    pooled = np.mean([roc_auc_score(y, row) for row in oof])
+    assert cv_auc(y, oof) == pytest.approx(pooled)
+    assert cv_auc(y, oof, np.zeros_like(folds)) == pytest.approx(pooled)
+    assert abs(expected - pooled) > 1e-3
+    # every non-AUC metric stays on the pooled predictions
+    with_folds = cv_metrics(y, oof, threshold=0.5, folds=folds)
+    without = cv_metrics(y, oof, threshold=0.5)
+    assert {k: v for k, v in with_folds.items() if k != "roc_auc"} == pytest.approx(
+        {k: v for k, v in without.items() if k != "roc_auc"}, nan_ok=True)
+
+
+def test_prevalence_model_artefact_is_removed_by_the_fold_aware_auc():
+    """A model predicting the training prevalence: constant within each test fold.
+
+    12 patients, 5 positive, 3 stratified-like folds of 4: (2 pos, 2 neg), (2, 2), (1, 3).
+    Training prevalences: 3/8, 3/8, 4/8, so the fold with fewest positives gets the
+    highest prediction. Pooled: 4 positives at 3/8 tie with 4 negatives (4 * 4 * 0.5 = 8),
+    the positive at 4/8 beats 4 negatives and ties 3 (4 + 1.5): 13.5 / 35 < 0.5. Within
+    each fold everything ties: exactly 0.5.
+    """
+    y = np.array([1, 1, 0, 0, 1, 1, 0, 0, 1, 0, 0, 0])
+    folds = np.repeat([0, 1, 2], 4)
+    p = np.array([y[folds != g].mean() for g in folds])
+    assert set(p) == {3 / 8, 4 / 8}
+    assert cv_auc(y, p) == pytest.approx(13.5 / 35)
+    assert cv_auc(y, p, folds) == 0.5
+    ci = bootstrap_metrics(y, p[None], threshold=0.5, n_bootstrap=200, ci_level=0.95, seed=0,
+                           folds=folds[None])["roc_auc"]
+    assert (ci.estimate, ci.low, ci.high) == (0.5, 0.5, 0.5)
+
+
+def test_fold_aware_auc_is_unbiased_under_the_null_where_the_pooled_one_is_not():
+    """Random labels, a real stratified 5-fold split, and a prevalence model with noise:
+    the prediction is the training-fold prevalence plus label-independent noise. Within a
+    fold the ranking is random, so the within-fold pairs AUC is 0.5 in expectation; the
+    pooled AUC inherits the fold offsets, which anti-correlate with the labels
+    (Parker et al. 2007)."""
+    rng = np.random.default_rng(0)
+    n, pooled, aware = 30, [], []
+    for draw in range(200):
+        y = rng.permutation(np.r_[np.ones(12, int), np.zeros(18, int)])
+        folds = _stratified_folds(y, 5, 1, seed=draw)[0]
+        p = np.array([y[folds != g].mean() for g in folds]) + rng.normal(0, 0.02, n)
+        pooled.append(cv_auc(y, p))
+        aware.append(cv_auc(y, p, folds))
+    se = np.std(aware) / np.sqrt(len(aware))  # about 0.008
+    assert abs(np.mean(aware) - 0.5) < 4 * se
+    assert np.mean(pooled) < 0.46  # about 0.42
+    assert np.mean(pooled) < np.mean(aware) - 0.04
+
+
+def test_fold_aware_auc_without_any_within_fold_pair_is_nan_without_warnings():
+    y = np.array([1, 1, 0, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(cv_auc(y, [0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]))
+        assert cv_auc(y, [0.9, 0.8, 0.2, 0.1], [0, 1, 0, 1]) == 1.0
+    with pytest.raises(ValueError, match="folds has shape"):
+        cv_auc(y, [0.9, 0.8, 0.2, 0.1], [0, 1, 0])
+    with pytest.raises(ValueError, match="integer"):
+        cv_auc(y, [0.9, 0.8, 0.2, 0.1], [0, 0.5, 0, 1])
+
+
+def test_bootstrap_of_a_perfect_within_fold_ranking_is_one_one():
+    """Positives above negatives inside each fold, but a fold offset makes the pooled AUC < 1."""
+    y = np.r_[np.ones(12, int), np.zeros(17, int)]
+    folds = _stratified_folds(y, 5, 5, seed=0)
+    oof = y + folds * 2.0  # fold g: negatives at 2g, positives at 2g + 1
+    oof = oof / oof.max()
+    ci = bootstrap_metrics(y, oof, threshold=0.5, n_bootstrap=300, ci_level=0.95, seed=0,
+                           folds=folds)
+    assert (ci["roc_auc"].estimate, ci["roc_auc"].low, ci["roc_auc"].high) == (1.0, 1.0, 1.0)
+    assert cv_auc(y, oof) < 0.9
+
+
+@pytest.mark.parametrize("with_folds", [False, True])
+def test_bootstrap_delta_auc_is_that_of_bootstrap_metrics(with_folds):
+    y, oof = _simulated(29, seed=11, signal=1.5)
+    reference = _simulated(29, seed=12, signal=0.5)[1]
+    folds = _stratified_folds(y, 5, oof.shape[0], seed=4) if with_folds else None
+    full = bootstrap_metrics(y, oof, threshold=0.5, n_bootstrap=1500, ci_level=0.9, seed=3,
+                             folds=folds, reference_oof=reference)
+    only = bootstrap_delta_auc(y, oof, reference, folds=folds, n_bootstrap=1500, ci_level=0.9,
+                               seed=3)
+    assert only == full["delta_auc"]  # exactly: same resamples, same arithmetic
+    assert only.estimate == pytest.approx(cv_auc(y, oof, folds) - cv_auc(y, reference, folds))
+    assert only.low < only.estimate < only.high
+    other_seed = bootstrap_delta_auc(y, oof, reference, folds=folds, n_bootstrap=1500,
+                                     ci_level=0.9, seed=4)
+    assert (other_seed.low, other_seed.high) != (only.low, only.high)
+    with pytest.raises(ValueError, match="reference_oof has shape"):
+        bootstrap_delta_auc(y, oof, reference[:2], n_bootstrap=10, ci_level=0.9, seed=0)
+
+
+def test_proportion_ci_is_the_wilson_interval():
+    # 5 of 10, 95%: centre 0.5, half-width z sqrt(0.025 + z^2/400) / (1 + z^2/10) = 0.2634
+    ci = proportion_ci(5, 10, ci_level=0.95)
+    assert (ci.estimate, ci.low, ci.high) == pytest.approx((0.5, 0.2366, 0.7634), abs=1e-4)
+    assert proportion_ci(0, 10, ci_level=0.95).low == 0.0
+    assert proportion_ci(10, 10, ci_level=0.95).high == pytest.approx(1.0)
+    assert np.isnan(proportion_ci(0, 0, ci_level=0.95).estimate)
+    assert str(MetricCI(0.5, 0.25, 0.75)) == "0.50 (0.25-0.75)"
+
+
+def test_metrics_does_not_import_validation():
+    import subprocess
+    import sys
+
+    code = ("import sys, csf_responder.metrics as m; "
+            "assert 'csf_responder.validation' not in sys.modules; "
+            "assert m.MetricCI.__module__ == 'csf_responder.metrics'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,9 +6,27 @@ vector of shape (n_patients,) or the out-of-fold matrix ``oof`` of shape
 predicted positive when ``p >= threshold``. A metric that is undefined for the data
 (PPV without predicted positives, AUC with one class, calibration slope under complete
 separation) is NaN, never a warning or an exception.
+
+Fold-aware AUC. Pooling the out-of-fold predictions of all test folds and computing one
+ROC AUC per repeat is biased below 0.5 under the null at small N: with stratified folds
+the class balance of a training fold is the complement of that of its test fold, so
+fold-level offsets of the predictions (e.g. a model that predicts the training
+prevalence) anti-correlate with the labels (Parker BJ, Gunter S, Bedo J. Stratification
+bias in low signal microarray studies. BMC Bioinformatics 2007;8:326; Airola A, Pahikkala
+T, Waegeman W, De Baets B, Salakoski T. An experimental comparison of cross-validation
+techniques for estimating the area under the ROC curve. Comput Stat Data Anal
+2011;55:1828-1844). Given ``folds``, the test-fold index of every patient in every
+repeat (same shape as ``oof``), ``roc_auc`` (and ``delta_auc``) is instead the AUC over
+the (positive, negative) pairs that sit in the same test fold: sum over folds of the
+Mann-Whitney U over sum over folds of n_pos * n_neg, a pair-weighted average of the
+per-fold AUCs, which is 0.5 in expectation under the null. Only the AUC is fold-aware;
+the other metrics (PR AUC, Brier score, calibration, threshold metrics) stay on the
+pooled out-of-fold predictions.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,11 +34,10 @@ from numpy.polynomial.hermite_e import hermegauss
 from numpy.typing import ArrayLike
 from scipy import special, stats
 
-from csf_responder.validation import MetricCI
-
 __all__ = [
-    "METRICS", "anticipated_r2_cs", "bootstrap_metrics", "classification_metrics",
-    "cv_metrics", "decision_curve", "permutation_p_value", "riley_sample_size",
+    "METRICS", "MetricCI", "anticipated_r2_cs", "bootstrap_delta_auc", "bootstrap_metrics",
+    "classification_metrics", "cv_auc", "cv_metrics", "decision_curve",
+    "permutation_p_value", "proportion_ci", "riley_sample_size",
 ]
 
 #: Names of the metrics, in the order they are returned.
@@ -29,6 +46,29 @@ METRICS = ("roc_auc", "pr_auc", "brier", "calibration_intercept", "calibration_s
 
 _CLIP = 1e-6  # probabilities are clipped to [_CLIP, 1 - _CLIP] before the logit
 _CHUNK = 1000  # bootstrap resamples evaluated at once (bounds memory)
+
+
+@dataclass(frozen=True)
+class MetricCI:
+    """A point estimate with its confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.estimate:.2f} ({self.low:.2f}-{self.high:.2f})"
+
+
+def proportion_ci(successes: int, total: int, *, ci_level: float) -> MetricCI:
+    """A proportion with its Wilson score interval (NaN when ``total`` is 0)."""
+    if total == 0:
+        return MetricCI(np.nan, np.nan, np.nan)
+    p = successes / total
+    z = stats.norm.ppf(1 - (1 - ci_level) / 2)
+    centre = (p + z**2 / (2 * total)) / (1 + z**2 / total)
+    half = z * np.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / (1 + z**2 / total)
+    return MetricCI(p, max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _check(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -44,6 +84,20 @@ def _check(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(int), np.atleast_2d(p)
 
 
+def _check_folds(folds: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Test-fold indices as int of ``shape`` (that of the checked probabilities), or None."""
+    if folds is None:
+        return None
+    f = np.atleast_2d(np.asarray(folds))
+    if f.shape != shape:
+        raise ValueError(f"folds has shape {f.shape}, the probabilities have shape {shape}")
+    if not (np.issubdtype(f.dtype, np.integer)
+            or (np.issubdtype(f.dtype, np.floating) and np.isfinite(f).all()
+                and (f == np.round(f)).all())):
+        raise ValueError("folds must hold integer test-fold indices")
+    return f.astype(int)
+
+
 def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """``num / den`` as float, NaN where ``den`` is 0 (no warning)."""
     num, den = np.broadcast_arrays(np.asarray(num, float), np.asarray(den, float))
@@ -56,12 +110,32 @@ def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
     return _divide(np.where(defined, a, 0.0).sum(axis), defined.sum(axis))
 
 
-def _auc(y: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """ROC AUC of each row of ``P`` (m, n): Mann-Whitney form, ties count half."""
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    ranks = stats.rankdata(P, axis=1)
-    return _divide(ranks[:, y == 1].sum(axis=1) - n_pos * (n_pos + 1) / 2, n_pos * n_neg)
+def _auc(y: np.ndarray, P: np.ndarray, folds: np.ndarray | None = None) -> np.ndarray:
+    """ROC AUC of each row of ``P`` (m, n): Mann-Whitney form, ties count half.
+
+    Without ``folds`` the AUC of the pooled row. With ``folds`` (m, n), the test-fold index
+    of each entry, the within-fold pairs AUC: sum over folds g of U_g over sum over folds
+    of n_pos_g * n_neg_g, where U_g = (sum of the positives' ranks among the entries of
+    fold g) - n_pos_g (n_pos_g + 1) / 2. A fold without a positive or without a negative
+    contributes no pairs (U_g = 0); a row without any within-fold pair is NaN.
+    """
+    if folds is None:
+        n_pos = int(y.sum())
+        n_neg = y.size - n_pos
+        ranks = stats.rankdata(P, axis=1)
+        return _divide(ranks[:, y == 1].sum(axis=1) - n_pos * (n_pos + 1) / 2, n_pos * n_neg)
+    positive = y == 1
+    u = np.zeros(P.shape[0])
+    pairs = np.zeros(P.shape[0])
+    for g in np.unique(folds):
+        in_g = folds == g
+        ranks = stats.rankdata(np.where(in_g, P, np.nan), axis=1, nan_policy="omit")
+        pos_g = in_g & positive
+        n_pos = pos_g.sum(axis=1)
+        n_neg = in_g.sum(axis=1) - n_pos
+        u += np.where(pos_g, ranks, 0.0).sum(axis=1) - n_pos * (n_pos + 1) / 2
+        pairs += n_pos * n_neg
+    return _divide(u, pairs)
 
 
 def _average_precision(y: np.ndarray, P: np.ndarray) -> np.ndarray:
@@ -143,8 +217,13 @@ def _calibration(y: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return intercept, slope
 
 
-def _metric_rows(y: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
-    """Every metric of :data:`METRICS` for each row of ``probs`` (m, n); arrays of shape (m,)."""
+def _metric_rows(y: np.ndarray, probs: np.ndarray, threshold: float,
+                 folds: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every metric of :data:`METRICS` for each row of ``probs`` (m, n); arrays of shape (m,).
+
+    ``folds`` (m, n), the test-fold indices, makes ``roc_auc`` the within-fold pairs AUC
+    (see :func:`_auc`); every other metric uses the pooled row.
+    """
     pred = probs >= threshold
     tp = (pred & (y == 1)).sum(axis=1)
     fp = (pred & (y == 0)).sum(axis=1)
@@ -154,7 +233,7 @@ def _metric_rows(y: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str
     intercept, slope = _calibration(y, probs)
     mcc_den = np.sqrt((tp + fp).astype(float) * (tp + fn) * (tn + fp) * (tn + fn))
     return {
-        "roc_auc": _auc(y, probs),
+        "roc_auc": _auc(y, probs, folds),
         "pr_auc": _average_precision(y, probs),
         "brier": ((probs - y) ** 2).mean(axis=1),
         "calibration_intercept": intercept,
@@ -196,7 +275,8 @@ def classification_metrics(y: ArrayLike, p: ArrayLike, *, threshold: float) -> d
     return {name: float(values[0]) for name, values in _metric_rows(y, P, threshold).items()}
 
 
-def cv_metrics(y: ArrayLike, oof: ArrayLike, *, threshold: float) -> dict[str, float]:
+def cv_metrics(y: ArrayLike, oof: ArrayLike, *, threshold: float,
+               folds: ArrayLike | None = None) -> dict[str, float]:
     """Mean over repeats of :func:`classification_metrics` of each repeat.
 
     Parameters
@@ -205,6 +285,12 @@ def cv_metrics(y: ArrayLike, oof: ArrayLike, *, threshold: float) -> dict[str, f
     oof : array-like of shape (n_repeats, n_patients) or (n_patients,)
         Out-of-fold probabilities, one row per repeat of cross-validation.
     threshold : float
+    folds : array-like of int, same shape as ``oof``, optional
+        Test-fold index of each patient in each repeat. With it, ``roc_auc`` of a repeat
+        is the within-fold pairs AUC (see :func:`cv_auc`), which avoids the pooling bias
+        below 0.5 of stratified cross-validation at small N (Parker et al. 2007, BMC
+        Bioinformatics 8:326; Airola et al. 2011, Comput Stat Data Anal 55:1828-1844).
+        The other metrics always use the pooled out-of-fold predictions.
 
     Returns
     -------
@@ -212,7 +298,37 @@ def cv_metrics(y: ArrayLike, oof: ArrayLike, *, threshold: float) -> dict[str, f
         Keys :data:`METRICS`; repeats where a metric is undefined are skipped (NaN mean).
     """
     y, P = _check(y, oof)
-    return {name: float(_nanmean(v, axis=0)) for name, v in _metric_rows(y, P, threshold).items()}
+    F = _check_folds(folds, P.shape)
+    return {name: float(_nanmean(v, axis=0))
+            for name, v in _metric_rows(y, P, threshold, F).items()}
+
+
+def cv_auc(y: ArrayLike, oof: ArrayLike, folds: ArrayLike | None = None) -> float:
+    """Cross-validated ROC AUC: the mean over repeats of each repeat's AUC.
+
+    Without ``folds``, the AUC of each repeat's pooled out-of-fold predictions, which is
+    biased below 0.5 under the null at small N with stratified folds (Parker BJ et al.
+    BMC Bioinformatics 2007;8:326; Airola A et al. Comput Stat Data Anal
+    2011;55:1828-1844). With ``folds``, the within-fold pairs AUC: over all (positive,
+    negative) pairs in the same test fold, the fraction ranked concordantly (ties count
+    half), i.e. sum over folds of the Mann-Whitney U over sum over folds of
+    n_pos * n_neg, a pair-weighted average of the per-fold AUCs. Equal to
+    ``cv_metrics(...)["roc_auc"]``; cheap enough for a permutation test.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_patients,)
+    oof : array-like of shape (n_repeats, n_patients) or (n_patients,)
+    folds : array-like of int, same shape as ``oof``, optional
+        Test-fold index of each patient in each repeat.
+
+    Returns
+    -------
+    float
+        NaN if no repeat has a (positive, negative) pair to compare.
+    """
+    y, P = _check(y, oof)
+    return float(_nanmean(_auc(y, P, _check_folds(folds, P.shape)), axis=0))
 
 
 def _percentile_ci(estimate: float, boot: np.ndarray, ci_level: float) -> MetricCI:
@@ -225,6 +341,31 @@ def _percentile_ci(estimate: float, boot: np.ndarray, ci_level: float) -> Metric
     return MetricCI(estimate, float(low), float(high))
 
 
+def _stratified_resamples(y: np.ndarray, n_bootstrap: int,
+                          seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Patient indices of each resample (n_bootstrap, n) and the resampled labels (n,).
+
+    Patients are drawn with replacement within each class, positives first, so every
+    resample has both classes (if ``y`` has) and the same labels ``y_boot``.
+    """
+    if n_bootstrap < 1:
+        raise ValueError("n_bootstrap must be at least 1")
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    idx = np.stack([np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+                    for _ in range(n_bootstrap)])
+    y_boot = np.r_[np.ones(pos.size, int), np.zeros(neg.size, int)]  # the same in every row
+    return idx, y_boot
+
+
+def _check_reference(y: np.ndarray, P: np.ndarray, reference_oof: ArrayLike) -> np.ndarray:
+    """The reference model's probabilities as (n_repeats, n); ValueError if not like ``P``."""
+    R = _check(y, reference_oof)[1]
+    if R.shape != P.shape:
+        raise ValueError(f"reference_oof has shape {R.shape}, oof has shape {P.shape}")
+    return R
+
+
 def bootstrap_metrics(
     y: ArrayLike,
     oof: ArrayLike,
@@ -233,14 +374,15 @@ def bootstrap_metrics(
     n_bootstrap: int,
     ci_level: float,
     seed: int,
+    folds: ArrayLike | None = None,
     reference_oof: ArrayLike | None = None,
 ) -> dict[str, MetricCI]:
     """Cross-validated metrics with stratified percentile-bootstrap intervals.
 
     Patients are resampled with replacement within each class (so every resample has both
-    classes), and :func:`cv_metrics` is recomputed on the resampled columns of ``oof``.
-    The resamples are drawn exactly as in :func:`~csf_responder.validation.auc_with_ci`,
-    so with the same ``seed`` the ``roc_auc`` interval is the same.
+    classes), and :func:`cv_metrics` is recomputed on the resampled columns of ``oof``
+    (and of ``folds``). The interval reflects which patients were sampled, the dominant
+    source of uncertainty at small N; the models are not refitted.
 
     Parameters
     ----------
@@ -253,9 +395,17 @@ def bootstrap_metrics(
     ci_level : float
         Coverage of the interval, e.g. 0.95.
     seed : int
+    folds : array-like of int, same shape as ``oof``, optional
+        Test-fold index of each patient in each repeat. With it, ``roc_auc`` and
+        ``delta_auc`` are within-fold pairs AUCs (see :func:`cv_auc`; Parker et al. 2007,
+        BMC Bioinformatics 8:326; Airola et al. 2011, Comput Stat Data Anal
+        55:1828-1844); a patient drawn twice is a tie with itself (counts half), and a
+        fold without both classes in a resample contributes no pairs. The other metrics
+        always use the pooled out-of-fold predictions.
     reference_oof : array-like of shape (n_repeats, n_patients), optional
-        Another model's out-of-fold probabilities for the same patients. Adds ``delta_auc``
-        = AUC(model) - AUC(reference) with a paired interval (same resamples for both).
+        Another model's out-of-fold probabilities for the same patients (and the same
+        ``folds``). Adds ``delta_auc`` = AUC(model) - AUC(reference) with a paired
+        interval (same resamples for both); :func:`bootstrap_delta_auc` computes only it.
 
     Returns
     -------
@@ -265,29 +415,72 @@ def bootstrap_metrics(
         (e.g. a calibration slope is undefined in a resample that is perfectly separated).
     """
     y, P = _check(y, oof)
-    R = None if reference_oof is None else _check(y, reference_oof)[1]
-    if R is not None and R.shape != P.shape:
-        raise ValueError(f"reference_oof has shape {R.shape}, oof has shape {P.shape}")
-    if n_bootstrap < 1:
-        raise ValueError("n_bootstrap must be at least 1")
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    idx = np.stack([np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
-                    for _ in range(n_bootstrap)])
-    y_boot = np.r_[np.ones(pos.size, int), np.zeros(neg.size, int)]  # the same in every row
+    F = _check_folds(folds, P.shape)
+    R = None if reference_oof is None else _check_reference(y, P, reference_oof)
+    idx, y_boot = _stratified_resamples(y, n_bootstrap, seed)
     parts = []
     for start in range(0, n_bootstrap, _CHUNK):  # (n_repeats * chunk, n_patients) at once
         cols = idx[start:start + _CHUNK]
-        rows = _metric_rows(y_boot, P[:, cols].reshape(-1, y.size), threshold)
+        F_cols = None if F is None else F[:, cols].reshape(-1, y.size)
+        rows = _metric_rows(y_boot, P[:, cols].reshape(-1, y.size), threshold, F_cols)
         if R is not None:
-            rows["delta_auc"] = rows["roc_auc"] - _auc(y_boot, R[:, cols].reshape(-1, y.size))
+            rows["delta_auc"] = rows["roc_auc"] - _auc(y_boot, R[:, cols].reshape(-1, y.size),
+                                                       F_cols)
         parts.append({k: _nanmean(v.reshape(P.shape[0], -1), axis=0) for k, v in rows.items()})
-    estimates = cv_metrics(y, P, threshold=threshold)
+    estimates = cv_metrics(y, P, threshold=threshold, folds=F)
     if R is not None:
-        estimates["delta_auc"] = float(_nanmean(_auc(y, P) - _auc(y, R), axis=0))
+        estimates["delta_auc"] = float(_nanmean(_auc(y, P, F) - _auc(y, R, F), axis=0))
     return {name: _percentile_ci(estimate, np.concatenate([part[name] for part in parts]),
                                  ci_level)
             for name, estimate in estimates.items()}
+
+
+def bootstrap_delta_auc(
+    y: ArrayLike,
+    oof: ArrayLike,
+    reference_oof: ArrayLike,
+    *,
+    folds: ArrayLike | None = None,
+    n_bootstrap: int,
+    ci_level: float,
+    seed: int,
+) -> MetricCI:
+    """AUC of a model minus that of a reference, with a paired stratified bootstrap interval.
+
+    The same resamples and numbers as ``bootstrap_metrics(..., reference_oof=...)
+    ["delta_auc"]`` for the same ``seed``, but only the AUCs are computed.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_patients,)
+    oof, reference_oof : array-like of shape (n_repeats, n_patients)
+        Out-of-fold probabilities of the model and of the reference, from the same splits.
+    folds : array-like of int, same shape as ``oof``, optional
+        Test-fold index of each patient in each repeat (shared by both models); with it
+        both AUCs are within-fold pairs AUCs (see :func:`cv_auc`).
+    n_bootstrap : int
+    ci_level : float
+    seed : int
+
+    Returns
+    -------
+    MetricCI
+        Estimate: the mean over repeats of AUC(model) - AUC(reference) on all patients;
+        percentile interval over the resamples where it is defined.
+    """
+    y, P = _check(y, oof)
+    F = _check_folds(folds, P.shape)
+    R = _check_reference(y, P, reference_oof)
+    idx, y_boot = _stratified_resamples(y, n_bootstrap, seed)
+    parts = []
+    for start in range(0, n_bootstrap, _CHUNK):
+        cols = idx[start:start + _CHUNK]
+        F_cols = None if F is None else F[:, cols].reshape(-1, y.size)
+        delta = (_auc(y_boot, P[:, cols].reshape(-1, y.size), F_cols)
+                 - _auc(y_boot, R[:, cols].reshape(-1, y.size), F_cols))
+        parts.append(_nanmean(delta.reshape(P.shape[0], -1), axis=0))
+    estimate = float(_nanmean(_auc(y, P, F) - _auc(y, R, F), axis=0))
+    return _percentile_ci(estimate, np.concatenate(parts), ci_level)
 
 
 def decision_curve(y: ArrayLike, p: ArrayLike, *, thresholds: ArrayLike) -> pd.DataFrame:

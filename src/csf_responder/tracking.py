@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from csf_responder.explain import shap_summary_plot
+from csf_responder.metrics import MetricCI
 from csf_responder.training import FamilyResult, TrainingData
-from csf_responder.validation import MetricCI
 
 __all__ = [
     "flatten", "git_state", "log_family_run", "log_parent_run", "run", "setup_tracking",

@@ -1,4 +1,4 @@
-"""Cross-validation and intervals: correct numbers, no leakage, real signal found."""
+"""Cross-validation: the numbers of a plain nested search, no leakage, real signal found."""
 
 from __future__ import annotations
 
@@ -11,32 +11,12 @@ from csf_responder.config import SimulationConfig, TrainConfig, load_config
 from csf_responder.errors import DataError
 from csf_responder.ingest import ingest_cohort
 from csf_responder.io import write_cohort
+from csf_responder.metrics import cv_auc, proportion_ci
 from csf_responder.models import make_pipeline
 from csf_responder.simulate import oracle_probabilities, simulate_trial
 from csf_responder.training import training_data
-from csf_responder.validation import _mean_auc, auc_with_ci, proportion_ci, repeated_cv
+from csf_responder.validation import repeated_cv, stateless_prefix
 from tests.conftest import CONFIGS
-
-
-def test_fast_auc_matches_sklearn_with_ties():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 40)
-    scores = np.round(rng.random((3, 40)), 1)  # many ties
-    expected = np.mean([roc_auc_score(y, row) for row in scores])
-    assert _mean_auc(y, scores) == pytest.approx(expected)
-
-
-def test_auc_interval_brackets_estimate_and_narrows_with_n():
-    rng = np.random.default_rng(1)
-
-    def width(n: int) -> float:
-        y = np.r_[np.zeros(n // 2, int), np.ones(n // 2, int)]
-        oof = (y + rng.normal(0, 1.0, (2, n)))
-        ci = auc_with_ci(y, oof, n_bootstrap=500, ci_level=0.95, seed=0)
-        assert ci.low <= ci.estimate <= ci.high
-        return ci.high - ci.low
-
-    assert width(400) < width(40) / 2
 
 
 def test_wilson_interval_known_values():
@@ -85,7 +65,7 @@ def _cv_auc(config: TrainConfig, family: str, X, y, seed: int = 0) -> float:
     pipeline = make_pipeline(config.models[family], panel=config.panel,
                              indication=config.indication, features=config.features, seed=seed)
     cv = repeated_cv(pipeline, X, y, n_splits=5, n_repeats=2, seed=seed)
-    return _mean_auc(y, cv.oof)
+    return cv_auc(y, cv.oof, cv.folds)
 
 
 def test_finds_no_signal_in_shuffled_labels(cohort):
@@ -225,11 +205,67 @@ def test_permutation_null_separates_signal_from_noise():
     null = permutation_null(pipeline, X, y, **kwargs)
     assert null.shape == (19,)
     assert 0.3 < null.mean() < 0.7                       # shuffled labels: no signal
-    observed = _mean_auc(y, repeated_cv(pipeline, X, y, n_splits=5, n_repeats=1, seed=0,
-                                        search={"C": [0.1, 1.0]}, inner_splits=3).oof)
+    cv = repeated_cv(pipeline, X, y, n_splits=5, n_repeats=1, seed=0, search={"C": [0.1, 1.0]},
+                     inner_splits=3)
+    observed = cv_auc(y, cv.oof, cv.folds)
     assert permutation_p_value(observed, null) == pytest.approx(1 / 20)
     noise_only = X[["noise"]]
-    noise_auc = _mean_auc(y, repeated_cv(pipeline, noise_only, y, n_splits=5, n_repeats=1,
-                                         seed=0).oof)
+    cv = repeated_cv(pipeline, noise_only, y, n_splits=5, n_repeats=1, seed=0)
+    noise_auc = cv_auc(y, cv.oof, cv.folds)
     assert permutation_p_value(noise_auc, permutation_null(
         pipeline, noise_only, y, **{**kwargs, "search": None})) > 0.05
+
+
+def _plain_nested(pipeline, X, y, *, grid, n_splits, n_repeats, inner_splits, seed):
+    """The reference: GridSearchCV inside each outer fold of a plain loop."""
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
+
+    oof, chosen = np.full((n_repeats, len(y)), np.nan), []
+    outer = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
+    for i, (train, test) in enumerate(outer.split(X, y)):
+        inner = StratifiedKFold(n_splits=inner_splits, shuffle=True, random_state=seed)
+        search = GridSearchCV(clone(pipeline), {f"model__{k}": v for k, v in grid.items()},
+                              scoring="roc_auc", cv=inner).fit(X.iloc[train], y[train])
+        oof[i // n_splits, test] = search.predict_proba(X.iloc[test])[:, 1]
+        chosen.append({k.removeprefix("model__"): v for k, v in search.best_params_.items()})
+    return oof, chosen
+
+
+@pytest.mark.parametrize("family, plates", [("elastic_net", "none"), ("xgboost", "median")])
+def test_shared_preprocessing_gives_exactly_the_plain_nested_search(cohort, family, plates):
+    """The fast search (stateless steps once, preprocessing once per inner fold, NumPy
+    between steps) chooses the same hyperparameters and predicts the same probabilities
+    as GridSearchCV refitting the whole Pipeline per candidate; also when a plate step
+    that learns comes first and nothing can be hoisted."""
+    config, data, _ = cohort
+    spec = config.models.get(family) or load_config(
+        CONFIGS / "train.yaml", TrainConfig, overrides=[f"models.{family}=models/{family}.yaml"]
+    )[0].models[family]
+    features = config.features.model_copy(update={"plate_correction": plates})
+    pipeline = make_pipeline(spec, panel=config.panel, indication=config.indication,
+                             features=features, seed=0)
+    X, y = data.X.iloc[:60], data.y[:60]
+    kwargs = dict(n_splits=3, n_repeats=2, inner_splits=3, seed=7)
+    fast = repeated_cv(pipeline, X, y, search=spec.search, **kwargs)
+    oof, chosen = _plain_nested(pipeline, X, y, grid=spec.search, **kwargs)
+    assert fast.fold_params == chosen
+    np.testing.assert_allclose(fast.oof, oof, rtol=0, atol=1e-12)
+    assert len({tuple(sorted(p.items())) for p in chosen}) > 1 or family == "xgboost"
+
+
+def test_only_steps_that_learn_nothing_run_before_the_folds(cohort):
+    config, _, _ = cohort
+    spec = config.models["logistic_l2"]
+
+    def pipeline(plates: str, censoring: str):
+        features = config.features.model_copy(update={"plate_correction": plates,
+                                                      "censoring": censoring})
+        return make_pipeline(spec, panel=config.panel, indication=config.indication,
+                             features=features, seed=0)
+
+    assert [n for n, _ in pipeline("none", "lloq_sqrt2").steps[:2]] == ["censoring", "features"]
+    assert stateless_prefix(pipeline("none", "lloq_sqrt2")) == 2      # censoring, features
+    assert stateless_prefix(pipeline("none", "censored_normal")) == 0  # fitted to the rows
+    assert stateless_prefix(pipeline("median", "lloq_sqrt2")) == 0     # plate offsets learned
+    assert stateless_prefix(pipeline("bridge", "lloq_sqrt2")) == 0

@@ -100,6 +100,12 @@ class CensoredValueImputer(TransformerMixin, BaseEstimator):
     def __init__(self, rule: str = "lloq_sqrt2"):
         self.rule = rule
 
+    @property
+    def stateless(self) -> bool:
+        """True unless the rule is ``censored_normal``, the one rule fitted to the rows
+        (see :func:`csf_responder.validation.stateless_prefix`)."""
+        return self.rule != "censored_normal"
+
     def fit(self, X, y=None):
         X = _as_frame(X)
         if self.rule not in CENSORING_RULES:
@@ -216,6 +222,11 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
         self.clinical = clinical
         self.categories = categories
         self.score_best = score_best
+
+    #: Each output row comes from its input row alone and ``fit`` learns only column
+    #: names: the step may run once before cross-validation without leakage (see
+    #: :func:`csf_responder.validation.stateless_prefix`).
+    stateless = True
 
     def _required_columns(self) -> list[str]:
         needed = [f"{a}_{tp}" for a in self.analytes for tp in self.timepoints]

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from csf_responder.errors import DataError
 from csf_responder.explain import shap_values
 from csf_responder.metrics import (
+    MetricCI,
     anticipated_r2_cs,
+    bootstrap_delta_auc,
     bootstrap_metrics,
     classification_metrics,
     decision_curve,
@@ -22,7 +23,6 @@ from csf_responder.metrics import (
 )
 from csf_responder.validation import (
     CVResult,
-    MetricCI,
     optimism_corrected,
     permutation_null,
     repeated_cv,
@@ -124,24 +124,27 @@ def evaluate_family(
     seed: int,
     explain: bool = True,
     on_fold: Callable[[], None] | None = None,
+    on_permutation: Callable[[], None] | None = None,
 ) -> FamilyResult:
     """Cross-validate an unfitted Pipeline (nested, when it has a ``search``), then tune
     and refit it on every labelled patient.
 
-    The AUC and its interval come from the out-of-fold predictions only; the refitted
-    model (the one logged and used for scoring) is explained with SHAP on the
-    training rows (unless ``explain`` is false, as for the prevalence-only reference),
-    and its apparent performance is corrected for optimism with ``n_optimism`` bootstrap
-    resamples (0: not corrected). With ``n_permutations``, the whole nested procedure is
-    repeated on shuffled labels for a permutation p-value of the AUC.
+    The metrics and their intervals come from the out-of-fold predictions only (the
+    ROC AUC from pairs of patients in the same test fold, see
+    :func:`csf_responder.metrics.cv_auc`); the refitted model (the one logged and used
+    for scoring) is explained with SHAP on the training rows (unless ``explain`` is
+    false, as for the prevalence-only reference), and its apparent performance is
+    corrected for optimism with ``n_optimism`` bootstrap resamples (0: not corrected).
+    With ``n_permutations``, the whole nested procedure is repeated on shuffled labels
+    for a permutation p-value of the AUC.
     """
     cv = repeated_cv(pipeline, data.X, data.y, n_splits=n_splits, n_repeats=n_repeats,
                      seed=seed, search=search, inner_splits=inner_splits, n_jobs=n_jobs,
                      on_fold=on_fold)
-    metrics = bootstrap_metrics(data.y, cv.oof, threshold=threshold, n_bootstrap=n_bootstrap,
-                                ci_level=ci_level, seed=seed)
-    final, chosen = tune(clone(pipeline), data.X, data.y, search=search,
-                         inner_splits=inner_splits, seed=seed)
+    metrics = bootstrap_metrics(data.y, cv.oof, folds=cv.folds, threshold=threshold,
+                                n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed)
+    final, chosen = tune(pipeline, data.X, data.y, search=search, inner_splits=inner_splits,
+                         seed=seed)
     optimism = {}
     if n_optimism:
         def metrics_of(labels, p):
@@ -159,7 +162,8 @@ def evaluate_family(
     if n_permutations:
         null = permutation_null(pipeline, data.X, data.y, n_permutations=n_permutations,
                                 n_splits=n_splits, n_repeats=n_repeats, seed=seed,
-                                search=search, inner_splits=inner_splits, n_jobs=n_jobs)
+                                search=search, inner_splits=inner_splits, n_jobs=n_jobs,
+                                on_permutation=on_permutation)
         p_value = permutation_p_value(metrics["roc_auc"].estimate, null)
     decision = decision_curve(data.y, cv.oof, thresholds=DECISION_THRESHOLDS)
     return FamilyResult(name, cv, metrics, final, chosen, values, features, optimism,
@@ -170,9 +174,11 @@ def delta_auc(result: FamilyResult, reference: FamilyResult, data: TrainingData,
               n_bootstrap: int, ci_level: float, seed: int) -> MetricCI:
     """Cross-validated AUC of ``result`` minus that of ``reference`` (same patients and
     splits), with a paired patient-level bootstrap interval."""
-    both = bootstrap_metrics(data.y, result.cv.oof, threshold=0.5, n_bootstrap=n_bootstrap,
-                             ci_level=ci_level, seed=seed, reference_oof=reference.cv.oof)
-    return both["delta_auc"]
+    if not np.array_equal(result.cv.folds, reference.cv.folds):
+        raise ValueError(f"{result.name} and {reference.name} were not validated on the "
+                         "same folds; their AUCs cannot be paired")
+    return bootstrap_delta_auc(data.y, result.cv.oof, reference.cv.oof, folds=result.cv.folds,
+                               n_bootstrap=n_bootstrap, ci_level=ci_level, seed=seed)
 
 
 def sample_size(result: FamilyResult, data: TrainingData) -> dict[str, float]:

@@ -118,6 +118,10 @@ def train(
     cohort: CohortOption = None,
     config: ConfigOption = Path("configs/train.yaml"),
     decimal_comma: DecimalCommaOption = False,
+    permutation_test: Annotated[bool, typer.Option(
+        "--permutation-test",
+        help="Add each family's permutation p-value (validation.n_permutations times the "
+             "whole nested cross-validation; slow)")] = False,
     set_: SetOption = None,
 ) -> None:
     """Derive responder labels, cross-validate the models and log them to MLflow."""
@@ -128,6 +132,8 @@ def train(
     from pipelines.console import Reporter, print_train_summary
 
     overrides = _train_overrides(cohort, set_, decimal_comma)
+    if permutation_test:
+        overrides.append("validation.permutation_test=true")
     try:
         outcome = recipe.run(config_path=config, overrides=overrides, reporter=Reporter())
     except CsfResponderError as exc:

@@ -10,6 +10,7 @@ import pandas as pd
 from csf_responder.config import TrainConfig, load_config
 from csf_responder.ingest import IngestedCohort, ingest_cohort
 from csf_responder.io import cohort_digest
+from csf_responder.metrics import MetricCI, proportion_ci
 from csf_responder.models import make_pipeline, prevalence_pipeline
 from csf_responder.training import (
     FamilyResult,
@@ -18,7 +19,6 @@ from csf_responder.training import (
     sample_size,
     training_data,
 )
-from csf_responder.validation import MetricCI, proportion_ci
 from pipelines.console import Reporter
 
 
@@ -66,15 +66,17 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
             name, pipeline, data, search=search, n_splits=v.n_splits, n_repeats=v.n_repeats,
             inner_splits=v.inner_splits, n_jobs=v.n_jobs, n_bootstrap=v.n_bootstrap,
             ci_level=level, threshold=v.threshold, n_optimism=v.n_optimism if explain else 0,
-            n_permutations=v.n_permutations if explain else 0,
-            seed=config.seed, explain=explain,
-            on_fold=advance)
+            n_permutations=v.n_permutations if explain and v.permutation_test else 0,
+            seed=config.seed, explain=explain, on_fold=advance, on_permutation=advance)
 
     def pipeline_of(spec, csf=True):
         return make_pipeline(spec, panel=config.panel, indication=config.indication,
                              features=config.features, seed=config.seed, csf=csf)
 
-    with reporter.progress((len(config.models) + 2) * v.n_splits * v.n_repeats) as advance:
+    steps = (len(config.models) + 2) * v.n_splits * v.n_repeats  # folds, references included
+    if v.permutation_test:  # every family and the clinical-only reference
+        steps += (len(config.models) + 1) * v.n_permutations
+    with reporter.progress(steps, label="folds and permutations") as advance:
         results = {name: evaluate(name, pipeline_of(spec), spec.search, advance)
                    for name, spec in config.models.items()}
         best = max(results, key=lambda name: results[name].auc.estimate)

@@ -10,14 +10,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import CONFIGS
 
 BIN = Path(sys.executable).parent
 FAST = ["validation.n_repeats=2", "validation.n_bootstrap=200", "validation.n_optimism=20",
-        "validation.n_permutations=2",
+        "validation.inner_splits=3", "validation.n_permutations=2",
         "models.xgboost.params.n_estimators=30"]
+FAMILIES = {"logistic_l2", "elastic_net", "xgboost"}  # configs/train.yaml
+REFERENCES = {"prevalence", "clinical_only"}
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -39,25 +42,26 @@ def trained(tmp_path_factory):
     sets = [arg for item in FAST for arg in ("--set", item)]
     _run([cli, "validate", "--cohort", "cohort", "--out", "interim",
           "--config", str(CONFIGS / "train.yaml")], work, env)
-    result = _run([cli, "train", "--cohort", "cohort", "--config", str(CONFIGS / "train.yaml"),
-                   "--set", "tracking.uri=sqlite:///store/mlflow.db",
-                   "--set", "tracking.artifact_root=store/artifacts", *sets], work, env)
-    return work, env, result
+    train = [cli, "train", "--cohort", "cohort", "--config", str(CONFIGS / "train.yaml"),
+             "--permutation-test", "--set", "tracking.uri=sqlite:///store/mlflow.db",
+             "--set", "tracking.artifact_root=store/artifacts", *sets]
+    result = _run(train, work, env)
+    return work, env, result, train
 
 
 def test_train_prints_summary_and_where_to_look(trained):
-    _, _, result = trained
+    _, _, result, _ = trained
     out = result.stdout
     assert "Ingest: every row used or rejected" in out
     assert "labelled MSC patients" in out
-    assert "logistic_l2" in out and "xgboost" in out
+    assert all(family in out for family in FAMILIES)
     assert "ROC AUC (95% CI)" in out
     assert "make ui" in out
-    assert "cross-validation folds" in result.stderr  # the progress bar
+    assert "folds and permutations" in result.stderr  # the progress bar
 
 
 def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
-    work, _, _ = trained
+    work, _, _, _ = trained
     import mlflow
     from mlflow import MlflowClient
 
@@ -70,11 +74,10 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
     runs = client.search_runs([experiment.experiment_id])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert {c.data.tags["family"] for c in children} == {"logistic_l2", "xgboost",
-                                                         "prevalence", "clinical_only"}
+    assert {c.data.tags["family"] for c in children} == FAMILIES | REFERENCES
     roles = {c.data.tags["family"]: c.data.tags["role"] for c in children}
     assert roles["prevalence"] == roles["clinical_only"] == "reference"
-    assert parent.data.tags["best_family"] in {"logistic_l2", "xgboost"}
+    assert parent.data.tags["best_family"] in FAMILIES
     assert parent.data.metrics["riley_minimum_n"] > parent.data.metrics["n_labelled_msc"]
     assert parent.data.params["validation.n_repeats"] == "2"
     assert len(parent.data.tags["git_commit"]) in (40, len("unknown"))
@@ -109,12 +112,12 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
         assert list(example["subject_id"]) == ["example"]
         requirements = (Path(local) / "requirements.txt").read_text()
         assert "scikit-learn==" in requirements and "skops==" in requirements
-        if child.data.tags["family"] in ("logistic_l2", "xgboost"):
+        if child.data.tags["family"] in FAMILIES:
             assert ("xgboost-cpu==" in requirements) == (child.data.tags["family"] == "xgboost")
 
 
 def test_logged_model_predicts_raw_wide_rows_in_a_fresh_process(trained):
-    work, env, _ = trained
+    work, env, _, _ = trained
     script = textwrap.dedent("""
         import json
         import mlflow
@@ -137,8 +140,28 @@ def test_logged_model_predicts_raw_wide_rows_in_a_fresh_process(trained):
     env = {**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
     result = _run([sys.executable, "-c", script], work, env)
     predictions = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(predictions) == {"logistic_l2", "xgboost", "prevalence", "clinical_only"}
+    assert set(predictions) == FAMILIES | REFERENCES
     for rows in predictions.values():
         assert len(rows) == 7
         for p_poor, p_good in rows:
             assert 0 <= p_good <= 1 and abs(p_poor + p_good - 1) < 1e-6
+
+
+def test_same_data_config_and_seed_give_identical_metrics(trained):
+    """Determinism: a second run of the same command logs exactly the same metrics and
+    hyperparameters for every family and reference."""
+    from mlflow import MlflowClient
+
+    work, env, _, train = trained
+    _run(train, work, env)
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'store' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("csf-responder")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.family != ''",
+                              order_by=["attributes.start_time ASC"])
+    first, second = runs[:len(runs) // 2], runs[len(runs) // 2:]
+    assert len(first) == len(second) == len(FAMILIES | REFERENCES)
+    for a, b in zip(sorted(first, key=lambda r: r.data.tags["family"]),
+                    sorted(second, key=lambda r: r.data.tags["family"]), strict=True):
+        assert a.data.tags["family"] == b.data.tags["family"]
+        np.testing.assert_equal(a.data.metrics, b.data.metrics)  # NaN (undefined) == NaN
+        assert a.data.params == b.data.params

@@ -289,7 +289,8 @@ class ValidationSpec(_Strict):
     ci_level: float = Field(gt=0, lt=1)
     threshold: float = Field(gt=0, lt=1)
     n_optimism: int = Field(ge=0)
-    n_permutations: int = Field(ge=0)
+    permutation_test: bool
+    n_permutations: int = Field(ge=1)
 
 
 class TrackingSpec(_Strict):
@@ -343,10 +344,21 @@ class TrainConfig(_Strict):
 
 
 # ---------------------------------------------------------------------- simulate
+#: Analytes the simulator's generating equations use, by name.
+SIM_GENERATING_ANALYTES = ("TGF-beta1", "MCP-1", "VEGF")
+
+
 class SimAnalyte(_Strict):
-    """Generating distribution of one CSF analyte (log scale) and how the lab reports it."""
+    """Generating distribution of one CSF analyte (log scale) and how the lab reports it.
+
+    ``role`` is ``cohort`` (the default) for an analyte drawn with the cohort's other
+    latents, which the generating equations may use (they name TGF-beta1, MCP-1 and
+    VEGF), or ``noise`` for one that influences nothing: drawn from a random stream of its
+    own, it leaves every other value of the cohort unchanged, and the oracle ignores it.
+    """
 
     name: str
+    role: Literal["cohort", "noise"] = "cohort"
     median_pg_ml: float = Field(gt=0)
     log_sd: float = Field(gt=0)
     reported_unit: str
@@ -419,11 +431,15 @@ class SimulationConfig(_Strict):
 
     @model_validator(mode="after")
     def _axis_analytes_present(self) -> SimulationConfig:
-        names = {a.name for a in self.analytes}
-        missing = {"TGF-beta1", "MCP-1", "VEGF"} - names
+        names = [a.name for a in self.analytes]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"analytes {twice} are listed more than once")
+        cohort = {a.name for a in self.analytes if a.role == "cohort"}
+        missing = set(SIM_GENERATING_ANALYTES) - cohort
         if missing:
-            raise ValueError(
-                f"analytes must include {sorted(missing)} (the generating model uses them)")
+            raise ValueError(f"analytes must include {sorted(missing)} with role cohort "
+                             "(the generating model uses them)")
         return self
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from csf_responder.config import TrainConfig, load_config
+from csf_responder.errors import ConfigError
 from csf_responder.features import BridgeNormalization, CensoredValueImputer, CohortFeatures
 from csf_responder.models import make_pipeline
 
@@ -278,7 +279,10 @@ def test_pipeline_from_train_config_keeps_readable_names(configs_dir):
 
     engineered = pipeline[:2].transform(X)             # censoring rule + features
     assert engineered["log_mcp1_baseline"].iloc[0] == pytest.approx(math.log(20 / math.sqrt(2)))
-    assert np.isnan(engineered["log_vegf_week4"].iloc[5])
+    assert np.isnan(engineered["change_log_vegf"].iloc[5])  # week4 VEGF missing
+    # levels: [baseline]: week4 enters through the change only (no exact collinearity)
+    assert config.features.levels == ["baseline"]
+    assert not any(name.endswith("_week4") for name in names)
 
     proba = pipeline.predict_proba(X)
     assert proba.shape == (6, 2)
@@ -350,3 +354,18 @@ def test_clinical_only_reference_pipeline_has_no_csf_feature(configs_dir):
     names = list(pipeline.fit(X, y)[:-1].get_feature_names_out())
     assert names == ["score_baseline", "leadin_slope", "delta_fs", "age", "sex_male",
                      "onset_site_bulbar"]
+
+
+def test_levels_at_every_timepoint_unless_restricted(configs_dir):
+    X, y = wide_table(load_config(configs_dir / "train.yaml", TrainConfig)[0].panel)
+    for levels, expected in (("null", {"baseline", "week4"}), ("[week4]", {"week4"})):
+        config, _ = load_config(configs_dir / "train.yaml", TrainConfig,
+                                overrides=[f"features.levels={levels}"])
+        pipeline = make_pipeline(config.models["logistic_l2"], panel=config.panel,
+                                 indication=config.indication, features=config.features, seed=0)
+        names = list(pipeline.fit(X, y)[:-1].get_feature_names_out())
+        found = {name.rsplit("_", 1)[1] for name in names if name.startswith("log_")}
+        assert found == expected, levels
+        assert "change_log_ratio_tgf_beta1_mcp1" in names
+    with pytest.raises(ConfigError, match="features.levels names timepoint 'week8'"):
+        load_config(configs_dir / "train.yaml", TrainConfig, overrides=["features.levels=[week8]"])

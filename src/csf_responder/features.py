@@ -169,9 +169,11 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
 
     Output columns, in order:
 
-    - ``log_{analyte}_{timepoint}``: natural log of each concentration (canonical unit);
+    - ``log_{analyte}_{timepoint}``: natural log of each concentration (canonical unit),
+      at each of ``levels`` (all timepoints by default);
     - ``log_ratio_{num}_{den}_{timepoint}``: log of each configured ratio, e.g. the
-      TGF-beta1/MCP-1 ratio, the candidate biomarker of Oh et al. 2018;
+      TGF-beta1/MCP-1 ratio, the candidate biomarker of Oh et al. 2018, at each of
+      ``levels``;
     - with ``changes``: ``change_log_{analyte}`` and ``change_log_ratio_{num}_{den}``,
       last minus first timepoint (week4 vs baseline);
     - the clinical features asked for, by their wide-table column: numeric ones as they
@@ -203,6 +205,10 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
     score_best : float, optional
         The best possible functional score (48 for ALSFRS-R, 0 for UMSARS); needed for
         ``delta_fs``.
+    levels : sequence of str, optional
+        Timepoints whose levels are output (default: all of ``timepoints``). With
+        ``changes``, ``(baseline,)`` avoids the exact collinearity of baseline, last
+        timepoint and their difference.
     """
 
     def __init__(
@@ -214,6 +220,7 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
         clinical: Sequence[str] = (),
         categories: Sequence[tuple[str, Sequence[str]]] = (),
         score_best: float | None = None,
+        levels: Sequence[str] | None = None,
     ):
         self.analytes = analytes
         self.timepoints = timepoints
@@ -222,6 +229,7 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
         self.clinical = clinical
         self.categories = categories
         self.score_best = score_best
+        self.levels = levels
 
     #: Each output row comes from its input row alone and ``fit`` learns only column
     #: names: the step may run once before cross-validation without leakage (see
@@ -256,18 +264,23 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
 
         out: dict[str, np.ndarray] = {}
         first, last = self.timepoints[0], self.timepoints[-1]
+        levels = [tp for tp in self.timepoints if self.levels is None or tp in self.levels]
+
+        def ratio(num: str, den: str, tp: str) -> np.ndarray:
+            return log(f"{num}_{tp}") - log(f"{den}_{tp}")
+
         for a in self.analytes:
-            for tp in self.timepoints:
+            for tp in levels:
                 out[f"log_{a}_{tp}"] = log(f"{a}_{tp}")
         for num, den in self.ratios:
-            for tp in self.timepoints:
-                out[f"log_ratio_{num}_{den}_{tp}"] = log(f"{num}_{tp}") - log(f"{den}_{tp}")
+            for tp in levels:
+                out[f"log_ratio_{num}_{den}_{tp}"] = ratio(num, den, tp)
         if self.changes and len(self.timepoints) > 1:
             for a in self.analytes:
                 out[f"change_log_{a}"] = log(f"{a}_{last}") - log(f"{a}_{first}")
             for num, den in self.ratios:
-                out[f"change_log_ratio_{num}_{den}"] = (
-                    out[f"log_ratio_{num}_{den}_{last}"] - out[f"log_ratio_{num}_{den}_{first}"])
+                out[f"change_log_ratio_{num}_{den}"] = (ratio(num, den, last)
+                                                         - ratio(num, den, first))
         levels = dict(self.categories)
         for feature in self.clinical:
             if feature == "delta_fs":

@@ -69,6 +69,7 @@ def make_pipeline(
             ratios=(tuple((keys[num], keys[den]) for num, den in features.all_ratios())
                     if csf else ()),
             changes=features.changes and csf,
+            levels=tuple(features.levels) if features.levels is not None else None,
             clinical=tuple(features.clinical),
             categories=tuple((name, tuple(indication.covariates[name].levels))
                              for name in features.clinical

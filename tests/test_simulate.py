@@ -6,14 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pydantic import ValidationError
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from csf_responder.config import SimulationConfig, TrainConfig, load_config
+from csf_responder.config import SimulationConfig, TrainConfig, load_config, load_yaml
 from csf_responder.contracts import check_cohort
 from csf_responder.io import read_cohort, write_cohort
 from csf_responder.labels import derive_labels
 from csf_responder.simulate import oracle_probabilities, simulate_trial, trial_summary
+from tests.simulated import NOISE_ANALYTES, noise_panel, simulation_config
 
 
 def _config(configs_dir, *overrides: str) -> SimulationConfig:
@@ -167,3 +169,55 @@ def test_oracle_is_deterministic_by_seed(configs_dir):
     first = oracle_probabilities(trial, config, draws=500, cutoff=0.5, horizon_months=6, seed=1)
     again = oracle_probabilities(trial, config, draws=500, cutoff=0.5, horizon_months=6, seed=1)
     pd.testing.assert_frame_equal(first, again)
+
+
+# ------------------------------------------------------------------ noise analytes
+def test_noise_analytes_change_nothing_else_in_the_cohort_nor_the_oracle():
+    """``role: noise``: an analyte that influences nothing, drawn from its own stream."""
+    sizes = ("n_msc=30", "n_control=10", "design.csf_in_controls=true")
+    plain = simulation_config(*sizes, noise=())
+    noisy = simulation_config(*sizes)
+    first, second = simulate_trial(plain), simulate_trial(noisy)
+    for name in ("patients", "alsfrs", "latent"):
+        pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name))
+    names = [a["name"] for a in NOISE_ANALYTES]
+    is_noise = second.csf["analyte"].isin(names)
+    pd.testing.assert_frame_equal(second.csf[~is_noise].reset_index(drop=True), first.csf)
+    # measured like the others: every sample has them, in their units, censored at the LLOQ
+    noise = second.csf[is_noise]
+    assert len(noise) == len(first.csf) // 4 * len(names)
+    assert dict(zip(noise["analyte"], noise["unit"], strict=True)) == {
+        a["name"]: a["reported_unit"] for a in NOISE_ANALYTES}
+    assert noise.loc[noise["analyte"] == "Noise-B", "value"].str.startswith("<").any()
+    # independent of every latent: the oracle ignores them and is the same to the bit
+    settings = {"draws": 300, "cutoff": 0.5, "horizon_months": 6, "seed": 4}
+    pd.testing.assert_frame_equal(oracle_probabilities(first, plain, **settings),
+                                  oracle_probabilities(second, noisy, **settings))
+
+
+def test_noise_analytes_pass_the_input_contract_with_a_panel_that_knows_them(configs_dir,
+                                                                             tmp_path):
+    trial = simulate_trial(simulation_config("n_msc=12", "n_control=4"))
+    write_cohort(tmp_path, patients=trial.patients, visits=trial.alsfrs, csf=trial.csf,
+                 visits_file="alsfrs.csv")
+    train = _train_config(configs_dir)
+    checked = check_cohort(read_cohort(tmp_path, visits_file="alsfrs.csv"), panel=noise_panel(),
+                           indication=train.indication)
+    assert checked.rejects.empty
+    noise_c = checked.csf.loc[checked.csf["analyte"] == "Noise-C", "value"]
+    assert noise_c.median() > 500  # reported in ng/mL, converted to the panel's pg/mL
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"TGF-beta1": {"role": "noise"}}, "TGF-beta1.*role cohort"),
+    ({"VEGF": {"role": "noise"}}, "VEGF.*role cohort"),
+    ({"Noise-A": {"name": "Noise-B"}}, "more than once"),
+    ({"Noise-A": {"role": "signal"}}, "role"),
+    ({"Noise-A": {"rol": "noise"}}, "rol"),
+])
+def test_simulation_config_refuses_bad_analyte_roles(configs_dir, change, match):
+    data = load_yaml(configs_dir / "simulate.yaml")
+    analytes = [*data["analytes"], *NOISE_ANALYTES]
+    data["analytes"] = [{**a, **change.get(a["name"], {})} for a in analytes]
+    with pytest.raises(ValidationError, match=match):
+        SimulationConfig.model_validate(data)

@@ -245,6 +245,7 @@ class FeatureSpec(_Strict):
     ratios: list[tuple[str, str]]
     pairwise_ratios: list[str]
     changes: bool
+    levels: list[str] | None = None
     clinical: list[str]
 
     def all_ratios(self) -> list[tuple[str, str]]:
@@ -330,6 +331,10 @@ class TrainConfig(_Strict):
                 if name not in self.features.analytes:
                     raise ValueError(f"features.ratios or pairwise_ratios names '{name}', "
                                      "which is not in features.analytes")
+        for timepoint in self.features.levels or []:
+            if timepoint not in self.panel.timepoints:
+                raise ValueError(f"features.levels names timepoint '{timepoint}', which is not "
+                                 f"in the panel (timepoints: {self.panel.timepoints})")
         known = [*DERIVED_CLINICAL, *self.indication.covariates]
         for name in self.features.clinical:
             if name not in known:

@@ -29,6 +29,24 @@ Visits
     ALSFRS-R total = round(true score + N(0, visit_noise_sd)), clipped to 0-48, at the
     scheduled days plus jitter; some patients drop out before the last visit.
 
+Planted signal and planted noise
+--------------------------------
+Informative (the benefit axis)
+    The baseline log TGF-beta1/MCP-1 ratio and its change after the first injection
+    (the pipeline's ``log_ratio_tgf_beta1_mcp1_baseline`` and
+    ``change_log_ratio_tgf_beta1_mcp1``) are the only CSF quantities that move the
+    benefit, hence the responder label; TGF-beta1 and MCP-1 alone carry part of them.
+Prognostic
+    Baseline MCP-1 and VEGF, bulbar onset (and, through the rate, the lead-in slope and
+    delta-FS) set the natural decline rate, which the slope improvement largely cancels.
+Noise
+    Analytes with ``role: noise`` enter no equation. They are measured like the others
+    (median, spread, change after injection, unit, LLOQ, assay noise) but drawn from a
+    random stream of their own (``[seed, NOISE_STREAM]``), so adding them leaves every
+    other value of the cohort, and the oracle, unchanged. Angiogenin enters no equation
+    either (noise in effect), but is drawn in the cohort's stream, which keeps the phase 2
+    cohort as it was.
+
 The oracle
 ----------
 :func:`oracle_probabilities` gives, for every patient, the probability of being a good
@@ -37,6 +55,8 @@ CSF as reported), by importance sampling: the CSF latents are drawn from their G
 posterior given the quantified values, the other latents from the prior, each draw is
 weighted by the likelihood of the censored CSF values, the lead-in visits (rounding and
 the 0/48 bounds are exact) and the onset time, and the follow-up is simulated forward.
+Noise analytes are left out: independent of every latent, they leave the posterior as
+it is.
 """
 
 from __future__ import annotations
@@ -46,14 +66,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
-from scipy.special import expit
+from scipy.special import expit, log_ndtr, ndtr
 
-from csf_responder.config import SimulationConfig
+from csf_responder.config import SimAnalyte, SimulationConfig
 from csf_responder.labels import MONTH_DAYS, derive_labels, lead_in_summary
 
 __all__ = ["SimulatedTrial", "oracle_probabilities", "simulate_trial", "trial_summary"]
 
 ALSFRS_MAX = 48
+
+#: Extra entropy of the random stream of the noise analytes (``role: noise``), which is
+#: independent of the cohort's stream (``seed`` alone).
+NOISE_STREAM = 1
 
 
 def _visits(alsfrs: pd.DataFrame) -> pd.DataFrame:
@@ -72,16 +96,23 @@ class SimulatedTrial:
 
 
 # ----------------------------------------------------------------------- helpers
+def _cohort_analytes(config: SimulationConfig) -> list[SimAnalyte]:
+    """Analytes drawn with the cohort's latents (``role: cohort``), in config order."""
+    return [a for a in config.analytes if a.role == "cohort"]
+
+
 def _csf_prior(config: SimulationConfig, arm_msc: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Prior mean and covariance of (baseline logs, changes), length 2 x n_analytes."""
-    names = [a.name for a in config.analytes]
-    mu = np.log([a.median_pg_ml for a in config.analytes])
-    sd = np.array([a.log_sd for a in config.analytes])
+    """Prior mean and covariance of (baseline logs, changes) of the cohort analytes,
+    length 2 x n_analytes."""
+    analytes = _cohort_analytes(config)
+    names = [a.name for a in analytes]
+    mu = np.log([a.median_pg_ml for a in analytes])
+    sd = np.array([a.log_sd for a in analytes])
     corr = np.eye(len(names))
     i, j = names.index("TGF-beta1"), names.index("MCP-1")
     corr[i, j] = corr[j, i] = config.csf_tgf_mcp_correlation
-    change_mean = np.array([a.msc_log_change if arm_msc else 0.0 for a in config.analytes])
-    change_sd = np.array([a.log_change_sd for a in config.analytes])
+    change_mean = np.array([a.msc_log_change if arm_msc else 0.0 for a in analytes])
+    change_sd = np.array([a.log_change_sd for a in analytes])
     mean = np.concatenate([mu, change_mean])
     cov = np.zeros((2 * len(names), 2 * len(names)))
     cov[: len(names), : len(names)] = corr * np.outer(sd, sd)
@@ -89,13 +120,27 @@ def _csf_prior(config: SimulationConfig, arm_msc: bool) -> tuple[np.ndarray, np.
     return mean, cov
 
 
+def _noise_latents(analytes: list[SimAnalyte], msc: np.ndarray, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline logs and changes after injection, (n, len(analytes)) each, of the noise
+    analytes: independent of each other and of everything else."""
+    mu = np.array([np.log(a.median_pg_ml) for a in analytes])
+    sd = np.array([a.log_sd for a in analytes])
+    change_mean = np.where(msc[:, None], [a.msc_log_change for a in analytes], 0.0)
+    change_sd = np.array([a.log_change_sd for a in analytes])
+    shape = (msc.size, len(analytes))
+    return rng.normal(mu, sd, shape), rng.normal(change_mean, change_sd, shape)
+
+
 def _progression_rate(config: SimulationConfig, base_logs: np.ndarray, bulbar: np.ndarray,
                       eta: np.ndarray) -> np.ndarray:
-    """Natural decline rate (points/month) from baseline CSF logs (..., n_analytes)."""
+    """Natural decline rate (points/month) from baseline CSF logs of the cohort analytes
+    (..., n_analytes)."""
     p = config.progression
-    names = [a.name for a in config.analytes]
-    mu = np.log([a.median_pg_ml for a in config.analytes])
-    sd = np.array([a.log_sd for a in config.analytes])
+    analytes = _cohort_analytes(config)
+    names = [a.name for a in analytes]
+    mu = np.log([a.median_pg_ml for a in analytes])
+    sd = np.array([a.log_sd for a in analytes])
     std = (base_logs - mu) / sd
     log_rate = (np.log(p.rate_median)
                 + p.mcp1_log_effect * std[..., names.index("MCP-1")]
@@ -107,10 +152,12 @@ def _progression_rate(config: SimulationConfig, base_logs: np.ndarray, bulbar: n
 
 def _benefit(config: SimulationConfig, base_logs: np.ndarray, changes: np.ndarray,
              xi: np.ndarray) -> np.ndarray:
-    """Fraction of decline prevented by MSC, from the CSF TGF-beta1/MCP-1 axis."""
-    names = [a.name for a in config.analytes]
+    """Fraction of decline prevented by MSC, from the CSF TGF-beta1/MCP-1 axis (logs and
+    changes of the cohort analytes, (..., n_analytes))."""
+    analytes = _cohort_analytes(config)
+    names = [a.name for a in analytes]
     i, j = names.index("TGF-beta1"), names.index("MCP-1")
-    tgf, mcp = config.analytes[i], config.analytes[j]
+    tgf, mcp = analytes[i], analytes[j]
     rho = config.csf_tgf_mcp_correlation
     base_ratio = ((base_logs[..., i] - np.log(tgf.median_pg_ml))
                   - (base_logs[..., j] - np.log(mcp.median_pg_ml)))
@@ -156,7 +203,7 @@ def simulate_trial(config: SimulationConfig) -> SimulatedTrial:
     baseline = np.clip(rng.normal(c.alsfrs_baseline_mean, c.alsfrs_baseline_sd, n),
                        *c.alsfrs_baseline_range)
 
-    n_an = len(config.analytes)
+    n_an = len(_cohort_analytes(config))
     latents = np.empty((n, 2 * n_an))
     for arm_msc in (True, False):
         mean, cov = _csf_prior(config, arm_msc)
@@ -194,6 +241,13 @@ def simulate_trial(config: SimulationConfig) -> SimulatedTrial:
         "alsfrs_r": scores.ravel()[present.ravel()].astype(int),
     })
 
+    # noise analytes: their own stream, so that they change nothing else in the cohort
+    noise_rng = np.random.default_rng([config.seed, NOISE_STREAM])
+    noise = [a for a in config.analytes if a.role == "noise"]
+    noise_base, noise_change = _noise_latents(noise, msc, noise_rng)
+    column = {a.name: k for k, a in enumerate(_cohort_analytes(config))}
+    column.update({a.name: k for k, a in enumerate(noise)})
+
     # CSF samples, as the lab reports them
     has_csf = msc | d.csf_in_controls
     records = []
@@ -202,9 +256,15 @@ def simulate_trial(config: SimulationConfig) -> SimulatedTrial:
         for t, (timepoint, _day) in enumerate(d.csf_days.items()):
             plate = f"PLATE{1 + sample // 40:02d}"
             sample += 1
-            for k, analyte in enumerate(config.analytes):
-                true_log = base_logs[idx, k] + (changes[idx, k] if t > 0 else 0.0)
-                measured = np.exp(true_log + analyte.assay_log_sd * rng.standard_normal())
+            for analyte in config.analytes:
+                k = column[analyte.name]
+                if analyte.role == "noise":
+                    true_log = noise_base[idx, k] + (noise_change[idx, k] if t > 0 else 0.0)
+                    error = noise_rng.standard_normal()
+                else:
+                    true_log = base_logs[idx, k] + (changes[idx, k] if t > 0 else 0.0)
+                    error = rng.standard_normal()
+                measured = np.exp(true_log + analyte.assay_log_sd * error)
                 reported = measured / analyte.pg_ml_per_reported_unit
                 text = (f"<{analyte.lloq:g}" if reported < analyte.lloq
                         else _format_value(reported))
@@ -230,7 +290,7 @@ def _log_interval_prob(y: np.ndarray, mean: np.ndarray, sd: float) -> np.ndarray
     """log P(clip(round(mean + N(0, sd))) == y), exact for rounding and the 0/48 bounds."""
     upper = np.where(y >= ALSFRS_MAX, np.inf, (y + 0.5 - mean) / sd)
     lower = np.where(y <= 0, -np.inf, (y - 0.5 - mean) / sd)
-    prob = stats.norm.cdf(upper) - stats.norm.cdf(lower)
+    prob = ndtr(upper) - ndtr(lower)
     return np.log(np.maximum(prob, 1e-300))
 
 
@@ -253,27 +313,36 @@ def oracle_probabilities(
     """
     rng = np.random.default_rng(seed)
     d, c, p = config.design, config.clinical, config.progression
-    n_an = len(config.analytes)
-    names = [a.name for a in config.analytes]
-    sd_assay = np.array([max(a.assay_log_sd, 1e-3) for a in config.analytes])
-    log_lloq = np.log([a.lloq * a.pg_ml_per_reported_unit for a in config.analytes])
+    analytes = _cohort_analytes(config)
+    n_an = len(analytes)
+    index = {a.name: k for k, a in enumerate(analytes)}
+    sd_assay = np.array([max(a.assay_log_sd, 1e-3) for a in analytes])
+    log_lloq = np.log([a.lloq * a.pg_ml_per_reported_unit for a in analytes])
     fu_months = np.asarray([m for m in d.follow_up_visit_months if m <= horizon_months + 1e-9])
     fu_days = np.rint(fu_months * MONTH_DAYS)
     jitter = d.visit_jitter_days
     var_noise = p.visit_noise_sd
 
-    lead_slopes = lead_in_summary(
+    lead_slopes = dict(zip(trial.patients["subject_id"], lead_in_summary(
         _visits(trial.alsfrs), subjects=trial.patients["subject_id"],
         lead_in_days=int(-min(d.lead_in_visit_days)) + jitter, baseline_tolerance_days=0,
-    ).set_index("subject_id")["leadin_slope"]
-    visits = {sid: g for sid, g in trial.alsfrs.groupby("subject_id")}
-    csf_groups = {sid: g for sid, g in trial.csf.groupby("subject_id")}
+    )["leadin_slope"], strict=True))
+    # plain arrays and lists, looked up per patient (pandas per patient costs more than
+    # the Monte Carlo itself)
+    visit_day = trial.alsfrs["day"].to_numpy()
+    visit_score = trial.alsfrs["alsfrs_r"].to_numpy()
+    visits = trial.alsfrs.groupby("subject_id", sort=False).indices
     timepoints = list(d.csf_days)
+    samples = [(index.get(a, -1), timepoints.index(tp), str(v))
+               for a, tp, v in zip(trial.csf["analyte"], trial.csf["timepoint"],
+                                   trial.csf["value"], strict=True)]
+    csf_rows = trial.csf.groupby("subject_id", sort=False).indices
+    priors = {arm_msc: _csf_prior(config, arm_msc) for arm_msc in (True, False)}
     out = []
     for row in trial.patients.itertuples(index=False):
-        v = visits.get(row.subject_id)
-        lead = v[v["day"] <= 0] if v is not None else None
-        if lead is None or len(lead) < 2:
+        rows = visits.get(row.subject_id)
+        lead_rows = rows[visit_day[rows] <= 0] if rows is not None else None
+        if lead_rows is None or len(lead_rows) < 2:
             out.append(np.nan)
             continue
         lead_slope = lead_slopes[row.subject_id]
@@ -284,20 +353,22 @@ def oracle_probabilities(
         bulbar = 1.0 if row.onset_site == "bulbar" else 0.0
 
         # CSF latents: Gaussian posterior given quantified values; censored ones weight
-        mean, cov = _csf_prior(config, arm_msc)
+        mean, cov = priors[arm_msc]
         H_rows, y_obs, r_obs, cens_rows, cens_limits, cens_sd = [], [], [], [], [], []
-        for sample in csf_groups.get(row.subject_id, pd.DataFrame()).itertuples(index=False):
-            k, t = names.index(sample.analyte), timepoints.index(sample.timepoint)
+        for i in csf_rows.get(row.subject_id, ()):
+            k, t, value = samples[i]
+            if k < 0:
+                continue  # a noise analyte: independent of everything, it tells nothing
             h = np.zeros(2 * n_an)
             h[k] = 1.0
             if t > 0:
                 h[n_an + k] = 1.0
-            if str(sample.value).startswith("<"):
+            if value.startswith("<"):
                 cens_rows.append(h)
                 cens_limits.append(log_lloq[k])
                 cens_sd.append(sd_assay[k])
             else:
-                pg = float(sample.value) * config.analytes[k].pg_ml_per_reported_unit
+                pg = float(value) * analytes[k].pg_ml_per_reported_unit
                 H_rows.append(h)
                 y_obs.append(np.log(pg))
                 r_obs.append(sd_assay[k] ** 2)
@@ -312,17 +383,18 @@ def oracle_probabilities(
         log_w = np.zeros(draws)
         if cens_rows:
             z = (np.array(cens_limits)[None, :] - x @ np.array(cens_rows).T) / np.array(cens_sd)
-            log_w += stats.norm.logcdf(z).sum(axis=1)
+            log_w += log_ndtr(z).sum(axis=1)
         base_logs, changes = x[:, :n_an], x[:, n_an:]
 
         # progression latents from the prior, weighted by lead-in visits and onset
         a = np.clip(rng.normal(c.alsfrs_baseline_mean, c.alsfrs_baseline_sd, draws),
                     *c.alsfrs_baseline_range)
         rate = _progression_rate(config, base_logs, bulbar, rng.standard_normal(draws))
-        t_lead = lead["day"].to_numpy(float) / MONTH_DAYS
+        lead_day = visit_day[lead_rows].astype(float)
+        lead_score = visit_score[lead_rows].astype(float)
+        t_lead = lead_day / MONTH_DAYS
         expected = a[:, None] - rate[:, None] * t_lead[None, :]
-        log_w += _log_interval_prob(lead["alsfrs_r"].to_numpy(float)[None, :], expected,
-                                    var_noise).sum(axis=1)
+        log_w += _log_interval_prob(lead_score[None, :], expected, var_noise).sum(axis=1)
         if np.isfinite(row.onset_months) and row.onset_months > 0:
             mu_onset = np.log(ALSFRS_MAX - a) - np.log(rate)
             log_w += stats.norm.logpdf(np.log(row.onset_months), mu_onset, p.onset_rate_log_sd)
@@ -337,7 +409,7 @@ def oracle_probabilities(
         true = a[:, None] - (rate * drift)[:, None] * _follow_up_loss(
             config, days / MONTH_DAYS, benefit[:, None])
         scores = _observe(true, rng.normal(0, p.visit_noise_sd, true.shape))
-        baseline_score = float(lead.loc[lead["day"].idxmax(), "alsfrs_r"])
+        baseline_score = float(lead_score[np.argmax(lead_day)])
         t = np.hstack([np.zeros((draws, 1)), days / MONTH_DAYS])
         y = np.hstack([np.full((draws, 1), baseline_score), scores])
         tc = t - t.mean(axis=1, keepdims=True)

@@ -168,8 +168,8 @@ def test_bootstrap_interval_brackets_estimate_and_narrows_with_n():
 
 @pytest.mark.parametrize("with_folds", [False, True])
 def test_bootstrap_auc_interval_is_that_of_a_plain_loop_over_stratified_resamples(with_folds):
-    """The resamples are drawn within each class (positives, then negatives) from
-    ``default_rng(seed)``; per resample the AUC is recomputed by counting pairs (per fold
+    """The resamples are drawn within each class from ``default_rng(seed)`` (every
+    resample's positives, then every resample's negatives); per resample the AUC is recomputed by counting pairs (per fold
     and pair-weighted with folds: duplicated patients are ties, folds missing a class in
     the resample contribute no pairs)."""
     y, oof = _simulated(33, seed=5)
@@ -178,9 +178,11 @@ def test_bootstrap_auc_interval_is_that_of_a_plain_loop_over_stratified_resample
                              folds=folds)["roc_auc"]
     rng = np.random.default_rng(7)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    draws = (pos[rng.integers(0, pos.size, (200, pos.size))],   # all positives' draws,
+             neg[rng.integers(0, neg.size, (200, neg.size))])   # then all negatives'
     boot = []
-    for _ in range(200):
-        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+    for b in range(200):
+        idx = np.concatenate([draws[0][b], draws[1][b]])
         if with_folds:
             boot.append(np.nanmean([_pair_weighted_auc(y[idx], row[idx], f[idx],
                                                        auc=_pair_count_auc)

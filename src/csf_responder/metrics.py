@@ -352,8 +352,8 @@ def _stratified_resamples(y: np.ndarray, n_bootstrap: int,
         raise ValueError("n_bootstrap must be at least 1")
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    idx = np.stack([np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
-                    for _ in range(n_bootstrap)])
+    idx = np.concatenate([pos[rng.integers(0, pos.size, (n_bootstrap, pos.size))],
+                          neg[rng.integers(0, neg.size, (n_bootstrap, neg.size))]], axis=1)
     y_boot = np.r_[np.ones(pos.size, int), np.zeros(neg.size, int)]  # the same in every row
     return idx, y_boot
 

@@ -108,13 +108,16 @@ def _split(pipeline: Pipeline, X: pd.DataFrame, *, fitted: bool = False) -> _Spl
     """Run the stateless head of ``pipeline`` on ``X`` once; return the rows and the tail.
 
     The tail is an unfitted clone of the remaining steps, passing NumPy arrays between
-    its steps. With ``fitted``, the head of an already fitted pipeline is reused.
+    its steps (and taking one, when they are all scikit-learn's own). With ``fitted``,
+    the head of an already fitted pipeline is reused.
     """
     k = stateless_prefix(pipeline)
+    tail = clone(pipeline[k:]).set_output(transform="default")
     if k:
         head = pipeline[:k] if fitted else clone(pipeline[:k]).fit(X)
         X = head.transform(X)
-    tail = clone(pipeline[k:]).set_output(transform="default")
+        if all(type(step).__module__.startswith("sklearn.") for _, step in tail.steps[:-1]):
+            X = X.to_numpy(dtype="float64")  # scikit-learn's own steps: no frame needed
     return _Split(X, tail)
 
 

@@ -284,11 +284,19 @@ def repeated_cv(
                            inner_splits=inner_splits, n_jobs=n_jobs, on_fold=on_fold)
 
 
-def _optimism_once(tail, X, y, rows, metrics_of):
-    model = clone(tail).fit(_rows(X, rows), y[rows])
-    on_sample = metrics_of(y[rows], model.predict_proba(_rows(X, rows))[:, 1])
-    on_cohort = metrics_of(y, model.predict_proba(X)[:, 1])
-    return {name: on_sample[name] - on_cohort[name] for name in on_sample}
+#: Optimism resamples per joblib task.
+_CHUNK = 25
+
+
+def _optimism(tail, X, y, samples, metrics_of):
+    """Optimism of each resample in ``samples`` (one joblib task for many: each is quick)."""
+    out = []
+    for rows in samples:
+        model = clone(tail).fit(_rows(X, rows), y[rows])
+        on_sample = metrics_of(y[rows], model.predict_proba(_rows(X, rows))[:, 1])
+        on_cohort = metrics_of(y, model.predict_proba(X)[:, 1])
+        out.append({name: on_sample[name] - on_cohort[name] for name in on_sample})
+    return out
 
 
 def optimism_corrected(
@@ -337,8 +345,10 @@ def optimism_corrected(
         if len(np.unique(y[rows])) == 2:
             samples.append(rows)
     split = _split(fitted, X, fitted=True)
-    optimism = Parallel(n_jobs=n_jobs)(
-        delayed(_optimism_once)(split.tail, split.X, y, rows, metrics_of) for rows in samples)
+    chunks = [samples[i:i + _CHUNK] for i in range(0, len(samples), _CHUNK)]
+    optimism = [o for chunk in Parallel(n_jobs=n_jobs)(
+        delayed(_optimism)(split.tail, split.X, y, chunk, metrics_of) for chunk in chunks)
+        for o in chunk]
     apparent = metrics_of(y, fitted.predict_proba(X)[:, 1])
     out: dict[str, float] = {}
     for name, value in apparent.items():

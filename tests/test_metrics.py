@@ -169,9 +169,9 @@ def test_bootstrap_interval_brackets_estimate_and_narrows_with_n():
 @pytest.mark.parametrize("with_folds", [False, True])
 def test_bootstrap_auc_interval_is_that_of_a_plain_loop_over_stratified_resamples(with_folds):
     """The resamples are drawn within each class from ``default_rng(seed)`` (every
-    resample's positives, then every resample's negatives); per resample the AUC is recomputed by counting pairs (per fold
-    and pair-weighted with folds: duplicated patients are ties, folds missing a class in
-    the resample contribute no pairs)."""
+    resample's positives, then every resample's negatives); per resample the AUC is
+    recomputed by counting pairs (per fold and pair-weighted with folds: duplicated
+    patients are ties, folds missing a class in the resample contribute no pairs)."""
     y, oof = _simulated(33, seed=5)
     folds = _stratified_folds(y, 5, oof.shape[0], seed=1) if with_folds else None
     ours = bootstrap_metrics(y, oof, threshold=0.5, n_bootstrap=200, ci_level=0.9, seed=7,

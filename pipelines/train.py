@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -92,11 +93,26 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
               for name, result in {**results, **references}.items()}
     needed = sample_size(results[best], data)
 
-    with tracking.run(f"train {config.cohort.name}") as parent_id:
+    arms = cohort.table["arm"].value_counts()
+    n_excluded = int(cohort.labels["exclusion"].notna().sum())
+    tags.update({
+        "config_digest": tracking.config_digest(resolved),
+        "n_msc": str(int(arms.get("MSC", 0))), "n_control": str(int(arms.get("control", 0))),
+        "n_labelled_msc": str(len(data.y)), "n_excluded": str(n_excluded),
+        "label_definition": (f"slope improvement >= {config.labels.cutoff:.0%} at "
+                             f"{config.labels.horizon_months:g} months vs lead-in"
+                             if config.labels.source == "slope"
+                             else f"column {config.labels.column} of patients.csv"),
+    })
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
+    digest = tags["data_digest"]
+    with tracking.run(f"train {config.cohort.name} {stamp}") as parent_id:
+        tracking.log_dataset(cohort.table, name=config.cohort.name, digest=digest,
+                             source=str(config.cohort.path), context="cohort")
         tracking.log_parent_run(
             resolved_config=resolved, tags={**tags, "best_family": best},
             metrics={"n_patients": len(cohort.table), "n_labelled_msc": len(data.y),
-                     "n_excluded": int(cohort.labels["exclusion"].notna().sum()),
+                     "n_excluded": n_excluded,
                      "n_rejected_rows": int(cohort.checked.accounting["rows_rejected"].sum()),
                      "msc_responder_rate": msc_rate.estimate,
                      "control_responder_rate": control_rate.estimate,
@@ -107,7 +123,10 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
         for name, result in {**results, **references}.items():
             spec = config.models.get(name, best_spec if name == "clinical_only" else None)
             fixed = spec.params if spec is not None else {}
-            with tracking.run(f"{name} {config.cohort.name}", nested=True):
+            with tracking.run(f"{name} {config.cohort.name} {stamp}", nested=True):
+                tracking.log_dataset(data.X.assign(responder=data.y), targets="responder",
+                                     name=f"{config.cohort.name} labelled MSC", digest=digest,
+                                     source=str(config.cohort.path), context="training")
                 tracking.log_family_run(
                     result, data, params={**fixed, **result.params},
                     metrics={"delta_auc_vs_clinical": deltas[name]},

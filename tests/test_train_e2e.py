@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -82,12 +83,28 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
     assert parent.data.params["validation.n_repeats"] == "2"
     assert len(parent.data.tags["git_commit"]) in (40, len("unknown"))
     assert len(parent.data.tags["data_digest"]) == 16
+    # issue 5: who, what and which data, readable at a glance
+    assert len(parent.data.tags["config_digest"]) == 16
+    assert int(parent.data.tags["n_msc"]) == 40 and int(parent.data.tags["n_control"]) == 10
+    assert int(parent.data.tags["n_labelled_msc"]) == parent.data.metrics["n_labelled_msc"]
+    assert int(parent.data.tags["n_excluded"]) == parent.data.metrics["n_excluded"]
+    assert parent.data.tags["label_definition"] == "slope improvement >= 50% at 6 months vs lead-in"
+    assert re.fullmatch(r"train cohort \d{4}-\d{2}-\d{2} \d{2}:\d{2}", parent.info.run_name)
+    (cohort_input,) = parent.inputs.dataset_inputs
+    assert cohort_input.dataset.digest == parent.data.tags["data_digest"]
+    assert json.loads(cohort_input.dataset.profile)["num_rows"] == 50  # patients, no rows
+    assert {tag.value for tag in cohort_input.tags} == {"cohort"}
     assert parent.data.metrics["n_labelled_msc"] > 20
     parent_files = {f.path for f in client.list_artifacts(parent.info.run_id, "tables")}
     assert "tables/rejects.csv" in parent_files
     assert client.list_artifacts(parent.info.run_id, "config")[0].path == "config/train.yaml"
     for child in children:
         m = child.data.metrics
+        family = child.data.tags["family"]
+        assert child.info.run_name.startswith(f"{family} cohort 20")
+        (training_input,) = child.inputs.dataset_inputs
+        assert json.loads(training_input.dataset.profile)["num_rows"] == m["n_labelled"]
+        assert "responder" in training_input.dataset.schema
         for metric in ("roc_auc", "pr_auc", "brier", "sensitivity", "delta_auc_vs_clinical"):
             assert m[f"{metric}_ci_low"] <= m[metric] <= m[f"{metric}_ci_high"], metric
         if child.data.tags["family"] == "prevalence":

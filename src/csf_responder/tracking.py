@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -68,6 +69,23 @@ def git_state(directory: str | Path = ".") -> dict[str, str]:
                 "git_dirty": str(bool(git("status", "--porcelain"))).lower()}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+def config_digest(resolved_config: dict[str, Any]) -> str:
+    """Short SHA-256 of the resolved config (canonical JSON): equal digests, equal configs."""
+    canonical = json.dumps(resolved_config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def log_dataset(table: pd.DataFrame, *, name: str, source: str, digest: str, context: str,
+                targets: str | None = None) -> None:
+    """Record ``table`` as an input of the active run (``mlflow.log_input``): its name,
+    digest, source, schema and row count; MLflow stores no row of it."""
+    import mlflow
+
+    dataset = mlflow.data.from_pandas(table, source=source, name=name, digest=digest,
+                                      targets=targets)
+    mlflow.log_input(dataset, context=context)
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, str]:

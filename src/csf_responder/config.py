@@ -301,6 +301,30 @@ class TrackingSpec(_Strict):
     log_raw_rows: bool
 
 
+class Bound(_Strict):
+    """An interval a metric must lie in: ``above`` < value < ``below`` (either may be absent)."""
+
+    above: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Bound:
+        if self.above is None and self.below is None:
+            raise ValueError("give above, below or both")
+        if self.above is not None and self.below is not None and self.above >= self.below:
+            raise ValueError(f"above ({self.above}) must be less than below ({self.below})")
+        return self
+
+
+class RegistrySpec(_Strict):
+    """The release gate: which family is registered, and when the alias moves to it."""
+
+    model_name: str
+    alias: str
+    primary_metric: str                 # a child-run metric; higher is better
+    thresholds: dict[str, Bound]        # child-run metric -> interval it must lie in
+
+
 class TrainConfig(_Strict):
     """Everything ``csf-responder train`` needs; see ``configs/train.yaml``."""
 
@@ -318,6 +342,7 @@ class TrainConfig(_Strict):
     models: dict[str, ModelSpec] = Field(min_length=1)
     validation: ValidationSpec
     tracking: TrackingSpec
+    registry: RegistrySpec
 
     @model_validator(mode="after")
     def _features_name_panel_analytes(self) -> TrainConfig:

@@ -77,22 +77,6 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
     steps = (len(config.models) + 2) * v.n_splits * v.n_repeats  # folds, references included
     if v.permutation_test:  # every family and the clinical-only reference
         steps += (len(config.models) + 1) * v.n_permutations
-    with reporter.progress(steps, label="folds and permutations") as advance:
-        results = {name: evaluate(name, pipeline_of(spec), spec.search, advance)
-                   for name, spec in config.models.items()}
-        best = max(results, key=lambda name: results[name].auc.estimate)
-        best_spec = config.models[best]
-        references = {
-            "prevalence": evaluate("prevalence", prevalence_pipeline(), {}, advance,
-                                   explain=False),
-            "clinical_only": evaluate("clinical_only", pipeline_of(best_spec, csf=False),
-                                      best_spec.search, advance),
-        }
-    deltas = {name: delta_auc(result, references["clinical_only"], data,
-                              n_bootstrap=v.n_bootstrap, ci_level=level, seed=config.seed)
-              for name, result in {**results, **references}.items()}
-    needed = sample_size(results[best], data)
-
     arms = cohort.table["arm"].value_counts()
     n_excluded = int(cohort.labels["exclusion"].notna().sum())
     tags.update({
@@ -106,9 +90,48 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
     })
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
     digest = tags["data_digest"]
-    with tracking.run(f"train {config.cohort.name} {stamp}") as parent_id:
+
+    def log_child(parent_id: str, name: str, result: FamilyResult, role: str) -> tuple[str, str]:
+        spec = config.models.get(name, best_spec if name == "clinical_only" else None)
+        fixed = spec.params if spec is not None else {}
+        with tracking.run(f"{name} {config.cohort.name} {stamp}", parent_id=parent_id) as rid:
+            tracking.log_dataset(data.X.assign(responder=data.y), targets="responder",
+                                 name=f"{config.cohort.name} labelled MSC", digest=digest,
+                                 source=str(config.cohort.path), context="training")
+            model_uri = tracking.log_family_run(
+                result, data, params={**fixed, **result.params}, metrics={},
+                tags={**tags, "family": name, "role": role},
+                log_raw_rows=config.tracking.log_raw_rows)
+        return rid, model_uri
+
+    # Each family is logged in a background thread while the next one is validated.
+    with (tracking.run(f"train {config.cohort.name} {stamp}") as parent_id,
+          tracking.BackgroundLogging() as background):
         tracking.log_dataset(cohort.table, name=config.cohort.name, digest=digest,
                              source=str(config.cohort.path), context="cohort")
+        with reporter.progress(steps, label="folds and permutations") as advance:
+            results = {}
+            for name, spec in config.models.items():
+                results[name] = evaluate(name, pipeline_of(spec), spec.search, advance)
+                background.submit(log_child, parent_id, name, results[name], "model")
+            best = max(results, key=lambda name: results[name].auc.estimate)
+            best_spec = config.models[best]
+            references = {
+                "prevalence": evaluate("prevalence", prevalence_pipeline(), {}, advance,
+                                       explain=False),
+                "clinical_only": evaluate("clinical_only", pipeline_of(best_spec, csf=False),
+                                          best_spec.search, advance),
+            }
+            for name, result in references.items():
+                background.submit(log_child, parent_id, name, result, "reference")
+        deltas = {name: delta_auc(result, references["clinical_only"], data,
+                                  n_bootstrap=v.n_bootstrap, ci_level=level, seed=config.seed)
+                  for name, result in {**results, **references}.items()}
+        needed = sample_size(results[best], data)
+        children = dict(zip([*results, *references], background.wait(), strict=True))
+        waited = background.waited_seconds
+        for name, (run_id, _) in children.items():
+            tracking.log_metrics(run_id, {"delta_auc_vs_clinical": deltas[name]})
         tracking.log_parent_run(
             resolved_config=resolved, tags={**tags, "best_family": best},
             metrics={"n_patients": len(cohort.table), "n_labelled_msc": len(data.y),
@@ -116,22 +139,10 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
                      "n_rejected_rows": int(cohort.checked.accounting["rows_rejected"].sum()),
                      "msc_responder_rate": msc_rate.estimate,
                      "control_responder_rate": control_rate.estimate,
+                     "seconds_waiting_for_logging": waited,
                      **{k: float(x) for k, x in needed.items()}},
             tables={"rejects": cohort.rejects, "labels": cohort.labels,
                     "qc_replicates": cohort.checked.qc,
                     "accounting": cohort.checked.accounting})
-        for name, result in {**results, **references}.items():
-            spec = config.models.get(name, best_spec if name == "clinical_only" else None)
-            fixed = spec.params if spec is not None else {}
-            with tracking.run(f"{name} {config.cohort.name} {stamp}", nested=True):
-                tracking.log_dataset(data.X.assign(responder=data.y), targets="responder",
-                                     name=f"{config.cohort.name} labelled MSC", digest=digest,
-                                     source=str(config.cohort.path), context="training")
-                tracking.log_family_run(
-                    result, data, params={**fixed, **result.params},
-                    metrics={"delta_auc_vs_clinical": deltas[name]},
-                    tags={**tags, "family": name,
-                          "role": "model" if name in results else "reference"},
-                    log_raw_rows=config.tracking.log_raw_rows)
     return TrainOutcome(config, cohort, len(data.y), msc_rate, control_rate, results,
                         references, deltas, needed, parent_id, uri)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,12 +52,59 @@ def setup_tracking(uri: str, *, artifact_root: str, experiment: str) -> str:
 
 
 @contextmanager
-def run(name: str, *, nested: bool = False) -> Iterator[str]:
-    """Start an MLflow run (a child of the active one when ``nested``); yield its id."""
+def run(name: str, *, parent_id: str | None = None) -> Iterator[str]:
+    """Start an MLflow run in this thread (a child of run ``parent_id`` if given); yield
+    its id. The run ends FINISHED, or FAILED when the block raises."""
     import mlflow
 
-    with mlflow.start_run(run_name=name, nested=nested) as active:
+    with mlflow.start_run(run_name=name, parent_run_id=parent_id) as active:
         yield active.info.run_id
+
+
+class BackgroundLogging:
+    """Log runs in one background thread while the caller goes on computing.
+
+    MLflow's active run is per thread, so each job opens its own run (see :func:`run`).
+    :meth:`wait` returns the jobs' results in submission order, raises the first job's
+    error, and adds the time the caller spent waiting to ``waited_seconds``: the wall
+    time logging added to the run.
+    """
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-log")
+        self._jobs: list = []
+        self.waited_seconds = 0.0
+
+    def submit(self, fn, /, *args, **kwargs) -> None:
+        self._jobs.append(self._pool.submit(fn, *args, **kwargs))
+
+    def wait(self) -> list:
+        start = time.perf_counter()
+        try:
+            return [job.result() for job in self._jobs]
+        finally:
+            self._jobs = []
+            self.waited_seconds += time.perf_counter() - start
+
+    def __enter__(self) -> BackgroundLogging:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def log_metrics(run_id: str, metrics: dict[str, MetricCI]) -> None:
+    """Add metrics with their intervals (``m``, ``m_ci_low``, ``m_ci_high``) to a run."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(run_id, metrics=[
+        Metric(f"{name}{suffix}", float(value), now, 0)
+        for name, ci in metrics.items()
+        for suffix, value in (("", ci.estimate), ("_ci_low", ci.low), ("_ci_high", ci.high))])
 
 
 def git_state(directory: str | Path = ".") -> dict[str, str]:

@@ -216,12 +216,10 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
     mlflow.set_tags(tags)
     mlflow.log_params({f"model.{k}": v for k, v in params.items()})
     mlflow.log_metrics({
-        **{f"{name}{suffix}": value for name, ci in {**result.metrics, **metrics}.items()
+        **result.metric_values(),
+        **{f"{name}{suffix}": value for name, ci in metrics.items()
            for suffix, value in (("", ci.estimate), ("_ci_low", ci.low),
                                  ("_ci_high", ci.high))},
-        **result.optimism,
-        **({"permutation_p": result.permutation_p}
-           if result.permutation_p == result.permutation_p else {}),
         "n_labelled": float(len(data.y)),
         "n_responders": float(data.y.sum()),
     })

@@ -105,6 +105,18 @@ class FamilyResult:
         """Cross-validated ROC AUC with its interval."""
         return self.metrics["roc_auc"]
 
+    def metric_values(self) -> dict[str, float]:
+        """Every number as it is logged: ``m``, ``m_ci_low``, ``m_ci_high`` for each
+        metric, the optimism figures (``roc_auc_optimism_corrected``, ...) and
+        ``permutation_p`` when the permutation test ran."""
+        values = {f"{name}{suffix}": float(value) for name, ci in self.metrics.items()
+                  for suffix, value in (("", ci.estimate), ("_ci_low", ci.low),
+                                        ("_ci_high", ci.high))}
+        values.update({name: float(value) for name, value in self.optimism.items()})
+        if not np.isnan(self.permutation_p):
+            values["permutation_p"] = float(self.permutation_p)
+        return values
+
 
 def evaluate_family(
     name: str,

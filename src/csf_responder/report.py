@@ -1,0 +1,758 @@
+"""A self-contained HTML report of one training run, in TRIPOD+AI order.
+
+:func:`render_report` turns a :class:`ReportInputs` (plain values: counts, definitions,
+settings, metrics with intervals and PNG figures) into one HTML page; :func:`write_report`
+writes it atomically. The page needs nothing but itself: every figure is a base64
+``data:image/png`` URI, the style sheet and the one script are inline, and a
+Content-Security-Policy forbids anything else, so it opens offline, attached to an e-mail
+or from the MLflow artifact store alike. Every value that comes from data or
+configuration (cohort, arm, feature and family names, exclusion reasons, captions) is
+HTML-escaped.
+
+Sections follow the TRIPOD+AI items that apply to an internally validated development
+study (Collins GS, Moons KGM, Dhiman P, et al. TRIPOD+AI statement: updated guidance for
+reporting clinical prediction models that use regression or machine learning methods.
+BMJ 2024;385:e078378): title and summary (items 1-2), source of data and participants
+(5-6, 20), data preparation (7), outcome (8), predictors (9), sample size (10), missing
+data (11), analytical methods (12-16), model development (21-22), performance (23),
+explanations and limitations (25-26). See :data:`SECTIONS`.
+
+The inline script, once the page has loaded, writes on ``<body>`` how many ``<img>``
+decoded (``complete`` and ``naturalWidth > 0``): ``data-images-loaded``,
+``data-images-total`` and ``data-images-broken`` (the ids of the others), so a headless
+browser can check that every figure renders.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Literal
+
+from csf_responder.metrics import MetricCI
+
+__all__ = [
+    "FIGURE_SECTIONS", "METRIC_LABELS", "SECTIONS", "Counts", "FamilyRow", "LabelDefinition",
+    "ReportInputs", "SampleSize", "ValidationSettings", "format_ci", "render_report",
+    "write_report",
+]
+
+#: (id, heading, TRIPOD+AI items) of every section, in the order of the report.
+SECTIONS: tuple[tuple[str, str, str], ...] = (
+    ("summary", "Summary", "1-2"),
+    ("participants", "Source of data and participants", "5-6, 20"),
+    ("data-preparation", "Data preparation", "7"),
+    ("outcome", "Outcome", "8"),
+    ("predictors", "Predictors", "9"),
+    ("sample-size", "Sample size", "10"),
+    ("missing-data", "Missing data", "11"),
+    ("methods", "Analytical methods", "12-16"),
+    ("development", "Model development", "21-22"),
+    ("performance", "Performance", "23"),
+    ("explanations", "Explanations", "22, 25"),
+    ("limitations", "Limitations", "26"),
+)
+
+#: Sections that may hold figures (keys of :attr:`ReportInputs.figures`).
+FIGURE_SECTIONS = tuple(section for section, _, _ in SECTIONS)
+
+#: Rows of the performance table: metric key -> label for the reader.
+METRIC_LABELS: dict[str, str] = {
+    "roc_auc": "ROC AUC (0.5 = chance, 1 = perfect)",
+    "pr_auc": "PR AUC (chance = responder rate)",
+    "brier": "Brier score (lower is better)",
+    "calibration_intercept": "Calibration intercept (0 = ideal)",
+    "calibration_slope": "Calibration slope (1 = ideal)",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "ppv": "Positive predictive value",
+    "npv": "Negative predictive value",
+    "mcc": "Matthews correlation coefficient",
+    "delta_auc_vs_clinical": "ROC AUC minus that of the clinical-only model",
+}
+
+#: Optimism-corrected metrics of the final model: key -> label.
+OPTIMISM_LABELS: dict[str, str] = {
+    "roc_auc": "Optimism-corrected ROC AUC",
+    "calibration_slope": "Optimism-corrected calibration slope",
+    "brier": "Optimism-corrected Brier score",
+}
+
+_CENSORING = {
+    "lloq_sqrt2": "set to LLOQ/&radic;2",
+    "lloq_half": "set to LLOQ/2",
+    "lloq": "set to the LLOQ",
+    "censored_normal": ("replaced by their expected value below the LLOQ under a normal "
+                        "distribution of the log concentration, left-censored at the LLOQ and "
+                        "fitted on the training folds only"),
+}
+_PLATE = {
+    "none": "No plate correction: concentrations are used as measured.",
+    "median": ("Per-plate median centring of each log concentration, with the plate medians "
+               "fitted on the training folds only."),
+    "bridge": ("Bridging-sample correction: each plate is shifted by the difference between "
+               "its bridging samples and their reference, fitted on the training folds only."),
+}
+_PNG = b"\x89PNG\r\n\x1a\n"
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk of every complete PNG
+
+ImageSource = bytes | str | os.PathLike
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many patients and rows the cohort had and lost.
+
+    ``patients_per_arm`` and ``labelled_per_arm``: arm -> patients, and those with a
+    responder label; ``excluded``: reason -> patients without a label (e.g. too few
+    visits); ``rejected_rows``: input file -> rows that broke the input contract.
+    """
+
+    patients_per_arm: Mapping[str, int]
+    labelled_per_arm: Mapping[str, int]
+    excluded: Mapping[str, int] = field(default_factory=dict)
+    rejected_rows: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabelDefinition:
+    """The responder label: ``source`` ("slope": from the functional-score slopes, or the
+    name of a 0/1 column), ``cutoff`` (the fraction by which the slope must improve over
+    the lead-in) and ``horizon_months`` (end of the follow-up window); ``description``, if
+    given, replaces the generated sentence."""
+
+    source: str
+    cutoff: float
+    horizon_months: float
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """How the families were validated: ``outer_splits`` x ``repeats`` stratified outer
+    folds, ``inner_splits`` folds of the hyperparameter search in each, ``n_bootstrap``
+    patient-level resamples per interval at ``ci_level``, ``n_optimism`` Harrell bootstrap
+    resamples (0: no optimism correction), ``permutation_test`` with ``n_permutations``,
+    and the probability ``threshold`` from which a patient is called a responder."""
+
+    outer_splits: int
+    repeats: int
+    inner_splits: int
+    n_bootstrap: int
+    ci_level: float
+    n_optimism: int
+    permutation_test: bool
+    n_permutations: int
+    threshold: float
+
+
+@dataclass(frozen=True)
+class FamilyRow:
+    """One validated model family or reference.
+
+    ``role``: "model" (CSF and clinical predictors) or "reference" (e.g. clinical-only,
+    prevalence-only); ``hyperparameters``: those the search chose for the final model;
+    ``metrics``: metric key of :data:`METRIC_LABELS` -> cross-validated value with its
+    interval (missing keys show as "n/a"); ``optimism_corrected``: key of
+    :data:`OPTIMISM_LABELS` -> the final model's optimism-corrected value;
+    ``permutation_p``: permutation-test p-value of the AUC, None when not run.
+    """
+
+    name: str
+    role: Literal["model", "reference"]
+    hyperparameters: Mapping[str, object]
+    metrics: Mapping[str, MetricCI]
+    optimism_corrected: Mapping[str, float] = field(default_factory=dict)
+    permutation_p: float | None = None
+
+
+@dataclass(frozen=True)
+class SampleSize:
+    """Riley et al. (2020) minimum sample size of the best family's model (see
+    :func:`csf_responder.metrics.riley_sample_size`) against the labelled patients."""
+
+    riley_minimum_n: int
+    n_parameters: int
+    n_labelled: int
+    anticipated_r2_cs: float | None = None
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report shows; plain values, no model objects.
+
+    Attributes
+    ----------
+    title, date : str
+        Heading of the report and the date (and time) of the run.
+    cohort : str
+        Cohort name (as in the run name).
+    data_digest, config_digest, git_commit : str
+        Provenance: digest of the raw cohort files, of the resolved configuration, and
+        the commit of the code (with "-dirty" if it had uncommitted changes).
+    counts : Counts
+    label : LabelDefinition
+    censoring : str
+        Handling of values below the LLOQ: "lloq_sqrt2", "lloq_half", "lloq",
+        "censored_normal" (described) or any text (shown as is).
+    plate_correction : str
+        "none", "median", "bridge" (described) or any text.
+    analytes : sequence of str
+        Panel analytes the model uses.
+    features : sequence of str
+        Every candidate model feature (levels, log ratios, changes, clinical covariates).
+    validation : ValidationSettings
+    families : sequence of FamilyRow
+        Every validated family and reference, in the order of the tables.
+    best_family : str
+        Name of the family that was registered (one of ``families``).
+    sample_size : SampleSize
+    responder_rate : mapping of str to MetricCI
+        Arm -> proportion of good responders among its labelled patients, with interval.
+    figures : mapping of str to sequence of (caption, PNG)
+        Section id of :data:`FIGURE_SECTIONS` -> (caption, PNG as bytes or a path).
+    treated_arm, control_arm : str
+        Arm the model is developed in, and the arm without stem cells.
+    missing_data : str
+        How missing predictor values were handled (plain text).
+    simulated : bool
+        The cohort comes from ``csf-responder simulate``: the report says so everywhere
+        it matters.
+    """
+
+    title: str
+    date: str
+    cohort: str
+    data_digest: str
+    config_digest: str
+    git_commit: str
+    counts: Counts
+    label: LabelDefinition
+    censoring: str
+    plate_correction: str
+    analytes: Sequence[str]
+    features: Sequence[str]
+    validation: ValidationSettings
+    families: Sequence[FamilyRow]
+    best_family: str
+    sample_size: SampleSize
+    responder_rate: Mapping[str, MetricCI]
+    figures: Mapping[str, Sequence[tuple[str, ImageSource]]] = field(default_factory=dict)
+    treated_arm: str = "MSC"
+    control_arm: str = "control"
+    missing_data: str = ("Missing predictor values are imputed with the median of the "
+                         "training patients, fitted inside every cross-validation fold so "
+                         "that no test patient informs the imputed values; the final model's "
+                         "medians come from all labelled patients. Patients without a "
+                         "responder label are not imputed: they are excluded.")
+    simulated: bool = False
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _finite(value: object) -> bool:
+    """A real, finite number (numpy scalars included)."""
+    if value is None or isinstance(value, bool | str):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals; "n/a" when missing or not finite."""
+    return f"{value:.{digits}f}" if _finite(value) else "n/a"
+
+
+def format_ci(value: MetricCI | None, *, digits: int = 2, percent: bool = False) -> str:
+    """A value with its interval for clinicians: "0.72 (0.55-0.88)".
+
+    A negative bound turns the dash into "to" ("-0.05 (-0.20 to 0.10)"); ``percent``
+    gives "40% (28-53%)"; a missing estimate is "n/a", a missing interval is left out.
+    """
+    if value is None or not _finite(value.estimate):
+        return "n/a"
+    scale, unit = (100.0, "%") if percent else (1.0, "")
+    digits = 0 if percent else digits
+    estimate = f"{value.estimate * scale:.{digits}f}{unit}"
+    if not (_finite(value.low) and _finite(value.high)):
+        return estimate
+    low, high = value.low * scale, value.high * scale
+    dash = " to " if min(low, high) < 0 else "-"
+    return f"{estimate} ({low:.{digits}f}{dash}{high:.{digits}f}{unit})"
+
+
+def _p_value(p: float | None) -> str:
+    if not _finite(p):
+        return "not run"
+    return "&lt;0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _parameter(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _e(value: object) -> str:
+    """HTML-escape anything that comes from data or configuration."""
+    return escape(str(value), quote=True)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _png_bytes(source: ImageSource) -> bytes:
+    data = bytes(source) if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
+    what = "(bytes)" if isinstance(source, bytes | bytearray) else str(source)
+    if not data.startswith(_PNG):
+        raise ValueError(f"figure {what} is not a PNG image")
+    if not data.rstrip(b"\x00").endswith(_IEND):  # browsers draw a truncated PNG in part
+        raise ValueError(f"figure {what} is a truncated PNG image (no IEND chunk)")
+    return data
+
+
+class _Figures:
+    """Numbers the figures across the report and embeds them as data URIs."""
+
+    def __init__(self, figures: Mapping[str, Sequence[tuple[str, ImageSource]]]):
+        unknown = sorted(set(figures) - set(FIGURE_SECTIONS))
+        if unknown:
+            raise ValueError(f"figures for unknown sections {unknown}; "
+                             f"known: {list(FIGURE_SECTIONS)}")
+        self._figures = figures
+        self._count = 0
+
+    def html(self, section: str, *, empty: str | None = None) -> str:
+        entries = self._figures.get(section, ())
+        if not entries:
+            return f'<p class="note">{empty}</p>' if empty else ""
+        parts = []
+        for caption, source in entries:
+            self._count += 1
+            uri = "data:image/png;base64," + base64.b64encode(_png_bytes(source)).decode("ascii")
+            parts.append(
+                f'<figure><img id="figure-{self._count}" src="{uri}" alt="{_e(caption)}">'
+                f"<figcaption><b>Figure {self._count}.</b> {_e(caption)}</figcaption></figure>")
+        return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, cls: str = "") -> str:
+    """An HTML table; the cells must already be escaped or formatted."""
+    head = "".join(f"<th>{cell}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    klass = f' class="{cls}"' if cls else ""
+    return f"<table{klass}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _label_sentence(label: LabelDefinition) -> str:
+    if label.description:
+        return _e(label.description)
+    if label.source == "slope":
+        return (f"A patient is a <b>good responder</b> when the slope of the functional score "
+                f"(ALSFRS-R for ALS) over the follow-up to <b>{label.horizon_months:g} "
+                f"months</b> after the first injection improves by at least "
+                f"<b>{label.cutoff:.0%}</b> over the slope of the lead-in period before it "
+                f"(the definition of Oh et al. 2018).")
+    return (f"The responder label is the 0/1 column <code>{_e(label.source)}</code> of the "
+            f"patients file (cutoff {label.cutoff:g}, horizon "
+            f"{label.horizon_months:g} months, as configured).")
+
+
+def _summary(r: ReportInputs, best: FamilyRow, ci: str) -> str:
+    n, riley = r.sample_size.n_labelled, r.sample_size.riley_minimum_n
+    corrected = best.optimism_corrected.get("roc_auc")
+    delta = best.metrics.get("delta_auc_vs_clinical")
+    lines = [
+        f"Development and internal validation of a model predicting which "
+        f"<b>{_e(r.treated_arm)}</b> patients are good responders "
+        f"({r.label.cutoff:.0%} slope improvement at {r.label.horizon_months:g} months), "
+        f"from cerebrospinal-fluid cytokines and clinical data, in cohort "
+        f"<b>{_e(r.cohort)}</b>.",
+        f"{n} labelled {_e(r.treated_arm)} patients; "
+        f"{len(r.families)} model families and references compared by "
+        f"{r.validation.repeats}&times;{r.validation.outer_splits}-fold nested "
+        f"cross-validation.",
+        f"Best family <b>{_e(best.name)}</b>: ROC AUC "
+        f"<b>{format_ci(best.metrics.get('roc_auc'))}</b> ({ci} CI)"
+        + (f", optimism-corrected {_number(corrected)}" if _finite(corrected) else "")
+        + (f"; ROC AUC minus that of the clinical-only model {format_ci(delta)}"
+           if delta is not None else "") + ".",
+        f"Good responders: {_rates(r)}.",
+        f"Sample size: {n} labelled patients against a Riley minimum of {riley}"
+        + (" &mdash; <b>below the minimum</b>." if n < riley else "."),
+    ]
+    warnings = []
+    if r.simulated:
+        warnings.append("<b>Simulated data.</b> This cohort was generated by "
+                        "<code>csf-responder simulate</code>; the numbers below describe the "
+                        "simulator, not patients.")
+    provenance = _table(("Provenance", ""), [
+        ("Date", _e(r.date)), ("Cohort", _e(r.cohort)),
+        ("Data digest", f"<code>{_e(r.data_digest)}</code>"),
+        ("Configuration digest", f"<code>{_e(r.config_digest)}</code>"),
+        ("Code (git commit)", f"<code>{_e(r.git_commit)}</code>"),
+    ], cls="provenance")
+    return ("".join(f'<div class="warning">{w}</div>' for w in warnings)
+            + "<ul>" + "".join(f"<li>{line}</li>" for line in lines) + "</ul>" + provenance)
+
+
+def _rates(r: ReportInputs) -> str:
+    if not r.responder_rate:
+        return "not available"
+    return "; ".join(f"{_e(arm)} {format_ci(rate, percent=True)}"
+                     for arm, rate in r.responder_rate.items())
+
+
+def _participants(r: ReportInputs) -> str:
+    c = r.counts
+    arms = list(dict.fromkeys([*c.patients_per_arm, *c.labelled_per_arm]))
+    rows = [(_e(arm), str(c.patients_per_arm.get(arm, 0)), str(c.labelled_per_arm.get(arm, 0)))
+            for arm in arms]
+    rows.append(("<b>Total</b>", f"<b>{sum(c.patients_per_arm.values())}</b>",
+                 f"<b>{sum(c.labelled_per_arm.values())}</b>"))
+    parts = [
+        f"<p>Cohort <b>{_e(r.cohort)}</b>: patients with ALS in a trial of repeated "
+        f"intrathecal bone-marrow mesenchymal stem-cell (BM-MSC) injections, arm "
+        f"<b>{_e(r.treated_arm)}</b>, against a <b>{_e(r.control_arm)}</b> arm without stem "
+        f"cells. The model is developed in the {_e(r.treated_arm)} arm only.</p>",
+        _table(("Arm", "Patients", "With a responder label"), rows),
+    ]
+    if c.excluded:
+        parts.append("<h3>Patients without a label, by reason</h3>")
+        parts.append(_table(("Reason", "Patients"),
+                            [(_e(k), str(v)) for k, v in c.excluded.items()]))
+    else:
+        parts.append('<p class="note">No patient was excluded from labelling.</p>')
+    return "\n".join(parts)
+
+
+def _data_preparation(r: ReportInputs) -> str:
+    censoring = _CENSORING.get(r.censoring, _e(r.censoring))
+    plate = _PLATE.get(r.plate_correction, f"Plate correction: {_e(r.plate_correction)}.")
+    rejected = r.counts.rejected_rows
+    parts = [
+        "<p>Input files are checked against the input contract; a row that breaks a rule is "
+        "rejected (and listed in the run's rejects table), never silently repaired.</p>",
+        _table(("File", "Rejected rows"), [(_e(k), str(v)) for k, v in rejected.items()])
+        if rejected else '<p class="note">No input row was rejected.</p>',
+        f"<p><b>Censoring below the lower limit of quantification (LLOQ).</b> Cytokine "
+        f"concentrations below the assay's LLOQ are {censoring}; values above the upper limit "
+        f"(ULOQ) are set to the ULOQ; then concentrations are log-transformed.</p>",
+        f"<p><b>Plate effects.</b> {plate}</p>",
+    ]
+    return "\n".join(parts)
+
+
+def _outcome(r: ReportInputs) -> str:
+    rows = [(_e(arm), format_ci(rate, percent=True)) for arm, rate in r.responder_rate.items()]
+    control = r.responder_rate.get(r.control_arm)
+    floor = (f"<p><b>Noise floor.</b> {format_ci(control, percent=True)} of the "
+             f"{_e(r.control_arm)} patients, who received no stem cells, meet the same "
+             f"definition: that is how often &ldquo;response&rdquo; happens without "
+             f"treatment (natural variability of the slopes, measurement noise).</p>"
+             if control is not None else
+             f'<p class="note">No responder rate is available for the {_e(r.control_arm)} '
+             f"arm, so the rate of &ldquo;response&rdquo; without treatment is unknown.</p>")
+    return "\n".join([
+        f"<p>{_label_sentence(r.label)}</p>",
+        _table(("Arm", f"Good responders ({_ci_label(r)} CI)"), rows)
+        if rows else '<p class="note">No responder rates.</p>',
+        floor,
+    ])
+
+
+def _ci_label(r: ReportInputs) -> str:
+    return f"{r.validation.ci_level:.0%}"
+
+
+def _predictors(r: ReportInputs) -> str:
+    features = "".join(f"<li><code>{_e(f)}</code></li>" for f in r.features)
+    return "\n".join([
+        f"<p><b>Analytes</b> ({len(r.analytes)}), measured in cerebrospinal fluid (CSF) "
+        f"sampled at the intrathecal injections of the {_e(r.treated_arm)} arm: "
+        + ", ".join(f"<b>{_e(a)}</b>" for a in r.analytes) + ".</p>",
+        f"<p><b>Candidate features</b> ({len(r.features)}): log concentrations, log ratios "
+        f"of analytes, changes from baseline to week 4 and clinical covariates, as named "
+        f"below.</p>",
+        f'<ul class="columns">{features}</ul>',
+    ])
+
+
+def _sample_size(r: ReportInputs) -> str:
+    s = r.sample_size
+    r2 = (f" (anticipated Cox-Snell R&sup2; {_number(s.anticipated_r2_cs, 3)}, from the "
+          f"cross-validated AUC and the responder rate)"
+          if _finite(s.anticipated_r2_cs) else "")
+    parts = [
+        f"<p>The minimum sample size of Riley et al. (BMJ 2020;368:m441) for a model with "
+        f"<b>{s.n_parameters}</b> candidate parameters is <b>{s.riley_minimum_n}</b> "
+        f"patients{r2}. This analysis has <b>{s.n_labelled}</b> labelled "
+        f"{_e(r.treated_arm)} patients.</p>",
+    ]
+    if s.n_labelled < s.riley_minimum_n:
+        parts.append(
+            f'<div class="warning"><b>Below the minimum sample size</b> ({s.n_labelled} of '
+            f"{s.riley_minimum_n} patients). Expect an over-fitted model whose predictions are "
+            f"too extreme, and wide intervals; treat the results as exploratory.</div>")
+    return "\n".join(parts)
+
+
+def _methods(r: ReportInputs) -> str:
+    v = r.validation
+    models = [f for f in r.families if f.role == "model"]
+    references = [f for f in r.families if f.role == "reference"]
+    optimism = (f"The final model, refitted on all labelled patients, has its apparent ROC "
+                f"AUC, calibration slope and Brier score corrected for optimism with "
+                f"{v.n_optimism} bootstrap resamples (Harrell)."
+                if v.n_optimism else "No optimism correction was run.")
+    permutation = (f"A permutation test repeats the whole nested procedure on "
+                   f"{v.n_permutations} shuffled label sets for a p-value of each family's "
+                   f"AUC." if v.permutation_test else
+                   "No permutation test was run (validation.permutation_test: false).")
+    return "\n".join([
+        "<ul>",
+        "<li><b>Model families</b>: "
+        + (", ".join(f"<b>{_e(f.name)}</b>" for f in models) or "none")
+        + "; <b>references</b>: "
+        + (", ".join(f"<b>{_e(f.name)}</b>" for f in references) or "none")
+        + ". Each family is a pipeline of feature construction, imputation, scaling and a "
+          "classifier, fitted as a whole inside every fold.</li>",
+        f"<li><b>Nested cross-validation</b>: {v.repeats} repeats of stratified "
+        f"{v.outer_splits}-fold outer cross-validation; the hyperparameters are chosen by a "
+        f"{v.inner_splits}-fold search inside each outer training fold.</li>",
+        f"<li><b>Intervals</b>: {_ci_label(r)} intervals from {v.n_bootstrap} patient-level "
+        f"bootstrap resamples of the out-of-fold predictions.</li>",
+        "<li><b>ROC AUC</b> from pairs of patients in the same test fold (fold-pair AUC), "
+        "which is unbiased under the null at small N; the other metrics from the pooled "
+        "out-of-fold predictions.</li>",
+        f"<li>{optimism}</li>",
+        f"<li>{permutation}</li>",
+        f"<li><b>Classification threshold</b>: a predicted probability of good response of "
+        f"{v.threshold:g} or more calls a patient a responder (sensitivity, specificity, "
+        f"predictive values, MCC). No resampling or reweighting for class imbalance.</li>",
+        "<li><b>Model output</b>: the probability that a patient is a good responder.</li>",
+        "</ul>",
+    ])
+
+
+def _development(r: ReportInputs) -> str:
+    rows = []
+    for f in r.families:
+        params = ", ".join(f"<code>{_e(k)}</code> = {_e(_parameter(v))}"
+                           for k, v in f.hyperparameters.items()) or "(none tuned)"
+        name = f"<b>{_e(f.name)}</b>" + (" (best)" if f.name == r.best_family else "")
+        rows.append((name, _e(f.role), params))
+    return "\n".join([
+        f"<p>The registered model is the best family, <b>{_e(r.best_family)}</b>, refitted "
+        f"with the hyperparameters below on all {r.sample_size.n_labelled} labelled "
+        f"patients.</p>",
+        _table(("Family", "Role", "Hyperparameters chosen for the final model"), rows),
+    ])
+
+
+def _performance(r: ReportInputs) -> str:
+    header = ["Metric"] + [
+        f"{_e(f.name)}" + ("<br><small>(reference)</small>" if f.role == "reference" else "")
+        + ("<br><small>(best)</small>" if f.name == r.best_family else "")
+        for f in r.families]
+    rows = [[label] + [format_ci(f.metrics.get(key)) for f in r.families]
+            for key, label in METRIC_LABELS.items()]
+    rows += [[label] + [_number(f.optimism_corrected.get(key)) for f in r.families]
+             for key, label in OPTIMISM_LABELS.items()]
+    rows.append(["Permutation p-value of the ROC AUC"]
+                + [_p_value(f.permutation_p) for f in r.families])
+    return "\n".join([
+        f"<p>Each cell: cross-validated estimate ({_ci_label(r)} CI). Optimism-corrected "
+        f"values are those of the final model (no interval). Threshold-dependent metrics at a "
+        f"probability of {r.validation.threshold:g}.</p>",
+        _table(header, rows, cls="metrics"),
+    ])
+
+
+def _limitations(r: ReportInputs) -> str:
+    s = r.sample_size
+    control = r.responder_rate.get(r.control_arm)
+    items = [
+        f"<b>Prognosis and treatment benefit are mixed.</b> The model is developed in the "
+        f"{_e(r.treated_arm)} arm only, so it predicts who does well <i>on</i> treatment, "
+        f"not who does well <i>because of</i> it: some predicted responders would have "
+        f"responded without stem cells"
+        + (f" ({format_ci(control, percent=True)} of the {_e(r.control_arm)} arm did)"
+           if control is not None else "") + ".",
+        f"<b>CSF only in the treated arm.</b> Cerebrospinal fluid is sampled at the "
+        f"intrathecal injections, so the {_e(r.control_arm)} arm has no cytokines: whether a "
+        f"cytokine predicts benefit of treatment (rather than the course of the disease) "
+        f"cannot be tested.",
+        f"<b>Small sample.</b> {s.n_labelled} labelled patients"
+        + (f", below the Riley minimum of {s.riley_minimum_n}"
+           if s.n_labelled < s.riley_minimum_n else "")
+        + ": intervals are wide and the model may not transport.",
+        "<b>Internal validation only.</b> No external (other centre, later period) "
+        "validation; performance in new patients is likely lower.",
+        "<b>Fairness not assessed.</b> Performance is not reported by sex, age or site of "
+        "onset (TRIPOD+AI item 14); at this sample size such subgroups would be too small "
+        "to estimate it.",
+    ]
+    if r.simulated:
+        items.insert(0, "<b>Simulated data.</b> The cohort was generated by the project's "
+                        "simulator; nothing here describes real patients.")
+    return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
+
+
+# ----------------------------------------------------------------------------- page
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+max-width:62rem;margin:2rem auto;padding:0 1rem;line-height:1.45;color:#1b1b1b}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2rem;
+border-bottom:1px solid #ccc;padding-bottom:.2rem}h3{font-size:1rem}
+.tripod{color:#666;font-size:.8rem;font-weight:normal;margin-left:.5rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#f2f2f2}table.metrics td:not(:first-child){white-space:nowrap}
+.warning{background:#fff4e5;border-left:4px solid #e67e00;padding:.5rem .8rem;margin:.6rem 0}
+.note{color:#555;font-style:italic}ul.columns{columns:3 14rem;font-size:.85rem}
+figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.85rem;color:#333}nav ol{columns:2 16rem;font-size:.9rem}
+code{font-size:.85em}.provenance td:first-child{font-weight:bold}
+@media print{nav{display:none}h2{break-after:avoid}figure{break-inside:avoid}}
+"""
+
+# After `load`, count the images that decoded; a headless browser reads the attributes.
+_SCRIPT = """
+(function () {
+  function check() {
+    var images = Array.prototype.slice.call(document.images);
+    var broken = images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+    document.body.setAttribute("data-images-loaded", String(images.length - broken.length));
+    document.body.setAttribute("data-images-total", String(images.length));
+    document.body.setAttribute("data-images-broken",
+      broken.map(function (i) { return i.id; }).join(" "));
+  }
+  if (document.readyState === "complete") { check(); }
+  else { window.addEventListener("load", check); }
+})();
+"""
+
+_EXPLANATIONS = ("<p>SHAP values of the final model of each family: how much each feature "
+                 "moves a patient's predicted log-odds of good response. They describe the "
+                 "model, not causes.</p>")
+_NO_FIGURES = {"performance": "No performance figures were produced.",
+               "explanations": "No explanation figures were produced."}
+
+_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'")
+
+
+def render_report(inputs: ReportInputs) -> str:
+    """The report of one training run as a self-contained HTML page.
+
+    Parameters
+    ----------
+    inputs : ReportInputs
+        Every number, name and figure shown; nothing else is read except the PNG files
+        that ``inputs.figures`` names by path.
+
+    Returns
+    -------
+    str
+        The HTML document (UTF-8 text): sections of :data:`SECTIONS` in order, figures
+        embedded as base64 ``data:image/png`` URIs, no external reference.
+
+    Raises
+    ------
+    ValueError
+        ``best_family`` is not one of ``families``, a family's role is neither "model" nor
+        "reference", a figure is not a PNG, or figures name an unknown section.
+    """
+    r = inputs
+    names = [f.name for f in r.families]
+    if r.best_family not in names:
+        raise ValueError(f"best family {r.best_family!r} is not one of the families {names}")
+    bad = [f.name for f in r.families if f.role not in ("model", "reference")]
+    if bad:
+        raise ValueError(f"families {bad} have a role other than 'model' or 'reference'")
+    best = next(f for f in r.families if f.name == r.best_family)
+    figures = _Figures(r.figures)
+    ci = _ci_label(r)
+
+    builders = {
+        "summary": lambda: _summary(r, best, ci),
+        "participants": lambda: _participants(r),
+        "data-preparation": lambda: _data_preparation(r),
+        "outcome": lambda: _outcome(r),
+        "predictors": lambda: _predictors(r),
+        "sample-size": lambda: _sample_size(r),
+        "missing-data": lambda: f"<p>{_e(r.missing_data)}</p>",
+        "methods": lambda: _methods(r),
+        "development": lambda: _development(r),
+        "performance": lambda: _performance(r),
+        "explanations": lambda: _EXPLANATIONS,
+        "limitations": lambda: _limitations(r),
+    }
+    sections = []
+    for section, heading, items in SECTIONS:  # in page order: figures are numbered in it
+        empty = _NO_FIGURES.get(section)
+        body = builders[section]() + figures.html(section, empty=empty)
+        sections.append(f'<section id="{section}"><h2>{heading}'
+                        f'<span class="tripod">TRIPOD+AI {items}</span></h2>\n{body}\n'
+                        f"</section>")
+    nav = ("<nav><ol>" + "".join(f'<li><a href="#{s}">{h}</a></li>' for s, h, _ in SECTIONS)
+           + "</ol></nav>")
+    subtitle = (f"{_e(r.cohort)} &middot; {_e(r.date)} &middot; "
+                f"{r.sample_size.n_labelled} labelled {_e(r.treated_arm)} patients"
+                + (" &middot; <b>simulated data</b>" if r.simulated else ""))
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(r.title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f'<header><h1>{_e(r.title)}</h1><p class="note">{subtitle}</p></header>\n'
+        f"{nav}\n<main>\n" + "\n".join(sections) + "\n</main>\n"
+        f"<script>{_SCRIPT}</script>\n</body>\n</html>\n"
+    )
+
+
+def write_report(html: str, directory: str | os.PathLike, name: str) -> Path:
+    """Write ``html`` to ``directory/name`` (".html" added if missing) atomically.
+
+    The text goes to a temporary file in the same directory, is flushed to disk, then
+    renamed over the target: a reader never sees a half-written report, and a failure
+    leaves any previous report in place and no temporary file behind. ``directory`` is
+    created if needed; ``name`` must be a bare file name. Returns the path written.
+    """
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"report name {name!r} must be a bare file name")
+    if not name.endswith(".html"):
+        name += ".html"
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / name
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(html)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return target

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-__all__ = ["shap_values", "shap_summary_plot"]
+__all__ = ["shap_values"]
 
 
 def shap_values(pipeline: Pipeline, X: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -35,23 +33,3 @@ def shap_values(pipeline: Pipeline, X: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
     if values.ndim == 3:  # (n, features, classes): keep the responder class
         values = values[:, :, 1]
     return pd.DataFrame(values, columns=features.columns, index=X.index), features
-
-
-def shap_summary_plot(values: pd.DataFrame, features: pd.DataFrame, path: str | Path,
-                      *, title: str) -> Path:
-    """Write a SHAP beeswarm summary plot (PNG) and return its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import shap
-
-    path = Path(path)
-    plt.figure()
-    shap.summary_plot(values.to_numpy(), features, show=False, max_display=15)
-    figure = plt.gcf()
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return path

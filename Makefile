@@ -17,7 +17,7 @@ PORT ?= 5000
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 
-.PHONY: help venv data validate train test lint ui bench clean
+.PHONY: help venv data validate train promote test lint ui bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,12 @@ ifeq ($(strip $(COHORT)),)
 else
 	$(BIN)/csf-responder train --cohort $(COHORT) --config $(CONFIG) $(SET)
 endif
+
+promote: $(STAMP) ## Move the registry alias to a version by hand (VERSION=n REASON="why")
+	@$(if $(and $(strip $(VERSION)),$(strip $(REASON))),true,\
+		echo 'usage: make promote VERSION=n REASON="why" [CONFIG=file SET=...]' >&2; exit 2)
+	$(BIN)/csf-responder promote --version $(VERSION) \
+		--reason '$(subst ','\'',$(REASON))' --config $(CONFIG) $(SET)
 
 test: $(STAMP) ## Lint (ruff) and run the tests (pytest)
 	$(BIN)/ruff check .

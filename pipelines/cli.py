@@ -76,7 +76,8 @@ def _train_overrides(cohort: Path | None, set_: list[str] | None, decimal_comma:
                      ) -> list[str]:
     overrides = list(set_ or [])
     if cohort is not None:
-        overrides += [f"cohort.path={cohort}", f"cohort.name={cohort.name}"]
+        overrides += [f"cohort.path={cohort}", f"cohort.name={cohort.name}",
+                      "cohort.simulated=false"]
     if decimal_comma:
         overrides.append("panel.decimal_comma=true")
     return overrides
@@ -139,6 +140,29 @@ def train(
     except CsfResponderError as exc:
         _fail(str(exc))
     print_train_summary(outcome, Console())
+
+
+@app.command()
+def promote(
+    version: Annotated[int, typer.Option(min=1, help="Registered model version to move the "
+                                                    "alias to.")],
+    reason: Annotated[str, typer.Option(help="Why, recorded with the version "
+                                             "(promoted_by_hand_reason).")],
+    config: ConfigOption = Path("configs/train.yaml"),
+    set_: SetOption = None,
+) -> None:
+    """Move the registry alias (registry.alias, e.g. champion) to a version by hand."""
+    from rich.console import Console
+
+    from csf_responder.errors import CsfResponderError
+    from pipelines import promote as recipe
+
+    try:
+        outcome = recipe.run(config_path=config, overrides=list(set_ or []), version=version,
+                             reason=reason)
+    except CsfResponderError as exc:
+        _fail(str(exc))
+    Console().print(recipe.summary(outcome), highlight=False, soft_wrap=True)
 
 
 def main() -> None:

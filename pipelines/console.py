@@ -100,6 +100,7 @@ def print_train_summary(outcome: TrainOutcome, console: Console) -> None:
     models.add_column("model")
     models.add_column(f"ROC AUC ({level}% CI)", justify="right")
     models.add_column("vs clinical-only (ΔAUC)", justify="right")
+    models.add_column("AUC optimism-corrected", justify="right")
     models.add_column("Brier", justify="right")
     v = config.validation
     for name, result in {**outcome.results, **outcome.references}.items():
@@ -108,6 +109,7 @@ def print_train_summary(outcome: TrainOutcome, console: Console) -> None:
         models.add_row(label, str(result.auc),
                        "" if name == "clinical_only" else f"{delta.estimate:+.2f} "
                        f"({delta.low:+.2f} to {delta.high:+.2f})",
+                       _corrected(result.optimism.get("roc_auc_optimism_corrected")),
                        f"{result.metrics['brier'].estimate:.3f}")
     console.print(models)
     console.print(f"[dim]{v.n_repeats}x repeated {v.n_splits}-fold CV, out-of-fold; "
@@ -120,11 +122,30 @@ def print_train_summary(outcome: TrainOutcome, console: Console) -> None:
             f"below the Riley et al. (2020) minimum of {needed['riley_minimum_n']:.0f} for "
             f"a model with {needed['n_parameters']:.0f} candidate parameters: this run can "
             "explore, not develop, a model.")
+    registered = outcome.registered
+    if registered.promoted:
+        console.print(f"Registry: {registered.model_name} version {registered.version} "
+                      f"({outcome.best}) passed the gate and is now "
+                      f"@{registered.alias}.", highlight=False)
+    else:
+        console.print(f"Registry: {registered.model_name} version {registered.version} "
+                      f"({outcome.best}) registered; @{registered.alias} stays "
+                      f"{_version(registered.previous_champion)}: "
+                      f"{'; '.join(registered.reasons)}.", highlight=False)
+    console.print(f"Report: [bold]{outcome.report}[/bold]", highlight=False)
     console.print(f"MLflow run [bold]{outcome.parent_run_id}[/bold] in experiment "
                   f"'{config.tracking.experiment}' ({outcome.tracking_uri}).")
     if outcome.tracking_uri.startswith("sqlite:"):
         console.print("Open it with [bold]make ui[/bold], then http://127.0.0.1:5000 "
                       f"-> Experiments -> {config.tracking.experiment}.")
+
+
+def _corrected(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _version(version: int | None) -> str:
+    return "unset" if version is None else f"on version {version}"
 
 
 def _rate(rate) -> str:

@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from csf_responder import figures, registry
 from csf_responder.config import TrainConfig, load_config
 from csf_responder.ingest import IngestedCohort, ingest_cohort
 from csf_responder.io import cohort_digest
 from csf_responder.metrics import MetricCI, proportion_ci
 from csf_responder.models import make_pipeline, prevalence_pipeline
+from csf_responder.registry import RegistryOutcome
+from csf_responder.report import (
+    Counts,
+    FamilyRow,
+    LabelDefinition,
+    ReportInputs,
+    SampleSize,
+    ValidationSettings,
+    render_report,
+    write_report,
+)
 from csf_responder.training import (
     FamilyResult,
+    best_family,
     delta_auc,
     evaluate_family,
     sample_size,
     training_data,
 )
 from pipelines.console import Reporter
+
+
+@dataclass(frozen=True)
+class Child:
+    """A logged child run: its id, its model's URI and its figures (name -> PNG)."""
+
+    run_id: str
+    model_uri: str
+    figures: dict[str, Path]
 
 
 @dataclass(frozen=True)
@@ -36,11 +60,76 @@ class TrainOutcome:
     sample_size: dict[str, float]
     parent_run_id: str
     tracking_uri: str
+    best: str
+    report: Path
+    registered: RegistryOutcome
 
 
 def _arm_rate(table: pd.DataFrame, arm: str, level: float) -> MetricCI:
     labelled = table.loc[table["arm"].eq(arm) & table["responder"].notna(), "responder"]
     return proportion_ci(int(labelled.sum()), len(labelled), ci_level=level)
+
+
+#: Figures of the best family in the report: (section, figure name, caption).
+REPORT_FIGURES = (
+    ("performance", "roc", "ROC curve, out of fold, with its bootstrap band"),
+    ("performance", "pr", "Precision-recall curve, out of fold"),
+    ("performance", "calibration", "Calibration of the out-of-fold probabilities"),
+    ("performance", "decision_curve", "Decision curve: net benefit vs treat all / none"),
+    ("performance", "confusion_matrix", "Confusion matrix at the threshold"),
+    ("explanations", "shap_beeswarm", "SHAP values of the final model"),
+    ("explanations", "shap_bar", "Mean |SHAP| per feature"),
+    ("explanations", "shap_dependence", "SHAP dependence of the TGF-beta1/MCP-1 log ratio"),
+)
+
+
+def _report_inputs(config, cohort, data, tags, stamp, results, references, deltas, needed,
+                   best, rates, children, comparison) -> ReportInputs:
+    table, v = cohort.table, config.validation
+    labelled = table[table["responder"].notna()]
+    accounting = cohort.checked.accounting
+    rows = [FamilyRow(
+        name=name, role="model" if name in results else "reference",
+        hyperparameters=result.params,
+        metrics={**result.metrics, "delta_auc_vs_clinical": deltas[name]},
+        optimism_corrected={k.removesuffix("_optimism_corrected"): x
+                            for k, x in result.optimism.items()
+                            if k.endswith("_optimism_corrected")},
+        permutation_p=None if np.isnan(result.permutation_p) else result.permutation_p)
+        for name, result in {**results, **references}.items()]
+    pictures = children[best].figures
+    shown = {}
+    for section, name, caption in REPORT_FIGURES:
+        if name in pictures:
+            shown.setdefault(section, []).append((f"{best}: {caption}", pictures[name]))
+    shown["development"] = [("Families and references side by side", comparison)]
+    return ReportInputs(
+        title=f"Responder models: {config.cohort.name}", date=stamp,
+        cohort=config.cohort.name, data_digest=tags["data_digest"],
+        config_digest=tags["config_digest"], git_commit=tags["git_commit"],
+        counts=Counts(
+            patients_per_arm=table["arm"].value_counts().to_dict(),
+            labelled_per_arm=labelled["arm"].value_counts().to_dict(),
+            excluded=cohort.labels["exclusion"].value_counts().to_dict(),
+            rejected_rows=dict(zip(accounting["file"], accounting["rows_rejected"],
+                                   strict=True))),
+        label=LabelDefinition(source=config.labels.source, cutoff=config.labels.cutoff,
+                              horizon_months=config.labels.horizon_months,
+                              description=tags["label_definition"]),
+        censoring=config.features.censoring, plate_correction=config.features.plate_correction,
+        analytes=list(config.features.analytes),
+        features=list(results[best].model[:-1].get_feature_names_out()),
+        validation=ValidationSettings(
+            outer_splits=v.n_splits, repeats=v.n_repeats, inner_splits=v.inner_splits,
+            n_bootstrap=v.n_bootstrap, ci_level=v.ci_level, n_optimism=v.n_optimism,
+            permutation_test=v.permutation_test, n_permutations=v.n_permutations,
+            threshold=v.threshold),
+        families=rows, best_family=best,
+        sample_size=SampleSize(riley_minimum_n=int(needed["riley_minimum_n"]),
+                               n_parameters=int(needed["n_parameters"]),
+                               n_labelled=len(data.y),
+                               anticipated_r2_cs=needed["anticipated_r2_cs"]),
+        responder_rate=rates, figures=shown, simulated=config.cohort.simulated)
 
 
 def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> TrainOutcome:
@@ -88,25 +177,28 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
                              if config.labels.source == "slope"
                              else f"column {config.labels.column} of patients.csv"),
     })
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
+    now = datetime.now()
+    stamp, file_stamp = now.strftime("%Y-%m-%d %H:%M"), now.strftime("%Y-%m-%d-%H%M%S")
     digest = tags["data_digest"]
 
-    def log_child(parent_id: str, name: str, result: FamilyResult, role: str) -> tuple[str, str]:
+    def log_child(parent_id: str, name: str, result: FamilyResult, role: str) -> Child:
         spec = config.models.get(name, best_spec if name == "clinical_only" else None)
         fixed = spec.params if spec is not None else {}
         with tracking.run(f"{name} {config.cohort.name} {stamp}", parent_id=parent_id) as rid:
             tracking.log_dataset(data.X.assign(responder=data.y), targets="responder",
                                  name=f"{config.cohort.name} labelled MSC", digest=digest,
                                  source=str(config.cohort.path), context="training")
-            model_uri = tracking.log_family_run(
+            model_uri, pictures = tracking.log_family_run(
                 result, data, params={**fixed, **result.params}, metrics={},
                 tags={**tags, "family": name, "role": role},
-                log_raw_rows=config.tracking.log_raw_rows)
-        return rid, model_uri
+                log_raw_rows=config.tracking.log_raw_rows,
+                figures_dir=Path(scratch) / name, threshold=v.threshold, ci_level=level)
+        return Child(rid, model_uri, pictures)
 
     # Each family is logged in a background thread while the next one is validated.
     with (tracking.run(f"train {config.cohort.name} {stamp}") as parent_id,
-          tracking.BackgroundLogging() as background):
+          tracking.BackgroundLogging() as background,
+          tempfile.TemporaryDirectory() as scratch):
         tracking.log_dataset(cohort.table, name=config.cohort.name, digest=digest,
                              source=str(config.cohort.path), context="cohort")
         with reporter.progress(steps, label="folds and permutations") as advance:
@@ -114,7 +206,7 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
             for name, spec in config.models.items():
                 results[name] = evaluate(name, pipeline_of(spec), spec.search, advance)
                 background.submit(log_child, parent_id, name, results[name], "model")
-            best = max(results, key=lambda name: results[name].auc.estimate)
+            best = best_family(results, config.registry.primary_metric)
             best_spec = config.models[best]
             references = {
                 "prevalence": evaluate("prevalence", prevalence_pipeline(), {}, advance,
@@ -130,10 +222,28 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
         needed = sample_size(results[best], data)
         children = dict(zip([*results, *references], background.wait(), strict=True))
         waited = background.waited_seconds
-        for name, (run_id, _) in children.items():
-            tracking.log_metrics(run_id, {"delta_auc_vs_clinical": deltas[name]})
+        for name, child in children.items():
+            tracking.log_metrics(child.run_id, {"delta_auc_vs_clinical": deltas[name]})
+        comparison = figures.family_comparison_plot(
+            [(name, r.auc, r.metrics["calibration_slope"])
+             for name, r in {**results, **references}.items()],
+            path=Path(scratch) / "family_comparison.png",
+            title=f"Model families on {len(data.y)} labelled MSC patients")
+        registered = registry.register_best(
+            run_id=children[best].run_id, model_uri=children[best].model_uri,
+            metrics={**results[best].metric_values(),
+                     "delta_auc_vs_clinical": deltas[best].estimate},
+            spec=config.registry,
+            tags={"family": best, "parent_run_id": parent_id, "cohort": config.cohort.name,
+                  **{k: tags[k] for k in ("data_digest", "config_digest", "git_commit")}})
+        report = write_report(render_report(_report_inputs(
+            config, cohort, data, tags, stamp, results, references, deltas, needed, best,
+            {"MSC": msc_rate, "control": control_rate}, children, comparison)),
+            config.tracking.report_dir, f"{config.cohort.name}-{file_stamp}")
         tracking.log_parent_run(
-            resolved_config=resolved, tags={**tags, "best_family": best},
+            resolved_config=resolved,
+            tags={**tags, "best_family": best, "registered_version": str(registered.version),
+                  "champion_moved": str(registered.promoted).lower()},
             metrics={"n_patients": len(cohort.table), "n_labelled_msc": len(data.y),
                      "n_excluded": n_excluded,
                      "n_rejected_rows": int(cohort.checked.accounting["rows_rejected"].sum()),
@@ -143,6 +253,8 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
                      **{k: float(x) for k, x in needed.items()}},
             tables={"rejects": cohort.rejects, "labels": cohort.labels,
                     "qc_replicates": cohort.checked.qc,
-                    "accounting": cohort.checked.accounting})
+                    "accounting": cohort.checked.accounting},
+            files={"figures": [comparison], "report": [report]})
     return TrainOutcome(config, cohort, len(data.y), msc_rate, control_rate, results,
-                        references, deltas, needed, parent_id, uri)
+                        references, deltas, needed, parent_id, uri, best, report,
+                        registered)

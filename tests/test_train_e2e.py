@@ -98,6 +98,11 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
     parent_files = {f.path for f in client.list_artifacts(parent.info.run_id, "tables")}
     assert "tables/rejects.csv" in parent_files
     assert client.list_artifacts(parent.info.run_id, "config")[0].path == "config/train.yaml"
+    assert [f.path for f in client.list_artifacts(parent.info.run_id, "figures")] == [
+        "figures/family_comparison.png"]
+    (report,) = client.list_artifacts(parent.info.run_id, "report")
+    assert (work / "reports" / Path(report.path).name).is_file()  # tracking.report_dir
+    assert parent.data.tags["registered_version"] == "1"
     for child in children:
         m = child.data.metrics
         family = child.data.tags["family"]
@@ -116,7 +121,11 @@ def test_runs_hold_config_metrics_tags_model_and_shap(trained, monkeypatch):
         assert 1 / 3 <= m["permutation_p"] <= 1       # (1 + k) / (1 + 2 permutations)
         figures = {f.path for f in client.list_artifacts(child.info.run_id, "figures")}
         tables = {f.path for f in client.list_artifacts(child.info.run_id, "tables")}
-        assert "figures/shap_summary.png" in figures
+        expected = {"roc", "pr", "calibration", "decision_curve", "confusion_matrix",
+                    "shap_beeswarm", "shap_bar"}
+        if family != "clinical_only":  # no CSF feature, no ratio to show
+            expected.add("shap_dependence")
+        assert figures == {f"figures/{name}.png" for name in expected}, figures
         assert {"tables/shap_values.csv", "tables/oof_predictions.csv",
                 "tables/decision_curve.csv"} <= tables
         model = mlflow.models.get_model_info(f"runs:/{child.info.run_id}/model")

@@ -80,6 +80,7 @@ class AnalyteSpec(_Strict):
 class CohortSpec(_Strict):
     path: str
     name: str
+    simulated: bool = False  # the simulator's cohort: reports say the data are not real
 
 
 class PanelSpec(_Strict):
@@ -299,6 +300,7 @@ class TrackingSpec(_Strict):
     artifact_root: str
     experiment: str
     log_raw_rows: bool
+    report_dir: str
 
 
 class Bound(_Strict):

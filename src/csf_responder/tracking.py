@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 
-from csf_responder.explain import shap_summary_plot
 from csf_responder.metrics import MetricCI
 from csf_responder.training import FamilyResult, TrainingData
 
@@ -149,8 +148,10 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def log_parent_run(*, resolved_config: dict[str, Any], tags: dict[str, str],
-                   metrics: dict[str, float], tables: dict[str, pd.DataFrame]) -> None:
-    """Log the active parent run: config as params and YAML artifact, tags, metrics, tables."""
+                   metrics: dict[str, float], tables: dict[str, pd.DataFrame],
+                   files: dict[str, list[Path]] | None = None) -> None:
+    """Log the active parent run: config as params and YAML artifact, tags, metrics,
+    tables (as ``tables/<name>.csv``) and ``files`` (artifact folder -> paths)."""
     import mlflow
     import yaml
 
@@ -163,6 +164,9 @@ def log_parent_run(*, resolved_config: dict[str, Any], tags: dict[str, str],
             path = Path(tmp) / f"{name}.csv"
             table.to_csv(path, index=False)
             mlflow.log_artifact(str(path), artifact_path="tables")
+    for folder, paths in (files or {}).items():
+        for path in paths:
+            mlflow.log_artifact(str(path), artifact_path=folder)
 
 
 def example_rows(X: pd.DataFrame, *, raw: bool) -> pd.DataFrame:
@@ -198,17 +202,65 @@ def model_requirements(model) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
+def family_figures(result: FamilyResult, data: TrainingData, directory: str | Path, *,
+                   threshold: float, ci_level: float) -> dict[str, Path]:
+    """Write the PNG figures of one family into ``directory``; name -> path.
+
+    ROC and precision-recall curves with bootstrap bands, calibration, decision curve,
+    confusion matrix at ``threshold``; with SHAP values, the beeswarm, the mean |SHAP|
+    bar chart and the dependence plot of the first log ratio among the features (the
+    TGF-beta1/MCP-1 ratio by default).
+    """
+    from csf_responder import figures as fig
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    y, oof, m, name = data.y, result.cv.oof, result.metrics, result.name
+    out = {
+        "roc": fig.roc_plot(y, oof, auc=m["roc_auc"], path=directory / "roc.png",
+                            title=f"ROC, out of fold: {name}", ci_level=ci_level),
+        "pr": fig.pr_plot(y, oof, pr_auc=m["pr_auc"], path=directory / "pr.png",
+                          title=f"Precision-recall, out of fold: {name}", ci_level=ci_level),
+        "calibration": fig.calibration_plot(
+            y, oof, intercept=m["calibration_intercept"], slope=m["calibration_slope"],
+            path=directory / "calibration.png", title=f"Calibration, out of fold: {name}",
+            ci_level=ci_level),
+        "decision_curve": fig.decision_curve_plot(
+            result.decision, path=directory / "decision_curve.png",
+            title=f"Decision curve: {name}"),
+        "confusion_matrix": fig.confusion_matrix_plot(
+            y, oof, threshold=threshold, path=directory / "confusion_matrix.png",
+            title=f"Confusion matrix at p >= {threshold:g}: {name}"),
+    }
+    if result.shap.shape[1] > 1:  # explained: subject_id and one column per feature
+        values = result.shap.drop(columns="subject_id")
+        out["shap_beeswarm"] = fig.shap_beeswarm_plot(
+            values, result.shap_features, path=directory / "shap_beeswarm.png",
+            title=f"SHAP values of the final model: {name}")
+        out["shap_bar"] = fig.shap_bar_plot(values, path=directory / "shap_bar.png",
+                                            title=f"Mean |SHAP|: {name}")
+        ratio = next((c for c in values.columns if c.startswith("log_ratio_")), None)
+        if ratio is not None:
+            out["shap_dependence"] = fig.shap_dependence_plot(
+                values, result.shap_features, feature=ratio,
+                path=directory / "shap_dependence.png", title=f"SHAP dependence: {ratio}")
+    return out
+
+
 def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str, Any],
-                   metrics: dict[str, MetricCI], tags: dict[str, str],
-                   log_raw_rows: bool) -> str:
-    """Log one model family in the active (child) run; return the logged model's URI.
+                   metrics: dict[str, MetricCI], tags: dict[str, str], log_raw_rows: bool,
+                   figures_dir: str | Path, threshold: float, ci_level: float,
+                   ) -> tuple[str, dict[str, Path]]:
+    """Log one model family in the active (child) run; return the logged model's URI and
+    the figures (name -> PNG path, kept in ``figures_dir`` for the report).
 
     Logs every metric with its interval (``roc_auc``, ``roc_auc_ci_low``,
     ``roc_auc_ci_high``, ``pr_auc``, ``brier``, ...), the out-of-fold predictions, the
-    refitted Pipeline (signature from the raw wide table; its pyfunc returns ``predict_proba``;
-    the input example is a synthetic row unless ``log_raw_rows``), a SHAP summary plot
-    and the per-patient SHAP values (when the model was explained). ``metrics`` are
-    further metrics with intervals, such as ``delta_auc_vs_clinical``.
+    decision curve, the figures of :func:`family_figures` under ``figures/``, the
+    per-patient SHAP values (when the model was explained), and the refitted Pipeline
+    (signature from the raw wide table; its pyfunc returns ``predict_proba``; the input
+    example is a synthetic row unless ``log_raw_rows``). ``metrics`` are further metrics
+    with intervals.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -223,19 +275,17 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
         "n_labelled": float(len(data.y)),
         "n_responders": float(data.y.sum()),
     })
+    pictures = family_figures(result, data, figures_dir, threshold=threshold,
+                              ci_level=ci_level)
+    mlflow.log_artifacts(str(figures_dir), artifact_path="figures")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        oof = result.cv.predictions(data.subject_ids, data.y)
-        oof.to_csv(tmp / "oof_predictions.csv", index=False)
-        mlflow.log_artifact(str(tmp / "oof_predictions.csv"), artifact_path="tables")
+        result.cv.predictions(data.subject_ids, data.y).to_csv(tmp / "oof_predictions.csv",
+                                                               index=False)
         result.decision.to_csv(tmp / "decision_curve.csv", index=False)
-        mlflow.log_artifact(str(tmp / "decision_curve.csv"), artifact_path="tables")
-        if result.shap.shape[1] > 1:  # explained: subject_id and one column per feature
+        if result.shap.shape[1] > 1:
             result.shap.to_csv(tmp / "shap_values.csv", index=False)
-            shap_summary_plot(result.shap.drop(columns="subject_id"), result.shap_features,
-                              tmp / "shap_summary.png", title=f"SHAP: {result.name}")
-            mlflow.log_artifact(str(tmp / "shap_values.csv"), artifact_path="tables")
-            mlflow.log_artifact(str(tmp / "shap_summary.png"), artifact_path="figures")
+        mlflow.log_artifacts(str(tmp), artifact_path="tables")
     example = example_rows(data.X, raw=log_raw_rows)
     import skops.io
 
@@ -249,4 +299,4 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
         pyfunc_predict_fn="predict_proba", serialization_format="skops",
         skops_trusted_types=untrusted, pip_requirements=model_requirements(result.model),
     )
-    return info.model_uri
+    return info.model_uri, pictures

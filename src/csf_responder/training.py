@@ -35,8 +35,8 @@ DECISION_THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 #: Metrics whose apparent value on the final model is optimism-corrected.
 OPTIMISM_METRICS = ("roc_auc", "calibration_slope", "brier")
 
-__all__ = ["FamilyResult", "TrainingData", "delta_auc", "evaluate_family", "sample_size",
-           "training_data"]
+__all__ = ["FamilyResult", "TrainingData", "best_family", "delta_auc", "evaluate_family",
+           "sample_size", "training_data"]
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,17 @@ def evaluate_family(
     decision = decision_curve(data.y, cv.oof, thresholds=DECISION_THRESHOLDS)
     return FamilyResult(name, cv, metrics, final, chosen, values, features, optimism,
                         decision, p_value)
+
+
+def best_family(results: dict[str, FamilyResult], metric: str) -> str:
+    """Name of the family with the highest ``metric`` (a name of
+    :meth:`FamilyResult.metric_values`, e.g. ``roc_auc_optimism_corrected``); by the
+    cross-validated AUC when some family lacks it (optimism correction switched off).
+    First listed wins a tie."""
+    values = {name: r.metric_values().get(metric, np.nan) for name, r in results.items()}
+    if any(np.isnan(v) for v in values.values()):
+        values = {name: r.auc.estimate for name, r in results.items()}
+    return max(values, key=values.__getitem__)
 
 
 def delta_auc(result: FamilyResult, reference: FamilyResult, data: TrainingData, *,

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,18 @@ from csf_responder.metrics import MetricCI
 from csf_responder.training import FamilyResult, TrainingData
 
 __all__ = [
-    "flatten", "git_state", "log_family_run", "log_parent_run", "run", "setup_tracking",
+    "BackgroundRun", "ChildRun", "LoggedChild", "flatten", "git_state", "log_child_run",
+    "log_family_run", "log_parent_run", "resolve_uri", "run", "setup_tracking",
 ]
 
 
 #: Modules whose types a logged model may hold; skops refuses to load any other type.
 TRUSTED_MODULES = ("csf_responder.", "sklearn.", "numpy.", "xgboost.", "scipy.")
+
+
+def resolve_uri(uri: str) -> str:
+    """The tracking URI a run will use: ``MLFLOW_TRACKING_URI`` when set, else ``uri``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or uri
 
 
 def setup_tracking(uri: str, *, artifact_root: str, experiment: str) -> str:
@@ -35,7 +42,7 @@ def setup_tracking(uri: str, *, artifact_root: str, experiment: str) -> str:
     """
     import mlflow
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or uri
+    uri = resolve_uri(uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -52,58 +59,171 @@ def setup_tracking(uri: str, *, artifact_root: str, experiment: str) -> str:
 
 @contextmanager
 def run(name: str, *, parent_id: str | None = None) -> Iterator[str]:
-    """Start an MLflow run in this thread (a child of run ``parent_id`` if given); yield
-    its id. The run ends FINISHED, or FAILED when the block raises."""
+    """Start an MLflow run in this thread, a child of run ``parent_id`` if given, else of
+    the thread's active run if any; yield its id. The run ends FINISHED, or FAILED
+    when the block raises."""
     import mlflow
 
-    with mlflow.start_run(run_name=name, parent_run_id=parent_id) as active:
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_name=name, parent_run_id=parent_id, nested=nested) as active:
         yield active.info.run_id
 
 
-class BackgroundLogging:
-    """Log runs in one background thread while the caller goes on computing.
+@dataclass(frozen=True)
+class ChildRun:
+    """One child run to log: a validated family and what its run records."""
 
-    MLflow's active run is per thread, so each job opens its own run (see :func:`run`).
-    :meth:`wait` returns the jobs' results in submission order, raises the first job's
-    error, and adds the time the caller spent waiting to ``waited_seconds``: the wall
-    time logging added to the run.
+    name: str  #: the run's name
+    result: FamilyResult
+    data: TrainingData
+    params: dict[str, Any]
+    tags: dict[str, str]
+    dataset: dict[str, str]  #: ``name``, ``digest`` and ``source`` of the training rows
+    figures_dir: Path
+    threshold: float
+    ci_level: float
+    log_raw_rows: bool = False
+    parent_id: str | None = None  #: None: the logging worker's active run
+
+
+@dataclass(frozen=True)
+class LoggedChild:
+    run_id: str
+    model_uri: str
+    figures: dict[str, Path]  #: name -> PNG, kept in the child's ``figures_dir``
+
+
+def log_child_run(child: ChildRun) -> LoggedChild:
+    """Open the child run under its parent and log it: its training rows as an input
+    (no rows stored), then :func:`log_family_run`."""
+    with run(child.name, parent_id=child.parent_id) as run_id:
+        log_dataset(child.data.X.assign(responder=child.data.y), targets="responder",
+                    context="training", **child.dataset)
+        model_uri, figures = log_family_run(
+            child.result, child.data, params=child.params, metrics={}, tags=child.tags,
+            log_raw_rows=child.log_raw_rows, figures_dir=child.figures_dir,
+            threshold=child.threshold, ci_level=child.ci_level)
+    return LoggedChild(run_id, model_uri, figures)
+
+
+def _logging_worker(niceness: int) -> None:
+    """Initialise the logging process: Ctrl-C is the main process's to handle (it ends
+    the run as KILLED), and the process yields the CPU to the computation."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if niceness:
+        os.nice(niceness)
+
+
+class BackgroundRun:
+    """A run whose MLflow work all happens in one background worker, in order, while
+    the caller goes on computing.
+
+    The worker is one forked process at lower priority (``niceness``), so logging,
+    figures and model files use the CPU the computation leaves idle and never compete
+    with it for the interpreter lock; where ``fork`` does not exist it is a thread.
+    Entering queues the first job: point MLflow at the store (importing MLflow, creating
+    the store and the experiment when needed) and start the run, which stays the
+    worker's active run, so jobs use MLflow's fluent API on it and child runs nest under
+    it. Jobs and their arguments and results cross to the worker by pickle: module-level
+    functions and plain data. :meth:`submit` queues a job and returns its future;
+    :meth:`wait` waits for every job queued so far, returns their results in order,
+    raises the first error, and adds the time the caller spent waiting to
+    ``waited_seconds``: the wall time tracking added. On exit the run ends FINISHED, or
+    FAILED (KILLED on Ctrl-C) when the block raised; jobs not started by then are
+    dropped. One worker: one writer to the store at a time.
     """
 
-    def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-log")
+    def __init__(self, name: str, *, uri: str, artifact_root: str, experiment: str,
+                 niceness: int = 10) -> None:
+        self._start = (name, uri, artifact_root, experiment)
+        self._niceness = niceness
         self._jobs: list = []
+        self._pool = None
+        self._run_id = None
         self.waited_seconds = 0.0
 
-    def submit(self, fn, /, *args, **kwargs) -> None:
-        self._jobs.append(self._pool.submit(fn, *args, **kwargs))
+    @staticmethod
+    def _open(name: str, uri: str, artifact_root: str, experiment: str) -> str:
+        import mlflow
 
-    def wait(self) -> list:
-        start = time.perf_counter()
-        try:
-            return [job.result() for job in self._jobs]
-        finally:
-            self._jobs = []
-            self.waited_seconds += time.perf_counter() - start
+        setup_tracking(uri, artifact_root=artifact_root, experiment=experiment)
+        return mlflow.start_run(run_name=name).info.run_id
 
-    def __enter__(self) -> BackgroundLogging:
+    def __enter__(self) -> BackgroundRun:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+        if "fork" in multiprocessing.get_all_start_methods():
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                initializer=_logging_worker, initargs=(self._niceness,))
+        else:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
+        self._run_id = self._pool.submit(self._open, *self._start)
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    @property
+    def run_id(self) -> str:
+        """The run's id (waits for the run to start; raises if it could not)."""
+        return self._timed(self._run_id.result)
+
+    def submit(self, fn, /, *args, **kwargs):
+        """Queue ``fn(*args, **kwargs)`` in the worker; return its future."""
+        job = self._pool.submit(fn, *args, **kwargs)
+        self._jobs.append(job)
+        return job
+
+    def call(self, fn, /, *args, **kwargs):
+        """Run ``fn`` in the worker after every queued job; return its result."""
+        return self._timed(self.submit(fn, *args, **kwargs).result)
+
+    def wait(self) -> list:
+        jobs, self._jobs = self._jobs, []
+        return self._timed(lambda: [job.result() for job in jobs])
+
+    def _timed(self, wait):
+        start = time.perf_counter()
+        try:
+            return wait()
+        finally:
+            self.waited_seconds += time.perf_counter() - start
+
+    def __exit__(self, kind, error, traceback) -> None:
+        status = ("FINISHED" if kind is None
+                  else "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+        if kind is not None:
+            for job in self._jobs:
+                job.cancel()
+        ended = self._pool.submit(_end_run, status)
+        self._pool.shutdown(wait=True)
+        if kind is None:
+            ended.result()
 
 
-def log_metrics(run_id: str, metrics: dict[str, MetricCI]) -> None:
-    """Add metrics with their intervals (``m``, ``m_ci_low``, ``m_ci_high``) to a run."""
+def _end_run(status: str) -> None:
+    import mlflow
+
+    mlflow.end_run(status)
+
+
+def log_metrics(run_id: str, metrics: dict[str, MetricCI | float]) -> None:
+    """Add metrics to a run; one with an interval logs ``m``, ``m_ci_low`` and
+    ``m_ci_high``."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
+    def values(name: str, value: MetricCI | float) -> list[tuple[str, float]]:
+        if isinstance(value, MetricCI):
+            return [(name, value.estimate), (f"{name}_ci_low", value.low),
+                    (f"{name}_ci_high", value.high)]
+        return [(name, value)]
+
     now = int(time.time() * 1000)
     MlflowClient().log_batch(run_id, metrics=[
-        Metric(f"{name}{suffix}", float(value), now, 0)
-        for name, ci in metrics.items()
-        for suffix, value in (("", ci.estimate), ("_ci_low", ci.low), ("_ci_high", ci.high))])
+        Metric(key, float(value), now, 0)
+        for name, metric in metrics.items() for key, value in values(name, metric)])
 
 
 def git_state(directory: str | Path = ".") -> dict[str, str]:
@@ -128,8 +248,16 @@ def log_dataset(table: pd.DataFrame, *, name: str, source: str, digest: str, con
                 targets: str | None = None) -> None:
     """Record ``table`` as an input of the active run (``mlflow.log_input``): its name,
     digest, source, schema and row count; MLflow stores no row of it."""
+    import warnings
+
     import mlflow
 
+    # Two notes MLflow prints on every call, about nothing this run can act on: the
+    # ambiguity is between two registrations of one source class, and the integer column
+    # is the 0/1 label (the model's signature has no integer column).
+    for note in ("The specified dataset source can be interpreted in multiple ways",
+                 "Hint: Inferred schema contains integer column"):
+        warnings.filterwarnings("ignore", message=note, category=UserWarning)
     dataset = mlflow.data.from_pandas(table, source=source, name=name, digest=digest,
                                       targets=targets)
     mlflow.log_input(dataset, context=context)
@@ -147,20 +275,25 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def log_parent_run(*, resolved_config: dict[str, Any], tags: dict[str, str],
-                   metrics: dict[str, float], tables: dict[str, pd.DataFrame],
+def log_parent_run(*, resolved_config: dict[str, Any] | None = None,
+                   tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
+                   tables: dict[str, pd.DataFrame] | None = None,
                    files: dict[str, list[Path]] | None = None) -> None:
-    """Log the active parent run: config as params and YAML artifact, tags, metrics,
-    tables (as ``tables/<name>.csv``) and ``files`` (artifact folder -> paths)."""
+    """Log to the active parent run (any part, so a run can be logged as it goes): config
+    as params and YAML artifact, tags, metrics, tables (as ``tables/<name>.csv``) and
+    ``files`` (artifact folder -> paths)."""
     import mlflow
     import yaml
 
-    mlflow.set_tags(tags)
-    mlflow.log_params(flatten(resolved_config))
-    mlflow.log_text(yaml.safe_dump(resolved_config, sort_keys=False), "config/train.yaml")
-    mlflow.log_metrics(metrics)
+    if tags:
+        mlflow.set_tags(tags)
+    if resolved_config is not None:
+        mlflow.log_params(flatten(resolved_config))
+        mlflow.log_text(yaml.safe_dump(resolved_config, sort_keys=False), "config/train.yaml")
+    if metrics:
+        mlflow.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, table in tables.items():
+        for name, table in (tables or {}).items():
             path = Path(tmp) / f"{name}.csv"
             table.to_csv(path, index=False)
             mlflow.log_artifact(str(path), artifact_path="tables")
@@ -267,14 +400,6 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
 
     mlflow.set_tags(tags)
     mlflow.log_params({f"model.{k}": v for k, v in params.items()})
-    mlflow.log_metrics({
-        **result.metric_values(),
-        **{f"{name}{suffix}": value for name, ci in metrics.items()
-           for suffix, value in (("", ci.estimate), ("_ci_low", ci.low),
-                                 ("_ci_high", ci.high))},
-        "n_labelled": float(len(data.y)),
-        "n_responders": float(data.y.sum()),
-    })
     pictures = family_figures(result, data, figures_dir, threshold=threshold,
                               ci_level=ci_level)
     mlflow.log_artifacts(str(figures_dir), artifact_path="figures")
@@ -299,4 +424,14 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
         pyfunc_predict_fn="predict_proba", serialization_format="skops",
         skops_trusted_types=untrusted, pip_requirements=model_requirements(result.model),
     )
+    # Logged after the model, linked to it in one batch: logged before, MLflow would
+    # re-read every metric's history to link them (a query per metric).
+    mlflow.log_metrics({
+        **result.metric_values(),
+        **{f"{name}{suffix}": value for name, ci in metrics.items()
+           for suffix, value in (("", ci.estimate), ("_ci_low", ci.low),
+                                 ("_ci_high", ci.high))},
+        "n_labelled": float(len(data.y)),
+        "n_responders": float(data.y.sum()),
+    }, model_id=info.model_id)
     return info.model_uri, pictures

@@ -1,0 +1,56 @@
+"""``make train`` without MLflow, figures or the report (issue 5, item 7).
+
+Runs the computing half of the training recipe, ``pipelines.train.develop`` (every family
+and reference validated, final models and SHAP values, deltas vs clinical-only, sample
+size), on the same config, overrides and cohort, behind the same CLI entry costs (config
+loading, ingest, a rich progress bar to a discarded console). What ``make train`` takes
+beyond this is the price of tracking: MLflow's import and store, child and parent logging,
+models, figures, registry and report. Prints the wall time of the whole process, imports
+included, as JSON.
+
+    .venv/bin/python benchmarks/train_untracked.py [--config configs/train.yaml]
+        [--set key.path=value ...]
+"""
+
+from __future__ import annotations
+
+import time
+
+START = time.perf_counter()  # before the heavy imports: they count, as in make train
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from rich.console import Console  # noqa: E402
+
+from csf_responder.config import TrainConfig, load_config  # noqa: E402
+from csf_responder.ingest import ingest_cohort  # noqa: E402
+from csf_responder.training import training_data  # noqa: E402
+from pipelines.console import Reporter  # noqa: E402
+from pipelines.train import develop  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=Path("configs/train.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY.PATH=VALUE", help="override a config value (repeatable)")
+    args = parser.parse_args()
+
+    config, _ = load_config(args.config, TrainConfig, overrides=args.overrides)
+    cohort = ingest_cohort(config.cohort.path, panel=config.panel,
+                           indication=config.indication, labels=config.labels,
+                           drop_columns=config.ingest.drop_columns)
+    data = training_data(cohort.table, arm="MSC", minimum=config.ingest.min_labelled)
+    developed = develop(config, data, reporter=Reporter(Console(file=io.StringIO())))
+    print(json.dumps({"seconds": round(time.perf_counter() - START, 2),
+                      "best_family": developed.best,
+                      "auc": {name: round(result.auc.estimate, 4) for name, result in
+                              {**developed.results, **developed.references}.items()}}))
+
+
+if __name__ == "__main__":
+    main()

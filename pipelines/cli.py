@@ -114,6 +114,11 @@ def validate(
     print_validate_summary(outcome, Console())
 
 
+#: What the training run's MLflow worker imports while training imports its own stack.
+LOGGING_MODULES = ("csf_responder.tracking", "csf_responder.registry", "mlflow",
+                   "mlflow.sklearn", "skops.io", "matplotlib.backends.backend_agg")
+
+
 @app.command()
 def train(
     cohort: CohortOption = None,
@@ -126,19 +131,26 @@ def train(
     set_: SetOption = None,
 ) -> None:
     """Derive responder labels, cross-validate the models and log them to MLflow."""
-    from rich.console import Console
+    from csf_responder.background import import_modules, start_worker
 
-    from csf_responder.errors import CsfResponderError
-    from pipelines import train as recipe
-    from pipelines.console import Reporter, print_train_summary
+    # The MLflow worker starts first and imports what logging needs on the idle core
+    # while this process imports the training stack.
+    with start_worker() as worker:
+        worker.submit(import_modules, *LOGGING_MODULES)
+        from rich.console import Console
 
-    overrides = _train_overrides(cohort, set_, decimal_comma)
-    if permutation_test:
-        overrides.append("validation.permutation_test=true")
-    try:
-        outcome = recipe.run(config_path=config, overrides=overrides, reporter=Reporter())
-    except CsfResponderError as exc:
-        _fail(str(exc))
+        from csf_responder.errors import CsfResponderError
+        from pipelines import train as recipe
+        from pipelines.console import Reporter, print_train_summary
+
+        overrides = _train_overrides(cohort, set_, decimal_comma)
+        if permutation_test:
+            overrides.append("validation.permutation_test=true")
+        try:
+            outcome = recipe.run(config_path=config, overrides=overrides,
+                                 reporter=Reporter(), worker=worker)
+        except CsfResponderError as exc:
+            _fail(str(exc))
     print_train_summary(outcome, Console())
 
 

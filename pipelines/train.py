@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -189,7 +189,10 @@ def develop(config: TrainConfig, data: TrainingData, *, reporter: Reporter,
     return Development(results, references, best, deltas, sample_size(results[best], data))
 
 
-def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> TrainOutcome:
+def run(*, config_path: Path, overrides: list[str], reporter: Reporter,
+        worker: Executor | None = None) -> TrainOutcome:
+    """Train and log; MLflow's work goes to ``worker`` (see
+    :func:`csf_responder.background.start_worker`), or to one started here."""
     from csf_responder import tracking  # MLflow is heavy: loaded only when training runs
 
     started = time.perf_counter()
@@ -246,7 +249,8 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Train
     with (tempfile.TemporaryDirectory() as scratch,
           tracking.BackgroundRun(f"train {config.cohort.name} {stamp}", uri=uri,
                                  artifact_root=config.tracking.artifact_root,
-                                 experiment=config.tracking.experiment) as background):
+                                 experiment=config.tracking.experiment,
+                                 worker=worker) as background):
         background.submit(tracking.log_dataset, cohort.table, name=config.cohort.name,
                           digest=digest, source=str(config.cohort.path), context="cohort")
         background.submit(

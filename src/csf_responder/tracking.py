@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,41 +107,32 @@ def log_child_run(child: ChildRun) -> LoggedChild:
     return LoggedChild(run_id, model_uri, figures)
 
 
-def _logging_worker(niceness: int) -> None:
-    """Initialise the logging process: Ctrl-C is the main process's to handle (it ends
-    the run as KILLED), and the process yields the CPU to the computation."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if niceness:
-        os.nice(niceness)
-
-
 class BackgroundRun:
     """A run whose MLflow work all happens in one background worker, in order, while
     the caller goes on computing.
 
-    The worker is one forked process at lower priority (``niceness``), so logging,
-    figures and model files use the CPU the computation leaves idle and never compete
-    with it for the interpreter lock; where ``fork`` does not exist it is a thread.
-    Entering queues the first job: point MLflow at the store (importing MLflow, creating
-    the store and the experiment when needed) and start the run, which stays the
-    worker's active run, so jobs use MLflow's fluent API on it and child runs nest under
-    it. Jobs and their arguments and results cross to the worker by pickle: module-level
-    functions and plain data. :meth:`submit` queues a job and returns its future;
-    :meth:`wait` waits for every job queued so far, returns their results in order,
-    raises the first error, and adds the time the caller spent waiting to
-    ``waited_seconds``: the wall time tracking added. On exit the run ends FINISHED, or
-    FAILED (KILLED on Ctrl-C) when the block raised; jobs not started by then are
+    The worker (:func:`csf_responder.background.start_worker`) is one forked process at
+    lower priority, so logging, figures and model files use the CPU the computation
+    leaves idle and never compete with it for the interpreter lock. Pass ``worker`` to
+    use one started earlier (it may have warmed up; the caller then owns it), else the
+    run starts its own. Entering queues the first job: point MLflow at the store
+    (importing MLflow, creating the store and the experiment when needed) and start the
+    run, which stays the worker's active run, so jobs use MLflow's fluent API on it and
+    child runs nest under it. Jobs and their arguments and results cross to the worker
+    by pickle: module-level functions and plain data. :meth:`submit` queues a job and
+    returns its future; :meth:`wait` waits for every job queued so far, returns their
+    results in order, raises the first error, and adds the time the caller spent waiting
+    to ``waited_seconds``: the wall time tracking added. On exit the run ends FINISHED,
+    or FAILED (KILLED on Ctrl-C) when the block raised; jobs not started by then are
     dropped. One worker: one writer to the store at a time.
     """
 
     def __init__(self, name: str, *, uri: str, artifact_root: str, experiment: str,
-                 niceness: int = 10) -> None:
+                 worker: Executor | None = None) -> None:
         self._start = (name, uri, artifact_root, experiment)
-        self._niceness = niceness
+        self._given = worker
         self._jobs: list = []
-        self._pool = None
+        self._pool: Executor | None = None
         self._run_id = None
         self.waited_seconds = 0.0
 
@@ -152,15 +144,9 @@ class BackgroundRun:
         return mlflow.start_run(run_name=name).info.run_id
 
     def __enter__(self) -> BackgroundRun:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+        from csf_responder.background import start_worker
 
-        if "fork" in multiprocessing.get_all_start_methods():
-            self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("fork"),
-                initializer=_logging_worker, initargs=(self._niceness,))
-        else:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
+        self._pool = self._given or start_worker()
         self._run_id = self._pool.submit(self._open, *self._start)
         return self
 
@@ -197,7 +183,9 @@ class BackgroundRun:
             for job in self._jobs:
                 job.cancel()
         ended = self._pool.submit(_end_run, status)
-        self._pool.shutdown(wait=True)
+        if self._given is None:
+            self._pool.shutdown(wait=True)
+        ended.exception()  # waits for the run to end, whoever owns the worker
         if kind is None:
             ended.result()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -31,31 +32,72 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+class CsfFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+
+
 @app.command()
 def simulate(
-    out: Annotated[Path, typer.Option(help="Cohort directory to write (patients.csv, "
-                                           "alsfrs.csv, csf.csv).")] = Path("data/raw/phase2"),
+    out: Annotated[Path | None, typer.Option(
+        help="Cohort directory to write (patients.csv, alsfrs.csv, csf.csv); default "
+             "data/raw/phase2, or data/raw/scoring with --scoring.")] = None,
     truth: Annotated[Path | None, typer.Option(
         help="Oracle file (subject_id, p_responder), kept apart from the cohort; "
-             "default data/truth/<cohort directory name>.csv.")] = None,
+             "default data/truth/<cohort directory name>.csv. Not with --scoring.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: the config's).")] = None,
     n_msc: Annotated[int | None, typer.Option(help="Patients in the MSC arm.")] = None,
     n_control: Annotated[int | None, typer.Option(help="Patients in the control arm.")] = None,
+    scoring: Annotated[bool, typer.Option(
+        "--scoring",
+        help="Write a cohort of NEW patients to score instead of a trial: drawn like the "
+             "MSC arm, no arm column, ALSFRS-R at lead-in and baseline only, CSF at every "
+             "timepoint in the wide layout, ids SC0000001...; streamed in blocks (a million "
+             "patients in well under a minute). No truth file: the oracle costs about 6 ms "
+             "per patient.")] = False,
+    n: Annotated[int | None, typer.Option(
+        "--n", min=1, help="Patients in the scoring cohort (--scoring; default 200).")] = None,
+    csf_format: Annotated[CsfFormat | None, typer.Option(
+        "--format", help="Format of the scoring cohort's CSF file: csf.csv or csf.parquet "
+                         "(--scoring; default csv). patients.csv and alsfrs.csv are CSV.")
+    ] = None,
     config: Annotated[Path, typer.Option(help="Simulation config (YAML).")] = Path(
         "configs/simulate.yaml"),
     set_: SetOption = None,
 ) -> None:
-    """Simulate a phase 2 cohort (Oh et al. 2018 design) in the input contract."""
+    """Simulate a phase 2 cohort (Oh et al. 2018 design) in the input contract, or with
+    --scoring a cohort of new patients to score."""
     from rich.console import Console
 
     from csf_responder.errors import CsfResponderError
     from pipelines import simulate as recipe
-    from pipelines.console import print_simulate_summary
+    from pipelines.console import print_scoring_summary, print_simulate_summary
 
     overrides = list(set_ or [])
-    for key, value in (("seed", seed), ("n_msc", n_msc), ("n_control", n_control)):
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    if scoring:
+        given = [name for name, value in (("--truth", truth), ("--n-msc", n_msc),
+                                           ("--n-control", n_control)) if value is not None]
+        if given:
+            _fail(f"{', '.join(given)}: not with --scoring (a scoring cohort has no arms "
+                  "and no truth file)")
+        out = out or Path("data/raw/scoring")
+        try:
+            outcome = recipe.run_scoring(
+                config_path=config, out=out, n=n or 200, overrides=overrides,
+                csf_format=(csf_format or CsfFormat.csv).value)
+        except CsfResponderError as exc:
+            _fail(str(exc))
+        print_scoring_summary(outcome, Console())
+        return
+    given = [name for name, value in (("--n", n), ("--format", csf_format)) if value is not None]
+    if given:
+        _fail(f"{', '.join(given)}: only with --scoring")
+    for key, value in (("n_msc", n_msc), ("n_control", n_control)):
         if value is not None:
             overrides.append(f"{key}={value}")
+    out = out or Path("data/raw/phase2")
     truth = truth or Path("data/truth") / f"{out.name}.csv"
     try:
         outcome = recipe.run(config_path=config, out=out, truth=truth, overrides=overrides)

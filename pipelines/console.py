@@ -12,7 +12,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from csf_responder.ingest import IngestedCohort
-    from pipelines.simulate import SimulateOutcome
+    from pipelines.simulate import ScoringOutcome, SimulateOutcome
     from pipelines.train import TrainOutcome
     from pipelines.validate import ValidateOutcome
 
@@ -44,6 +44,22 @@ def print_simulate_summary(outcome: SimulateOutcome, console: Console) -> None:
     table.add_row("ALSFRS-R visits", str(outcome.n_visits))
     table.add_row("CSF rows", str(outcome.n_csf_rows))
     table.add_row("oracle truth (not for training)", str(outcome.truth_file))
+    console.print(table)
+
+
+def print_scoring_summary(outcome: ScoringOutcome, console: Console) -> None:
+    table = Table(title="Simulated scoring cohort (new patients, not randomised)",
+                  show_header=False)
+    table.add_row("cohort directory", str(outcome.cohort_dir))
+    table.add_row("patients", f"{outcome.n_patients:,} (no arm column)")
+    table.add_row("ALSFRS-R visits", f"{outcome.n_visits:,} (lead-in and baseline only)")
+    table.add_row("CSF samples", f"{outcome.n_csf_samples:,} (wide layout, "
+                                 f"{outcome.n_csf_values:,} values)")
+    for name, size in outcome.files.items():
+        table.add_row(name, _size(size))
+    if outcome.removed:
+        table.add_row("removed (a cohort holds one CSF file)", ", ".join(outcome.removed))
+    table.add_row("oracle truth", "none (the oracle is too slow for scoring cohorts)")
     console.print(table)
 
 
@@ -138,6 +154,14 @@ def print_train_summary(outcome: TrainOutcome, console: Console) -> None:
     if outcome.tracking_uri.startswith("sqlite:"):
         console.print("Open it with [bold]make ui[/bold], then http://127.0.0.1:5000 "
                       f"-> Experiments -> {config.tracking.experiment}.")
+
+
+def _size(n_bytes: int) -> str:
+    if n_bytes < 1024:
+        return f"{n_bytes} bytes"
+    if n_bytes < 2**20:
+        return f"{n_bytes / 1024:.1f} KiB"
+    return f"{n_bytes / 2**20:,.1f} MiB"
 
 
 def _corrected(value: float | None) -> str:

@@ -221,3 +221,210 @@ def test_simulation_config_refuses_bad_analyte_roles(configs_dir, change, match)
     data["analytes"] = [{**a, **change.get(a["name"], {})} for a in analytes]
     with pytest.raises(ValidationError, match=match):
         SimulationConfig.model_validate(data)
+
+
+# ----------------------------------------------------------------- scoring cohort
+def _scoring(configs_dir, out, *, n=500, csf_format="csv", block_size=200, overrides=()):
+    from pipelines.simulate import run_scoring
+
+    return run_scoring(config_path=configs_dir / "simulate.yaml", out=out, n=n,
+                       csf_format=csf_format, overrides=list(overrides), block_size=block_size)
+
+
+def _read_scoring(directory, configs_dir, tmp_path):
+    """Read and check a scoring cohort with the project's own ingest. ``arm`` is
+    required by the contract of a training cohort: added (MSC) in a copy."""
+    import shutil
+
+    from csf_responder.config import analyte_match_key
+
+    copy = tmp_path / f"with_arm_{directory.name}"
+    shutil.copytree(directory, copy)
+    patients = pd.read_csv(copy / "patients.csv", dtype=str, keep_default_na=False)
+    assert "arm" not in patients.columns
+    patients.insert(1, "arm", "MSC")
+    patients.to_csv(copy / "patients.csv", index=False)
+    train = _train_config(configs_dir)
+    spellings = train.panel.spellings()
+    raw = read_cohort(copy, visits_file="alsfrs.csv", is_analyte=lambda name: getattr(
+        spellings.get(analyte_match_key(name)), "name", False))
+    return raw, check_cohort(raw, panel=train.panel, indication=train.indication)
+
+
+@pytest.fixture(scope="module")
+def scoring_cohorts(tmp_path_factory):
+    """One scoring cohort in both formats (same seed: the same patients)."""
+    from tests.conftest import CONFIGS
+
+    root = tmp_path_factory.mktemp("scoring")
+    return {fmt: _scoring(CONFIGS, root / fmt, csf_format=fmt) for fmt in ("csv", "parquet")}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_scoring_cohort_passes_the_input_contract(scoring_cohorts, fmt, configs_dir,
+                                                  tmp_path):
+    outcome = scoring_cohorts[fmt]
+    csf_name = f"csf.{fmt}"
+    assert sorted(p.name for p in outcome.cohort_dir.iterdir()) == sorted(
+        ["alsfrs.csv", "patients.csv", csf_name])
+    raw, checked = _read_scoring(outcome.cohort_dir, configs_dir, tmp_path)
+    assert any("wide layout" in note for note in raw.notes)
+    assert checked.rejects.empty, checked.rejects.head()
+    assert (checked.accounting["rows_read"] == checked.accounting["rows_used"]).all()
+    assert checked.accounting["rows_read"].tolist() == [500, 4 * 500, 2 * 4 * 500]
+    csf = checked.csf
+    assert len(csf) == 500 * 2 * 4  # every patient, timepoint and analyte: one value
+    assert (csf.groupby(["subject_id", "timepoint", "analyte"], observed=True).size() == 1).all()
+    assert set(csf["flag"]) == {"observed", "below"}
+    # censored values carry the panel's default limit (angiogenin: 0.4 ng/mL = 400 pg/mL)
+    train = _train_config(configs_dir)
+    panel_lloq = {a.name: a.lloq for a in train.panel.analytes}
+    below = csf[csf["flag"] == "below"]
+    assert (below["limit"] == below["analyte"].astype(str).map(panel_lloq)).all()
+    angiogenin = csf.loc[csf["analyte"] == "Angiogenin", "value"]
+    assert angiogenin.median() > 500  # ng/mL in the header, converted to pg/mL
+
+
+def test_scoring_cohort_formats_hold_the_same_values(scoring_cohorts, configs_dir, tmp_path):
+    checked = {fmt: _read_scoring(o.cohort_dir, configs_dir, tmp_path)[1].csf
+               for fmt, o in scoring_cohorts.items()}
+    columns = ["subject_id", "timepoint", "analyte", "value", "flag", "limit", "plate"]
+    pd.testing.assert_frame_equal(
+        checked["csv"][columns].astype(str), checked["parquet"][columns].astype(str))
+    csv_dir, pq_dir = (scoring_cohorts[f].cohort_dir for f in ("csv", "parquet"))
+    for name in ("patients.csv", "alsfrs.csv"):
+        assert (csv_dir / name).read_bytes() == (pq_dir / name).read_bytes()
+
+
+def test_scoring_cohort_layout(scoring_cohorts, configs_dir):
+    directory = scoring_cohorts["parquet"].cohort_dir
+    config = _config(configs_dir)
+    patients = pd.read_csv(directory / "patients.csv", dtype=str)
+    visits = pd.read_csv(directory / "alsfrs.csv")
+    csf = pd.read_parquet(directory / "csf.parquet")
+    # new patients, not randomised; ids of their own, in order
+    assert list(patients.columns) == ["subject_id", "age", "sex", "onset_site", "onset_months"]
+    ids = patients["subject_id"]
+    assert ids.tolist() == [f"SC{i:07d}" for i in range(1, 501)]
+    assert not set(ids) & set(simulate_trial(config).patients["subject_id"])
+    # ALSFRS-R at lead-in and baseline only: each scheduled visit once, none after day 0
+    assert (visits["day"] <= 0).all()
+    assert (visits.groupby("subject_id").size() == len(config.design.lead_in_visit_days)).all()
+    assert (visits.loc[visits["day"] == 0].groupby("subject_id").size() == 1).all()
+    assert visits["alsfrs_r"].between(0, 48).all()
+    # CSF, wide: one row per sample, every timepoint of the design, every analyte filled
+    headers = [f"{a.name} ({a.reported_unit})" for a in config.analytes]
+    assert list(csf.columns) == ["subject_id", "timepoint", "plate", *headers]
+    assert csf["timepoint"].tolist() == list(config.design.csf_days) * 500
+    assert (csf[headers] != "").all().all() and csf[headers].notna().all().all()
+    assert csf["plate"].str.fullmatch(r"SCPLATE\d{5}").all()
+    assert (csf.groupby("plate").size() <= 40).all()
+    assert (csf.groupby("subject_id")["plate"].nunique() == 1).all()
+    # every file grouped by subject in the order of patients.csv
+    for table in (visits, csf):
+        assert pd.unique(table["subject_id"]).tolist() == ids.tolist()
+
+
+def test_scoring_cohort_is_deterministic_by_seed(configs_dir, tmp_path):
+    first = _scoring(configs_dir, tmp_path / "first", n=300, csf_format="parquet")
+    again = _scoring(configs_dir, tmp_path / "again", n=300, csf_format="parquet")
+    other = _scoring(configs_dir, tmp_path / "other", n=300, csf_format="parquet",
+                     overrides=["seed=1"])
+    for name in ("patients.csv", "alsfrs.csv", "csf.parquet"):
+        assert (first.cohort_dir / name).read_bytes() == (again.cohort_dir / name).read_bytes()
+        if name != "csf.parquet":  # the parquet file may differ only in its values
+            assert (first.cohort_dir / name).read_bytes() != (other.cohort_dir / name).read_bytes()
+    pd.testing.assert_frame_equal(pd.read_parquet(first.cohort_dir / "csf.parquet"),
+                                  pd.read_parquet(again.cohort_dir / "csf.parquet"))
+    assert not pd.read_parquet(first.cohort_dir / "csf.parquet").equals(
+        pd.read_parquet(other.cohort_dir / "csf.parquet"))
+
+
+def test_scoring_cohort_replaces_a_csf_file_of_another_format(configs_dir, tmp_path):
+    out = tmp_path / "cohort"
+    _scoring(configs_dir, out, n=20, csf_format="parquet")
+    outcome = _scoring(configs_dir, out, n=20, csf_format="csv")
+    assert outcome.removed == ["csf.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["alsfrs.csv", "csf.csv", "patients.csv"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def _log_values(text: pd.Series) -> np.ndarray:
+    quantified = text[~text.str.startswith("<")]
+    return np.log(quantified.astype(float).to_numpy())
+
+
+def test_scoring_cohort_draws_like_the_msc_arm(configs_dir):
+    """Same distributions as the training cohort's MSC arm: a model trained there applies."""
+    from csf_responder.simulate import scoring_blocks
+
+    config = _config(configs_dir, "n_msc=3000", "n_control=0")
+    trial = simulate_trial(config)
+    block = next(scoring_blocks(config, 6000, block_size=6000))
+    csf = block.csf.to_pandas()
+    for timepoint in config.design.csf_days:
+        for analyte in ("TGF-beta1", "MCP-1"):
+            train = trial.csf[(trial.csf["analyte"] == analyte)
+                              & (trial.csf["timepoint"] == timepoint)]["value"]
+            score = csf.loc[csf["timepoint"] == timepoint, f"{analyte} (pg/mL)"]
+            a, b = _log_values(train), _log_values(score)
+            se = np.sqrt(a.var() / a.size + b.var() / b.size)
+            assert abs(a.mean() - b.mean()) < 4 * se, (analyte, timepoint)
+            assert abs(a.std() / b.std() - 1) < 0.06, (analyte, timepoint)
+        vegf_train = trial.csf[(trial.csf["analyte"] == "VEGF")
+                               & (trial.csf["timepoint"] == timepoint)]["value"]
+        vegf_score = csf.loc[csf["timepoint"] == timepoint, "VEGF (pg/mL)"]
+        assert abs(vegf_train.str.startswith("<").mean()
+                   - vegf_score.str.startswith("<").mean()) < 0.04
+    # the lead-in: baseline scores and their decline over the lead-in
+    visits = block.alsfrs.to_pandas()
+    lead = trial.alsfrs[trial.alsfrs["day"] <= 0]
+    for table in (lead, visits):
+        assert set(table.groupby("subject_id").size()) == {len(config.design.lead_in_visit_days)}
+    base = (lead[lead["day"] == 0]["alsfrs_r"], visits[visits["day"] == 0]["alsfrs_r"])
+    assert abs(base[0].mean() - base[1].mean()) < 0.3
+    drop = [t.groupby("subject_id")["alsfrs_r"].agg(lambda s: s.iloc[0] - s.iloc[-1]).mean()
+            for t in (lead.sort_values(["subject_id", "day"]),
+                      visits.sort_values(["subject_id", "day"]))]
+    assert abs(drop[0] - drop[1]) < 0.3, drop
+    patients = block.patients.to_pandas()
+    assert abs((patients["onset_site"] == "bulbar").mean()
+               - (trial.patients["onset_site"] == "bulbar").mean()) < 0.03
+    assert abs(np.log(patients["onset_months"]).mean()
+               - np.log(trial.patients["onset_months"]).mean()) < 0.05
+
+
+def test_simulate_cli_writes_a_scoring_cohort(configs_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "scoring"
+    config = str(configs_dir / "simulate.yaml")
+    result = runner.invoke(app, ["simulate", "--scoring", "--n", "30", "--format", "parquet",
+                                 "--out", str(out), "--config", config])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["alsfrs.csv", "csf.parquet",
+                                                     "patients.csv"]
+    assert "30" in result.output and "oracle truth" in result.output
+    assert len(pd.read_csv(out / "patients.csv")) == 30
+    for args, message in ((["--scoring", "--truth", str(tmp_path / "t.csv")], "--truth"),
+                          (["--scoring", "--n-msc", "3"], "--n-msc"),
+                          (["--n", "3"], "only with --scoring"),
+                          (["--format", "parquet"], "only with --scoring")):
+        result = runner.invoke(app, ["simulate", *args, "--out", str(tmp_path / "x"),
+                                     "--config", config])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_scoring_noise_analytes_change_nothing_else():
+    from csf_responder.simulate import scoring_blocks
+
+    plain = next(scoring_blocks(simulation_config(noise=()), 200))
+    noisy = next(scoring_blocks(simulation_config(), 200))
+    assert plain.patients.equals(noisy.patients) and plain.alsfrs.equals(noisy.alsfrs)
+    assert noisy.csf.select(plain.csf.column_names).equals(plain.csf)
+    names = [f"{a['name']} ({a['reported_unit']})" for a in NOISE_ANALYTES]
+    assert noisy.csf.column_names == [*plain.csf.column_names, *names]

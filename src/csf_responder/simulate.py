@@ -57,27 +57,50 @@ weighted by the likelihood of the censored CSF values, the lead-in visits (round
 the 0/48 bounds are exact) and the onset time, and the follow-up is simulated forward.
 Noise analytes are left out: independent of every latent, they leave the posterior as
 it is.
+
+The scoring cohort
+------------------
+:func:`scoring_blocks` draws NEW patients to score, from the MSC arm's distributions of
+the same config (so a model trained on the phase 2 cohort applies), in blocks of
+patients: ``patients`` without ``arm`` (not randomised yet), ALSFRS-R visits at the
+lead-in and baseline only, and every CSF sample of the design in the wide layout (one
+row per sample, the unit in each analyte's header). Fully vectorised, it makes a million
+patients in seconds; there is no truth file (the oracle costs milliseconds per patient).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import stats
 from scipy.special import expit, log_ndtr, ndtr
 
 from csf_responder.config import SimAnalyte, SimulationConfig
 from csf_responder.labels import MONTH_DAYS, derive_labels, lead_in_summary
 
-__all__ = ["SimulatedTrial", "oracle_probabilities", "simulate_trial", "trial_summary"]
+__all__ = ["SCORING_ID_PREFIX", "ScoringBlock", "SimulatedTrial", "oracle_probabilities",
+           "scoring_blocks", "scoring_csf_headers", "simulate_trial", "trial_summary"]
 
 ALSFRS_MAX = 48
 
 #: Extra entropy of the random stream of the noise analytes (``role: noise``), which is
 #: independent of the cohort's stream (``seed`` alone).
 NOISE_STREAM = 1
+#: Extra entropy of the scoring cohort's streams (``[seed, SCORING_STREAM, block]``, and
+#: ``NOISE_STREAM`` appended for its noise analytes): independent of the training cohort's.
+SCORING_STREAM = 2
+#: Subject ids of a scoring cohort: ``SC0000001``..., never those of a trial (``PT0001``).
+SCORING_ID_PREFIX = "SC"
+#: Plates of a scoring cohort (``SCPLATE00001``...): never a training plate's name, whose
+#: offset the ``median`` plate correction would otherwise apply to them.
+SCORING_PLATE_PREFIX = "SCPLATE"
+#: Samples per assay plate, as in :func:`simulate_trial`.
+SAMPLES_PER_PLATE = 40
 
 
 def _visits(alsfrs: pd.DataFrame) -> pd.DataFrame:
@@ -254,7 +277,7 @@ def simulate_trial(config: SimulationConfig) -> SimulatedTrial:
     sample = 0
     for idx in np.flatnonzero(has_csf):
         for t, (timepoint, _day) in enumerate(d.csf_days.items()):
-            plate = f"PLATE{1 + sample // 40:02d}"
+            plate = f"PLATE{1 + sample // SAMPLES_PER_PLATE:02d}"
             sample += 1
             for analyte in config.analytes:
                 k = column[analyte.name]
@@ -283,6 +306,133 @@ def simulate_trial(config: SimulationConfig) -> SimulatedTrial:
     latent = pd.DataFrame({"subject_id": ids, "rate": rate, "drift": drift,
                            "benefit": benefit, "alsfrs_true_baseline": baseline})
     return SimulatedTrial(patients, alsfrs, csf, latent)
+
+
+# -------------------------------------------------------------- scoring cohort
+@dataclass(frozen=True)
+class ScoringBlock:
+    """A block of consecutive patients of a scoring cohort, as Arrow tables in the input
+    contract: ``patients`` (no ``arm``), ``alsfrs`` (lead-in and baseline visits) and
+    ``csf`` (wide layout), each sorted by subject like the others."""
+
+    patients: pa.Table
+    alsfrs: pa.Table
+    csf: pa.Table
+
+
+def scoring_csf_headers(config: SimulationConfig) -> list[str]:
+    """The wide CSF file's analyte headers, with the reported unit: ``TGF-beta1 (pg/mL)``."""
+    return [f"{a.name} ({a.reported_unit})" for a in config.analytes]
+
+
+def _padded(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
+    """``prefix`` + zero-padded ``numbers`` as an Arrow string array (no Python loop)."""
+    digits = pc.utf8_lpad(pc.cast(pa.array(numbers), pa.string()), width=width, padding="0")
+    return pc.binary_join_element_wise(prefix, digits, "")
+
+
+def _reported_text(reported: np.ndarray, lloq: float) -> pa.Array:
+    """Values as the lab writes them, like :func:`simulate_trial`: 3 decimals below 10,
+    1 above, ``<LLOQ`` below the limit."""
+    rounded = np.where(reported < 10, np.round(reported, 3), np.round(reported, 1))
+    text = pc.cast(pa.array(rounded), pa.string())
+    return pc.if_else(pa.array(reported < lloq), pa.scalar(f"<{lloq:g}"), text)
+
+
+def _scoring_block(config: SimulationConfig, block: int, start: int, m: int, *,
+                   id_width: int, plate_width: int) -> ScoringBlock:
+    """Patients ``start`` ... ``start + m - 1`` (0-based) of a scoring cohort."""
+    rng = np.random.default_rng([config.seed, SCORING_STREAM, block])
+    d, c, p = config.design, config.clinical, config.progression
+    age = np.rint(np.clip(rng.normal(c.age_mean, c.age_sd, m), *c.age_range))
+    male = rng.random(m) < c.p_male
+    bulbar = (rng.random(m) < c.p_bulbar).astype(float)
+    baseline = np.clip(rng.normal(c.alsfrs_baseline_mean, c.alsfrs_baseline_sd, m),
+                       *c.alsfrs_baseline_range)
+    n_an = len(_cohort_analytes(config))
+    mean, cov = _csf_prior(config, arm_msc=True)
+    latents = rng.multivariate_normal(mean, cov, size=m, method="cholesky")
+    base_logs, changes = latents[:, :n_an], latents[:, n_an:]
+    rate = _progression_rate(config, base_logs, bulbar, rng.standard_normal(m))
+    onset = (ALSFRS_MAX - baseline) / (rate * np.exp(p.onset_rate_log_sd * rng.standard_normal(m)))
+
+    # ALSFRS-R at the lead-in and baseline visits only; a jittered lead-in visit stays
+    # before baseline
+    lead_days = np.asarray(d.lead_in_visit_days, dtype=float)
+    jitter = d.visit_jitter_days
+    days = lead_days + np.where(lead_days == 0, 0, rng.integers(-jitter, jitter + 1,
+                                                                 (m, lead_days.size)))
+    days = np.where(lead_days < 0, np.minimum(days, -1), days)
+    true = baseline[:, None] - rate[:, None] * days / MONTH_DAYS
+    scores = _observe(true, rng.normal(0, p.visit_noise_sd, true.shape))
+
+    # CSF at every timepoint of the design, as the lab reports it; noise analytes from a
+    # stream of their own (as in simulate_trial)
+    timepoints = list(d.csf_days)
+    n_t = len(timepoints)
+    assay = rng.standard_normal((m, n_t, n_an))
+    noise = [a for a in config.analytes if a.role == "noise"]
+    noise_rng = np.random.default_rng([config.seed, SCORING_STREAM, block, NOISE_STREAM])
+    noise_base, noise_change = _noise_latents(noise, np.ones(m, bool), noise_rng)
+    noise_assay = noise_rng.standard_normal((m, n_t, len(noise)))
+    column = {a.name: k for k, a in enumerate(_cohort_analytes(config))}
+    column.update({a.name: k for k, a in enumerate(noise)})
+    after = (np.arange(n_t) > 0)[None, :]  # the change applies after the first injection
+    values = {}
+    for analyte, header in zip(config.analytes, scoring_csf_headers(config), strict=True):
+        k = column[analyte.name]
+        if analyte.role == "noise":
+            base, change, error = noise_base[:, k], noise_change[:, k], noise_assay[:, :, k]
+        else:
+            base, change, error = base_logs[:, k], changes[:, k], assay[:, :, k]
+        true_log = base[:, None] + np.where(after, change[:, None], 0.0)
+        reported = np.exp(true_log + analyte.assay_log_sd * error) / analyte.pg_ml_per_reported_unit
+        values[header] = _reported_text(reported.ravel(), analyte.lloq)
+
+    ids = _padded(SCORING_ID_PREFIX, np.arange(start + 1, start + m + 1), id_width)
+    sample = start * n_t + np.arange(m * n_t)  # as simulate_trial numbers its samples
+    patients = pa.table({
+        "subject_id": ids,
+        "age": age.astype(np.int64),
+        "sex": pc.if_else(pa.array(male), "male", "female"),
+        "onset_site": pc.if_else(pa.array(bulbar == 1), "bulbar", "spinal"),
+        "onset_months": np.round(onset, 1),
+    })
+    alsfrs = pa.table({
+        "subject_id": ids.take(np.repeat(np.arange(m), lead_days.size)),
+        "day": days.ravel().astype(np.int64),
+        "alsfrs_r": scores.ravel().astype(np.int64),
+    })
+    csf = pa.table({
+        "subject_id": ids.take(np.repeat(np.arange(m), n_t)),
+        "timepoint": pa.array(timepoints).take(np.tile(np.arange(n_t), m)),
+        "plate": _padded(SCORING_PLATE_PREFIX, 1 + sample // SAMPLES_PER_PLATE, plate_width),
+        **values,
+    })
+    return ScoringBlock(patients, alsfrs, csf)
+
+
+def scoring_blocks(config: SimulationConfig, n: int, *, block_size: int = 100_000
+                   ) -> Iterator[ScoringBlock]:
+    """A scoring cohort of ``n`` new patients, ``block_size`` patients at a time.
+
+    The patients come from the MSC arm's distributions of ``config`` (covariates, CSF
+    at baseline and after the first injection, natural progression), so that a model
+    trained on :func:`simulate_trial`'s cohort applies; they are not randomised
+    (``patients`` has no ``arm``) and have only their lead-in and baseline visits. Ids
+    are ``SC`` and at least 7 digits, in order; every table is sorted by subject.
+    Deterministic given ``config.seed``, ``n`` and ``block_size`` (block ``b`` draws
+    from the stream ``[seed, SCORING_STREAM, b]``); peak memory grows with
+    ``block_size``, not with ``n``.
+    """
+    if n < 1 or block_size < 1:
+        raise ValueError("n and block_size must be at least 1")
+    id_width = max(7, len(str(n)))
+    n_plates = -(-n * len(config.design.csf_days) // SAMPLES_PER_PLATE)
+    plate_width = max(5, len(str(n_plates)))
+    for block, start in enumerate(range(0, n, block_size)):
+        yield _scoring_block(config, block, start, min(block_size, n - start),
+                             id_width=id_width, plate_width=plate_width)
 
 
 # ------------------------------------------------------------------------ oracle

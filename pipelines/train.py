@@ -30,6 +30,7 @@ from csf_responder.report import (
     render_report,
     write_report,
 )
+from csf_responder.scoring import model_contract
 from csf_responder.training import (
     FamilyResult,
     TrainingData,
@@ -159,7 +160,8 @@ def develop(config: TrainConfig, data: TrainingData, *, reporter: Reporter,
             inner_splits=v.inner_splits, n_jobs=v.n_jobs, n_bootstrap=v.n_bootstrap,
             ci_level=level, threshold=v.threshold, n_optimism=v.n_optimism if explain else 0,
             n_permutations=v.n_permutations if explain and v.permutation_test else 0,
-            seed=config.seed, explain=explain, on_fold=advance, on_permutation=advance)
+            seed=config.seed, explain=explain, n_interval_models=v.n_interval_models,
+            on_fold=advance, on_permutation=advance)
 
     def pipeline_of(spec, csf=True):
         return make_pipeline(spec, panel=config.panel, indication=config.indication,
@@ -224,6 +226,7 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter,
     now = datetime.now()
     stamp, file_stamp = now.strftime("%Y-%m-%d %H:%M"), now.strftime("%Y-%m-%d-%H%M%S")
     digest = tags["data_digest"]
+    contract = model_contract(config.panel, config.indication, config.labels)
 
     def child(name: str, result: FamilyResult, role: str,
               spec: ModelSpec | None) -> tracking.ChildRun:
@@ -234,7 +237,7 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter,
             dataset={"name": f"{config.cohort.name} labelled MSC", "digest": digest,
                      "source": str(config.cohort.path)},
             figures_dir=Path(scratch) / name, threshold=v.threshold, ci_level=level,
-            log_raw_rows=config.tracking.log_raw_rows)
+            log_raw_rows=config.tracking.log_raw_rows, contract=contract)
 
     logging: dict[str, Future[tracking.LoggedChild]] = {}
 

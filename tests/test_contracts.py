@@ -570,3 +570,23 @@ def test_bridging_sample_without_plate_and_unknown_sample_type_are_rejected(tmp_
     rejects = checked.rejects[["line", "column", "rule", "action"]].values.tolist()
     assert rejects == [[4, "sample_type", "sample_type_unknown", "row dropped"],
                        [7, "plate", "bridge_without_plate", "row dropped"]]
+
+
+# ----------------------------------------------------------------- cohorts to score
+def test_a_cohort_to_score_may_lack_the_arm_column(tmp_path):
+    no_arm = PATIENTS.replace("arm,", "", 1).replace("MSC,", "").replace("control,", "")
+    raw = read_cohort(write(tmp_path, patients=no_arm), visits_file="alsfrs.csv")
+    with pytest.raises(CohortError, match="column 'arm': required column is missing"):
+        check_cohort(raw, panel=PANEL_SPEC, indication=ALS)
+    checked = check_cohort(raw, panel=PANEL_SPEC, indication=ALS, arm_required=False)
+    assert checked.patients["subject_id"].tolist() == ["P01", "P02"]
+    assert checked.patients["arm"].isna().all() and checked.rejects.empty
+
+
+def test_an_arm_given_to_score_is_still_checked(tmp_path):
+    raw = read_cohort(write(tmp_path, patients=PATIENTS.replace("control", "placebo")),
+                      visits_file="alsfrs.csv")
+    checked = check_cohort(raw, panel=PANEL_SPEC, indication=ALS, arm_required=False)
+    assert checked.rejects.loc[checked.rejects["file"].str.endswith("patients.csv"),
+                               "rule"].tolist() == ["arm_unknown"]
+    assert checked.patients["subject_id"].tolist() == ["P01"]

@@ -293,3 +293,20 @@ def test_every_model_family_file_is_tuned_refitted_and_explained(cohort, family)
     assert list(result.shap.columns) == ["subject_id", *names]
     assert result.shap[names].abs().to_numpy().sum() > 0
     assert 0.5 < result.auc.estimate <= 1 and "roc_auc_optimism_corrected" in result.optimism
+
+
+def test_bootstrap_refits_are_deterministic_whole_pipelines_on_resampled_rows(cohort):
+    from csf_responder.validation import bootstrap_refits
+
+    config, data, _ = cohort
+    X, y = data.X, data.y
+    spec = config.models["logistic_l2"]
+    final = make_pipeline(spec, panel=config.panel, indication=config.indication,
+                          features=config.features, seed=config.seed).fit(X, y)
+    first = bootstrap_refits(final, X, y, n_models=4, seed=7)
+    again = bootstrap_refits(final, X, y, n_models=4, seed=7, n_jobs=2)
+    assert len(first) == 4 and all(m is not final for m in first)
+    p = np.column_stack([m.predict_proba(X)[:, 1] for m in first])  # raw table in
+    np.testing.assert_array_equal(p, np.column_stack([m.predict_proba(X)[:, 1] for m in again]))
+    assert np.ptp(p, axis=1).max() > 0  # different resamples, different models
+    assert not np.allclose(p[:, 0], final.predict_proba(X)[:, 1])

@@ -291,6 +291,7 @@ class ValidationSpec(_Strict):
     ci_level: float = Field(gt=0, lt=1)
     threshold: float = Field(gt=0, lt=1)
     n_optimism: int = Field(ge=0)
+    n_interval_models: int = Field(default=20, ge=0)
     permutation_test: bool
     n_permutations: int = Field(ge=1)
 
@@ -442,6 +443,24 @@ class SimBenefit(_Strict):
     axis_change_weight: float = Field(ge=0, le=1)
     noise_sd: float = Field(ge=0)
     late_fraction: float = Field(ge=0, le=1)
+
+
+class ScoringTrackingSpec(_Strict):
+    uri: str
+    artifact_root: str
+    experiment: str
+
+
+class ScoreConfig(_Strict):
+    """Everything ``csf-responder score`` needs; see ``configs/score.yaml``. The input
+    contract (panel, indication, lead-in) is the model's own, not configured here."""
+
+    model: str = Field(min_length=1)      # MLflow model URI or local model directory
+    out_dir: str                          # outputs go to <out_dir>/<cohort>-<date>/
+    chunk_size: int = Field(ge=1)         # patients scored at a time (bounds memory)
+    n_reasons: int = Field(ge=1, le=10)
+    drop_columns: list[str]
+    tracking: ScoringTrackingSpec
 
 
 class SimulationConfig(_Strict):

@@ -396,14 +396,20 @@ def _covariate(text: pd.Series, spec: CovariateSpec, decimal_comma: bool
 
 def _check_patients(raw: pd.DataFrame, file: str, notes: list[str], drop: Sequence[str],
                     indication: IndicationSpec, label_column: str | None,
-                    decimal_comma: bool):
+                    decimal_comma: bool, arm_required: bool = True):
     columns = (*PATIENT_COLUMNS, *indication.covariates, *([label_column] if label_column
                                                              else []))
-    raw = _columns(raw, columns, columns, file, drop, notes)
+    required = [c for c in columns if arm_required or c != "arm"]
+    raw = _columns(raw, required, columns, file, drop, notes)
     ids = raw["subject_id"].str.strip()
-    typed = {"subject_id": ids,
-             "arm": _lookup(raw["arm"], lambda v: ARMS.get(str(v).strip().lower()))}
-    checks = {"arm": pa.Column(checks=_rule("arm_unknown", lambda s: typed["arm"].notna()))}
+    typed = {"subject_id": ids}
+    checks = {}
+    if "arm" in raw.columns:
+        typed["arm"] = _lookup(raw["arm"], lambda v: ARMS.get(str(v).strip().lower()))
+        checks["arm"] = pa.Column(checks=_rule("arm_unknown",
+                                               lambda s: typed["arm"].notna()))
+    else:  # a cohort to score: not randomised (yet)
+        typed["arm"] = pd.Series(pd.NA, index=raw.index, dtype=object)
     for name, spec in indication.covariates.items():
         typed[name], ok = _covariate(raw[name], spec, decimal_comma)
         rule = f"{name}_unknown" if spec.type == "category" else f"{name}_invalid"
@@ -843,8 +849,8 @@ def _account(file: str, rows_read: int, rows_used: int, rejects: pd.DataFrame
 
 
 def check_cohort(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec,
-                 label_column: str | None = None, drop_columns: Sequence[str] = ()
-                 ) -> CheckedCohort:
+                 label_column: str | None = None, drop_columns: Sequence[str] = (),
+                 arm_required: bool = True) -> CheckedCohort:
     """Check a raw cohort against the input contract and return typed tables.
 
     Parameters
@@ -860,6 +866,9 @@ def check_cohort(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec
         A column of ``patients.csv`` holding a ready-made 0/1 responder label.
     drop_columns : sequence of str
         Identifier-like columns to drop rather than refuse.
+    arm_required : bool
+        False for a cohort to score: ``patients.csv`` may then lack ``arm`` (missing in
+        the typed table); when present it is checked as usual.
 
     Raises
     ------
@@ -873,7 +882,7 @@ def check_cohort(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec
               zip(names, (raw.patients, raw.visits, raw.csf), strict=True)}
     patients, p_rejects, p_raw = _check_patients(tables["patients.csv"], files["patients.csv"],
                                                  notes, drop_columns, indication, label_column,
-                                                 panel.decimal_comma)
+                                                 panel.decimal_comma, arm_required)
     all_ids = p_raw["subject_id"].str.strip()
     visits_file = indication.visits_file
     visits, v_rejects, _ = _check_visits(tables[visits_file], files[visits_file], patients,

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 __all__ = [
     "calibration_groups", "calibration_plot", "confusion_counts", "confusion_matrix_plot",
     "decision_curve_plot", "family_comparison_plot", "pr_band", "pr_plot", "roc_band",
-    "roc_plot", "shap_bar_plot", "shap_beeswarm_plot", "shap_dependence_plot",
+    "drift_plot", "roc_plot", "shap_bar_plot", "shap_beeswarm_plot", "shap_dependence_plot",
+    "shap_waterfall_plot",
 ]
 
 _AXES = (4.6, 3.3)  # inches of the plotting area; about 5.6 x 4.4 in with its labels
@@ -861,4 +862,83 @@ def family_comparison_plot(rows: Sequence[tuple[str, MetricCI, MetricCI]], *,
     left.set_yticks(y, names)
     left.set_ylim(-0.7, len(rows) - 0.3)
     _title(left, title, inches=5.3)
+    return _save(figure, path)
+
+
+# ------------------------------------------------------------------------- scoring
+
+def drift_plot(drift: pd.DataFrame, *, path: str | Path, title: str) -> Path:
+    """Drift of each CSF value against the training data (PNG): the population stability
+    index per column as bars (reference lines at 0.1, "some shift", and 0.25, "major
+    shift", the usual rule of thumb), the Kolmogorov-Smirnov statistic written at each.
+
+    Parameters
+    ----------
+    drift : DataFrame
+        One row per column: ``column``, ``psi``, ``ks``.
+    """
+    labels = list(drift["column"])
+    psi = np.nan_to_num(drift["psi"].to_numpy(dtype="float64"))
+    left = _label_inches(labels, _TICK_SIZE) + 0.35
+    figure, ax = _canvas((4.0, max(0.3 * len(labels) + 0.3, 1.4)), left=left, right=1.4)
+    rows = np.arange(len(labels))[::-1]
+    colours = np.where(psi >= 0.25, "#c0392b", np.where(psi >= 0.1, "#e6a23c", _MODEL))
+    ax.barh(rows, psi, color=colours, height=0.7)
+    top = max(float(psi.max()) if len(psi) else 0.0, 0.3) * 1.15
+    for line in (0.1, 0.25):
+        ax.axvline(line, color=_REFERENCE, linestyle="--", linewidth=1)
+    for row, value, ks in zip(rows, psi, drift["ks"], strict=True):
+        ax.text(value + 0.01 * top, row, f"KS {ks:.2f}", va="center", fontsize=_LEGEND_SIZE)
+    ax.set_yticks(rows, labels)
+    ax.set_xlim(0, top)
+    ax.set_ylim(-0.6, len(labels) - 0.4)
+    ax.set_xlabel("Population stability index vs training (log scale values)")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    _title(ax, title, "dashed: 0.1 some shift, 0.25 major shift", inches=5.0)
+    return _save(figure, path)
+
+
+def shap_waterfall_plot(contributions: pd.Series, labels: Sequence[str], *, base: float,
+                        path: str | Path, title: str, max_display: int = 10) -> Path:
+    """One patient's SHAP waterfall (PNG): from the model's base value (log-odds), each
+    feature's contribution in turn, largest on top, the rest summed, to the patient's
+    log-odds.
+
+    Parameters
+    ----------
+    contributions : Series
+        SHAP values of one patient, indexed by feature.
+    labels : sequence of str
+        A readable label per feature ("TGF-beta1/MCP-1 ratio at baseline 0.42"), same order.
+    base : float
+        The expected log-odds the contributions start from.
+    """
+    values = contributions.to_numpy(dtype="float64")
+    order = np.argsort(-np.abs(values), kind="stable")
+    shown = order[:max_display]
+    names = [labels[i] for i in shown]
+    steps = list(values[shown])
+    if len(order) > max_display:
+        names.append(f"{len(order) - max_display} other feature(s)")
+        steps.append(float(values[order[max_display:]].sum()))
+    left = _label_inches(names, _TICK_SIZE) + 0.35
+    figure, ax = _canvas((4.2, max(0.32 * len(names) + 0.4, 1.6)), left=left, right=0.9)
+    start = base
+    rows = np.arange(len(names))[::-1]
+    for row, step in zip(rows, steps, strict=True):
+        ax.barh(row, step, left=start, height=0.7,
+                color="#ff0052" if step > 0 else "#008bfb")
+        start += step
+    ax.axvline(base, color=_REFERENCE, linestyle="--", linewidth=1)
+    ax.axvline(start, color="black", linewidth=1)
+    ax.margins(x=0.08)
+    ax.set_yticks(rows, names)
+    ax.set_ylim(-0.6, len(names) - 0.4)
+    ax.set_xlabel("Log-odds of good response (red raises, blue lowers)")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    probability = 1 / (1 + np.exp(-start))
+    _title(ax, title, f"base {base:+.2f}, patient {start:+.2f} (p = {probability:.2f})",
+           inches=5.2)
     return _save(figure, path)

@@ -16,9 +16,19 @@ from csf_responder.cohort import cohort_table
 from csf_responder.config import IndicationSpec, LabelSpec, PanelSpec, analyte_match_key
 from csf_responder.contracts import CheckedCohort, check_cohort
 from csf_responder.io import RawCohort, read_cohort
-from csf_responder.labels import column_labels, derive_labels, exclusion_rejects
+from csf_responder.labels import (
+    EXCLUSIONS,
+    column_labels,
+    derive_labels,
+    exclusion_rejects,
+    lead_in_summary,
+)
 
-__all__ = ["IngestedCohort", "ingest_cohort"]
+__all__ = ["IngestedCohort", "SCORING_REJECT_COLUMNS", "ScoringCohort", "ingest_cohort",
+           "ingest_scoring_cohort"]
+
+#: Columns of a scoring run's patient rejects: one row per patient not scored.
+SCORING_REJECT_COLUMNS = ("subject_id", "line", "rule", "column", "value", "detail")
 
 
 @dataclass(frozen=True)
@@ -90,3 +100,112 @@ def ingest_cohort(
     rejects = (pd.concat(parts, ignore_index=True) if parts
                else checked.rejects.iloc[0:0])
     return IngestedCohort(raw, checked, labelled, table, rejects)
+
+
+@dataclass(frozen=True)
+class ScoringCohort:
+    """A cohort to score, after ingest.
+
+    Attributes
+    ----------
+    raw, checked
+        The files as read, and as checked by the contract (``arm`` optional).
+    table : DataFrame
+        The wide cohort table of every patient that passed the contract and has what
+        the clinical inputs need (a baseline visit, a lead-in slope that declines).
+    rejects : DataFrame
+        One row per patient not in ``table``, :data:`SCORING_REJECT_COLUMNS`: the
+        patients.csv rule its row broke (``subject_id_missing``, ``age_invalid``, ...;
+        one row per line without a subject_id) or the lead-in exclusion
+        (``no_visits``, ``no_baseline_visit``, ``too_few_lead_in_visits``,
+        ``no_lead_in_decline``).
+    subjects : Series
+        Every distinct subject_id of patients.csv ("" for lines without one, each
+        counted): what scoring must account for.
+    """
+
+    raw: RawCohort
+    checked: CheckedCohort
+    table: pd.DataFrame
+    rejects: pd.DataFrame
+    subjects: pd.Series
+
+
+def _patient_rejects(checked: CheckedCohort, raw: RawCohort, file: str) -> pd.DataFrame:
+    """The patients.csv contract rejects, one row per patient (exact copies of a kept
+    row are not patients: they stay in the row-level report only)."""
+    found = checked.rejects.loc[(checked.rejects["file"] == file)
+                                & (checked.rejects["rule"] != "exact_duplicate")]
+    blank = found["subject_id"].astype(str).str.strip().eq("")
+    named = (found.loc[~blank].groupby("subject_id", sort=False)
+             .agg(line=("line", lambda s: ";".join(str(v) for v in s)),
+                  rule=("rule", "first"), column=("column", "first"),
+                  value=("value", "first")).reset_index())
+    unnamed = found.loc[blank, ["subject_id", "line", "rule", "column", "value"]]
+    out = pd.concat([named, unnamed.assign(subject_id="", line=unnamed["line"].astype(str))],
+                    ignore_index=True)
+    return out.assign(detail="patients.csv row breaks the input contract")
+
+
+def ingest_scoring_cohort(
+    directory: str | Path,
+    *,
+    panel: PanelSpec,
+    indication: IndicationSpec,
+    lead_in_days: int,
+    baseline_tolerance_days: int,
+    min_visits_lead_in: int,
+    drop_columns: Sequence[str] = (),
+) -> ScoringCohort:
+    """Read and check a cohort to score (lead-in and baseline visits; ``arm`` optional)
+    with the same readers and contract as training, and build its wide table.
+
+    Visits after baseline are not needed and not used (a note says how many there
+    were). The lead-in settings are the trained model's (see
+    :func:`csf_responder.scoring.model_contract`), so the clinical inputs are made the
+    way the model saw them.
+    """
+    spellings = panel.spellings()
+    raw = read_cohort(directory, visits_file=indication.visits_file,
+                      is_analyte=lambda name: getattr(spellings.get(analyte_match_key(name)),
+                                                      "name", False))
+    checked = check_cohort(raw, panel=panel, indication=indication,
+                           drop_columns=drop_columns, arm_required=False)
+    later = int((checked.visits["day"] > 0).sum())
+    if later:
+        checked.notes.append(f"{raw.file(indication.visits_file)}: {later} visit(s) after "
+                             "baseline not used (scoring needs the lead-in and baseline)")
+    subjects = checked.patients["subject_id"]
+    summary = lead_in_summary(checked.visits, subjects=subjects, lead_in_days=lead_in_days,
+                              baseline_tolerance_days=baseline_tolerance_days)
+    n_visits = checked.visits.groupby("subject_id").size().reindex(subjects).fillna(0)
+    lead = summary["leadin_slope"].to_numpy()
+    declines = (lead if indication.score.higher_is_better else -lead) < 0
+    checks = [
+        ("no_visits", n_visits.to_numpy() == 0),
+        ("no_baseline_visit", summary["baseline_day"].isna().to_numpy()),
+        ("too_few_lead_in_visits",
+         (summary["n_lead_in"].to_numpy() < min_visits_lead_in) | pd.isna(lead)),
+        ("no_lead_in_decline", ~declines),
+    ]
+    reason = pd.Series(pd.NA, index=summary.index, dtype="string")
+    for rule, failed in checks:
+        reason = reason.mask(reason.isna() & failed, rule)
+    excluded = reason.notna().to_numpy()
+    exclusions = pd.DataFrame({
+        "subject_id": subjects[excluded].to_numpy(), "line": "",
+        "rule": reason[excluded].to_numpy(dtype=object), "column": indication.score.column,
+        "value": "", "detail": [EXCLUSIONS[r] for r in reason[excluded]]})
+    table = cohort_table(checked.patients, summary, checked.csf,
+                         covariates=list(indication.covariates), analytes=panel.analytes,
+                         timepoints=panel.timepoints, bridges=checked.bridges)
+    table = table.loc[~excluded].reset_index(drop=True)
+    p_file = raw.file("patients.csv")
+    parts = [part for part in (_patient_rejects(checked, raw, p_file), exclusions) if len(part)]
+    rejects = (pd.concat(parts, ignore_index=True)[list(SCORING_REJECT_COLUMNS)] if parts
+               else pd.DataFrame(columns=list(SCORING_REJECT_COLUMNS)))
+    id_column = next(c for c in raw.patients.columns if str(c).strip().lower() == "subject_id")
+    ids = raw.patients[id_column].astype(str).str.strip()
+    subjects_all = pd.concat([pd.Series(ids[ids.ne("")].unique()), ids[ids.eq("")]],
+                             ignore_index=True)
+    return ScoringCohort(raw, checked, table, rejects, subjects_all)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from csf_responder.errors import CohortError
+from csf_responder.errors import CohortError, CsfResponderError
 from csf_responder.readers import LINE, csf_to_long, read_table
 
 __all__ = [
-    "COHORT_FILES", "CSF_SUFFIXES", "LINE", "RawCohort", "cohort_digest", "read_cohort",
-    "write_cohort", "write_outputs", "write_table",
+    "COHORT_FILES", "CSF_SUFFIXES", "LINE", "RawCohort", "StagedDirectory", "TableStream",
+    "cohort_digest", "read_cohort", "write_cohort", "write_outputs", "write_table",
 ]
 
 #: The files of a cohort directory besides the visits file, whose name the indication
@@ -169,3 +169,104 @@ def write_outputs(directory: str | Path, *, parquet: dict[str, pd.DataFrame],
             path.unlink()
         staging.rmdir()
     return directory
+
+
+#: Marks a staging directory: ``.{name}{STAGING}{pid}`` next to the output it becomes.
+STAGING = ".partial-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StagedDirectory:
+    """An output directory that appears complete or not at all.
+
+    Entering creates a hidden staging directory next to ``target``
+    (``.<name>.partial-<pid>``) and returns it; everything is written there. Leaving
+    without an error moves it to ``target`` in one rename (with ``force``, an existing
+    ``target`` is replaced; it is moved aside first and removed after). Leaving with an
+    error, or being interrupted, removes the staging directory; a process killed outright
+    leaves it behind, and the next run for the same target removes it (its process is
+    gone).
+
+    Raises
+    ------
+    CsfResponderError
+        On entering, when ``target`` exists and ``force`` is false.
+    """
+
+    def __init__(self, target: str | Path, *, force: bool = False) -> None:
+        self.target = Path(target)
+        self.force = force
+        self.staging = self.target.parent / f".{self.target.name}{STAGING}{os.getpid()}"
+
+    def __enter__(self) -> Path:
+        import shutil
+
+        if self.target.exists() and not self.force:
+            raise CsfResponderError(f"{self.target}: output directory exists; give another "
+                                    "output or --force to replace it")
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.target.parent.glob(f".{self.target.name}{STAGING}*"):
+            pid = stale.name.rsplit(STAGING, 1)[-1]
+            if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+        self.staging.mkdir()
+        return self.staging
+
+    def __exit__(self, kind, value, traceback) -> None:
+        import shutil
+
+        if kind is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return
+        aside = None
+        if self.target.exists():
+            aside = self.target.parent / f".{self.target.name}.replaced-{os.getpid()}"
+            os.replace(self.target, aside)
+        os.replace(self.staging, self.target)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+class TableStream:
+    """Writes a table chunk by chunk as ``<name>.parquet`` and ``<name>.csv`` in
+    ``directory``, with the first chunk's schema (later chunks are cast to it)."""
+
+    def __init__(self, directory: str | Path, name: str) -> None:
+        self.parquet_path = Path(directory) / f"{name}.parquet"
+        self.csv_path = Path(directory) / f"{name}.csv"
+        self._schema = None
+        self._parquet = None
+        self._csv = None
+        self.rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._schema is None:
+            self._schema = table.schema.remove_metadata()
+            self._parquet = pq.ParquetWriter(self.parquet_path, self._schema)
+            self._csv = pacsv.CSVWriter(self.csv_path, self._schema)
+        table = table.cast(self._schema)
+        self._parquet.write_table(table)
+        self._csv.write_table(table)
+        self.rows += len(frame)
+
+    def close(self, empty: pd.DataFrame | None = None) -> None:
+        """Finish both files; with no chunk written, write ``empty`` (its columns) instead."""
+        if self._schema is None and empty is not None:
+            self.write(empty)
+        for writer in (self._parquet, self._csv):
+            if writer is not None:
+                writer.close()

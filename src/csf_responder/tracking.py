@@ -21,8 +21,10 @@ from csf_responder.metrics import MetricCI
 from csf_responder.training import FamilyResult, TrainingData
 
 __all__ = [
-    "BackgroundRun", "ChildRun", "LoggedChild", "flatten", "git_state", "log_child_run",
-    "log_family_run", "log_parent_run", "resolve_uri", "run", "setup_tracking",
+    "BackgroundRun", "ChildRun", "LoggedChild", "ScoringModel", "flatten", "git_state",
+    "load_scoring_model", "log_child_run", "log_family_run", "log_parent_run",
+    "log_scoring_run", "resolve_uri",
+    "run", "scoring_files", "setup_tracking",
 ]
 
 
@@ -85,6 +87,7 @@ class ChildRun:
     ci_level: float
     log_raw_rows: bool = False
     parent_id: str | None = None  #: None: the logging worker's active run
+    contract: dict[str, Any] | None = None  #: :func:`csf_responder.scoring.model_contract`
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def log_child_run(child: ChildRun) -> LoggedChild:
         model_uri, figures = log_family_run(
             child.result, child.data, params=child.params, metrics={}, tags=child.tags,
             log_raw_rows=child.log_raw_rows, figures_dir=child.figures_dir,
-            threshold=child.threshold, ci_level=child.ci_level)
+            threshold=child.threshold, ci_level=child.ci_level, contract=child.contract)
     return LoggedChild(run_id, model_uri, figures)
 
 
@@ -368,10 +371,45 @@ def family_figures(result: FamilyResult, data: TrainingData, directory: str | Pa
     return out
 
 
+def scoring_files(result: FamilyResult, data: TrainingData, *, contract: dict[str, Any],
+                  threshold: float, trusted: list[str], directory: str | Path) -> list[str]:
+    """Write what scoring needs besides the Pipeline into ``directory``; return the paths.
+
+    The profile (:func:`csf_responder.scoring.training_profile`, JSON) and, when the
+    family has them, its bootstrap refits (skops, with the same trusted types as the
+    model; an interval model holding other types is refused).
+    """
+    import json
+
+    import skops.io
+
+    from csf_responder import scoring
+
+    directory = Path(directory)
+    models = list(result.interval_models)
+    types = sorted(set(trusted))
+    if models:
+        found = skops.io.get_untrusted_types(data=skops.io.dumps(models))
+        foreign = [t for t in found if not t.startswith(TRUSTED_MODULES)]
+        if foreign:
+            raise TypeError(f"interval models hold types outside {TRUSTED_MODULES}: "
+                            f"{foreign}")
+        types = sorted(set(types) | set(found))
+    profile = scoring.training_profile(
+        result.model, data.X, contract=contract, family=result.name, threshold=threshold,
+        n_interval_models=len(models), trusted_types=types)
+    paths = [directory / scoring.PROFILE_FILE]
+    paths[0].write_text(json.dumps(profile, indent=1), encoding="utf-8")
+    if models:
+        paths.append(directory / scoring.INTERVAL_FILE)
+        skops.io.dump(models, paths[1])
+    return [str(p) for p in paths]
+
+
 def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str, Any],
                    metrics: dict[str, MetricCI], tags: dict[str, str], log_raw_rows: bool,
                    figures_dir: str | Path, threshold: float, ci_level: float,
-                   ) -> tuple[str, dict[str, Path]]:
+                   contract: dict[str, Any] | None = None) -> tuple[str, dict[str, Path]]:
     """Log one model family in the active (child) run; return the logged model's URI and
     the figures (name -> PNG path, kept in ``figures_dir`` for the report).
 
@@ -381,7 +419,8 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
     per-patient SHAP values (when the model was explained), and the refitted Pipeline
     (signature from the raw wide table; its pyfunc returns ``predict_proba``; the input
     example is a synthetic row unless ``log_raw_rows``). ``metrics`` are further metrics
-    with intervals.
+    with intervals. With the input ``contract`` the model was trained under, what scoring
+    needs travels with the model as its extra files (:func:`scoring_files`).
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -407,11 +446,16 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
     if foreign:
         raise TypeError(f"model holds types outside {TRUSTED_MODULES}: {foreign}")
     signature = infer_signature(data.X, result.model.predict_proba(example))
-    info = mlflow.sklearn.log_model(
-        result.model, name="model", signature=signature, input_example=example,
-        pyfunc_predict_fn="predict_proba", serialization_format="skops",
-        skops_trusted_types=untrusted, pip_requirements=model_requirements(result.model),
-    )
+    with tempfile.TemporaryDirectory() as extra:
+        extra_files = (scoring_files(result, data, contract=contract, threshold=threshold,
+                                     trusted=untrusted, directory=extra)
+                       if contract is not None else None)
+        info = mlflow.sklearn.log_model(
+            result.model, name="model", signature=signature, input_example=example,
+            pyfunc_predict_fn="predict_proba", serialization_format="skops",
+            skops_trusted_types=untrusted, pip_requirements=model_requirements(result.model),
+            extra_files=extra_files,
+        )
     # Logged after the model, linked to it in one batch: logged before, MLflow would
     # re-read every metric's history to link them (a query per metric).
     mlflow.log_metrics({
@@ -423,3 +467,114 @@ def log_family_run(result: FamilyResult, data: TrainingData, *, params: dict[str
         "n_responders": float(data.y.sum()),
     }, model_id=info.model_id)
     return info.model_uri, pictures
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A logged model ready to score: the Pipeline, its profile and interval models, and
+    where it came from (``version`` and ``name`` for a registered model, else empty)."""
+
+    uri: str
+    model: Any
+    profile: dict[str, Any]
+    interval_models: list
+    run_id: str
+    model_id: str
+    name: str = ""
+    version: str = ""
+
+
+def _model_source(uri: str) -> tuple[str, str, str, str]:
+    """(location to download, registered name, version, run id) of a model URI."""
+    import mlflow
+
+    if uri.startswith("models:/"):
+        rest = uri.removeprefix("models:/")
+        name, _, which = rest.partition("@") if "@" in rest else rest.partition("/")
+        if which and name and not name.startswith("m-"):
+            client = mlflow.MlflowClient()
+            found = (client.get_model_version_by_alias(name, which) if "@" in rest
+                     else client.get_model_version(name, which))
+            return found.source, name, str(found.version), found.run_id or ""
+    return uri, "", "", ""
+
+
+def load_scoring_model(uri: str) -> ScoringModel:
+    """Load a model for scoring from any MLflow model URI (``models:/name@alias``,
+    ``models:/name/3``, ``runs:/<run>/model``, ``models:/m-...``) or a local directory.
+
+    Raises
+    ------
+    CsfResponderError
+        When the URI names no model, or a model logged without what scoring needs (a
+        model from before scoring existed: train again).
+    """
+    import json
+
+    import mlflow
+    import mlflow.sklearn
+    import skops.io
+
+    from csf_responder import scoring
+    from csf_responder.errors import CsfResponderError
+
+    local = Path(uri)
+    try:
+        if local.is_dir():
+            path, name, version, run_id = local, "", "", ""
+        else:
+            source, name, version, run_id = _model_source(uri)
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+    except Exception as exc:  # MLflow raises its own exception types per store
+        raise CsfResponderError(f"model {uri}: cannot be loaded ({exc})") from exc
+    profile_path = path / "extra_files" / scoring.PROFILE_FILE
+    if not profile_path.is_file():
+        raise CsfResponderError(
+            f"model {uri}: has no scoring profile ({scoring.PROFILE_FILE}); it was logged "
+            "before batch scoring existed: train it again with make train")
+    profile = json.loads(profile_path.read_text(encoding="utf-8"))
+    model = mlflow.sklearn.load_model(str(path))
+    intervals_path = path / "extra_files" / scoring.INTERVAL_FILE
+    intervals = (skops.io.load(intervals_path, trusted=profile["trusted_types"])
+                 if intervals_path.is_file() else [])
+    meta = mlflow.models.Model.load(str(path / "MLmodel"))
+    return ScoringModel(uri=uri, model=model, profile=profile, interval_models=list(intervals),
+                        run_id=run_id or (meta.run_id or ""), model_id=meta.model_id or "",
+                        name=name, version=version)
+
+
+def log_scoring_run(*, name: str, summary: dict[str, Any], files: list[Path]) -> str:
+    """Log one scoring run in the active experiment; return its id.
+
+    Tags: the model (URI, registered name and version, family) and its training run;
+    metrics: the counts, the score distribution (``score_mean``, ``score_p05`` ...) and
+    each CSF column's drift (``psi_<column>``, ``ks_<column>``); artifacts: ``files``
+    that exist (the summary, the drift plot, the accounting). No patient row is logged.
+    """
+    import mlflow
+
+    model, counts = summary["model"], summary["counts"]
+    metrics = {f"n_{key}": float(value) for key, value in counts.items()
+               if isinstance(value, int)}
+    metrics.update({f"n_rejected_{rule}": float(n)
+                    for rule, n in counts["rejected_by_rule"].items()})
+    metrics.update({f"score_{key}": value
+                    for key, value in summary["score_distribution"].items()})
+    for column, found in summary["drift"].items():
+        if found["n"]:
+            metrics.update({f"psi_{column}": found["psi"], f"ks_{column}": found["ks"],
+                            f"ks_p_{column}": found["ks_p"]})
+    with mlflow.start_run(run_name=name) as active:
+        mlflow.set_tags({
+            "model_uri": model["uri"], "model_name": model["name"],
+            "model_version": model["version"], "model_family": model["family"],
+            "training_run_id": model["training_run_id"], "cohort": summary["cohort"],
+            "data_digest": summary["data_digest"]})
+        mlflow.log_params({"threshold": model["threshold"],
+                           "interval_level": model["interval_level"],
+                           "n_interval_models": model["n_interval_models"]})
+        mlflow.log_metrics(metrics)
+        for path in files:
+            if Path(path).is_file():
+                mlflow.log_artifact(str(path))
+        return active.info.run_id

@@ -23,6 +23,7 @@ from csf_responder.metrics import (
 )
 from csf_responder.validation import (
     CVResult,
+    bootstrap_refits,
     optimism_corrected,
     permutation_null,
     repeated_cv,
@@ -87,7 +88,8 @@ class FamilyResult:
     :data:`csf_responder.metrics.METRICS` with its bootstrap interval; ``optimism``: the
     final model's apparent and optimism-corrected :data:`OPTIMISM_METRICS`; ``decision``:
     the out-of-fold decision curve; ``permutation_p``: the permutation-test p-value of
-    the AUC, NaN when not run)."""
+    the AUC, NaN when not run; ``interval_models``: bootstrap refits of the final model
+    that scoring uses for the interval of each probability)."""
 
     name: str
     cv: CVResult
@@ -99,6 +101,7 @@ class FamilyResult:
     optimism: dict[str, float]
     decision: pd.DataFrame
     permutation_p: float
+    interval_models: tuple[Pipeline, ...] = ()
 
     @property
     def auc(self) -> MetricCI:
@@ -135,6 +138,7 @@ def evaluate_family(
     n_permutations: int,
     seed: int,
     explain: bool = True,
+    n_interval_models: int = 0,
     on_fold: Callable[[], None] | None = None,
     on_permutation: Callable[[], None] | None = None,
 ) -> FamilyResult:
@@ -148,7 +152,8 @@ def evaluate_family(
     false, as for the prevalence-only reference), and its apparent performance is
     corrected for optimism with ``n_optimism`` bootstrap resamples (0: not corrected).
     With ``n_permutations``, the whole nested procedure is repeated on shuffled labels
-    for a permutation p-value of the AUC.
+    for a permutation p-value of the AUC. ``n_interval_models`` bootstrap refits of the
+    final model go with it (:func:`csf_responder.validation.bootstrap_refits`).
     """
     cv = repeated_cv(pipeline, data.X, data.y, n_splits=n_splits, n_repeats=n_repeats,
                      seed=seed, search=search, inner_splits=inner_splits, n_jobs=n_jobs,
@@ -178,8 +183,10 @@ def evaluate_family(
                                 on_permutation=on_permutation)
         p_value = permutation_p_value(metrics["roc_auc"].estimate, null)
     decision = decision_curve(data.y, cv.oof, thresholds=DECISION_THRESHOLDS)
+    refits = (bootstrap_refits(final, data.X, data.y, n_models=n_interval_models, seed=seed,
+                               n_jobs=n_jobs) if n_interval_models else [])
     return FamilyResult(name, cv, metrics, final, chosen, values, features, optimism,
-                        decision, p_value)
+                        decision, p_value, tuple(refits))
 
 
 def best_family(results: dict[str, FamilyResult], metric: str) -> str:

@@ -35,7 +35,7 @@ from sklearn.pipeline import Pipeline
 from csf_responder.errors import DataError
 from csf_responder.metrics import cv_auc
 
-__all__ = ["CVResult", "optimism_corrected", "permutation_null", "repeated_cv",
+__all__ = ["CVResult", "bootstrap_refits", "optimism_corrected", "permutation_null", "repeated_cv",
            "stateless_prefix", "tune"]
 
 
@@ -356,6 +356,40 @@ def optimism_corrected(
         out.update({f"{name}_apparent": float(value), f"{name}_optimism": mean,
                     f"{name}_optimism_corrected": float(value) - mean})
     return out
+
+
+def _refit(fitted: Pipeline, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray) -> Pipeline:
+    return clone(fitted).fit(_rows(X, rows), y[rows])
+
+
+def bootstrap_refits(
+    fitted: Pipeline,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    n_models: int,
+    seed: int,
+    n_jobs: int = 1,
+) -> list[Pipeline]:
+    """``n_models`` refits of the final model on bootstrap resamples of its rows.
+
+    Each is an unfitted clone of ``fitted`` (same hyperparameters, whole Pipeline, so it
+    takes the same raw table) fitted on patients drawn with replacement (a resample with
+    one class only is drawn again). The spread of their predictions for a new patient is
+    the model's uncertainty about that patient: scoring reports its percentiles as the
+    interval of the responder probability. Deterministic for a seed.
+    """
+    from joblib import Parallel, delayed
+
+    y = np.asarray(y, dtype=int)
+    rng = np.random.default_rng([seed, 0x1D7])  # a stream of its own: optimism unchanged
+    samples = []
+    while len(samples) < n_models:
+        rows = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[rows])) == 2:
+            samples.append(rows)
+    return list(Parallel(n_jobs=n_jobs)(delayed(_refit)(fitted, X, y, rows)
+                                        for rows in samples))
 
 
 def _null_auc(split, y, kwargs):

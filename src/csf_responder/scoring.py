@@ -1,0 +1,663 @@
+"""Scoring new patients with a logged model: probability, interval, reasons, drift.
+
+A logged model carries, next to the fitted Pipeline, what scoring needs to use it on a
+new cohort (see :func:`training_profile`): the input contract it was trained under
+(panel, indication, lead-in settings), its threshold, readable descriptions of its
+features with their training ranges and tertiles, the training distribution of every
+CSF value it uses (for drift) and of its feature matrix (for the multivariate
+out-of-distribution flag), and bootstrap refits of the model (for the interval of each
+probability). Everything here computes on tables; reading files, MLflow and writing
+outputs belong to the callers.
+
+Scoring a chunk of the wide cohort table (:meth:`Scorer.score`) runs the Pipeline's
+stateless head once and every model's fitted tail on it; the final model's SHAP values
+come from its own exact path (xgboost's ``pred_contribs``; for a linear model the
+coefficients times the centred features, which is what SHAP's linear explainer computes
+with the training rows as background).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from csf_responder.cohort import csf_columns
+from csf_responder.validation import stateless_prefix
+
+__all__ = ["DriftAccumulator", "Scorer", "check_accounting", "check_inputs", "contract_specs",
+           "csf_rejects",
+           "describe_feature", "empty_scores", "model_contract", "needed_columns", "psi",
+           "score_columns", "training_profile"]
+
+#: Format version of the profile written with each model.
+PROFILE_VERSION = 1
+
+#: Names of the files that travel with a logged model (MLflow ``extra_files``).
+PROFILE_FILE = "scoring_profile.json"
+INTERVAL_FILE = "interval_models.skops"
+
+#: Most bins of the population stability index (training deciles); fewer with fewer
+#: training values, at least :data:`PSI_MIN_PER_BIN` per bin: with 30 patients, ten bins
+#: of three would make the index mostly sampling noise.
+PSI_BINS = 10
+PSI_MIN_PER_BIN = 6
+
+#: Smallest bin fraction in the PSI (an empty bin would give an infinite index).
+PSI_FLOOR = 1e-4
+
+#: Most training values kept per column for the Kolmogorov-Smirnov statistic.
+KS_POINTS = 2000
+
+
+# --------------------------------------------------------------------------- features
+def describe_feature(name: str, *, analytes: dict[str, tuple[str, str]],
+                     covariates: dict[str, str], score_name: str,
+                     timepoints: Sequence[str]) -> dict[str, str]:
+    """How a model feature reads to a clinician: ``label``, ``unit`` and ``kind``.
+
+    ``kind`` says how a value is shown: ``log`` (the feature is a natural log; shown as
+    the concentration or ratio itself), ``fold`` (a log change; shown as the fold
+    change), ``indicator`` (0/1 for a category level) or ``number``.
+
+    Parameters
+    ----------
+    analytes : dict
+        Analyte column key -> (name, unit).
+    covariates : dict
+        Numeric covariate -> unit.
+    """
+    first, last = timepoints[0], timepoints[-1]
+
+    def ratio(rest: str) -> str | None:
+        for num in analytes:
+            for den in analytes:
+                if rest == f"{num}_{den}" or rest.startswith(f"{num}_{den}_"):
+                    return f"{analytes[num][0]}/{analytes[den][0]} ratio"
+        return None
+
+    for tp in timepoints:
+        for key, (analyte, unit) in analytes.items():
+            if name == f"log_{key}_{tp}":
+                return {"label": f"{analyte} at {tp}", "unit": unit, "kind": "log"}
+        if name.startswith("log_ratio_") and name.endswith(f"_{tp}"):
+            found = ratio(name.removeprefix("log_ratio_").removesuffix(f"_{tp}"))
+            if found:
+                return {"label": f"{found} at {tp}", "unit": "", "kind": "log"}
+    if name.startswith("change_log_ratio_"):
+        found = ratio(name.removeprefix("change_log_ratio_"))
+        if found:
+            return {"label": f"change of the {found}, {last} vs {first}", "unit": "",
+                    "kind": "fold"}
+    if name.startswith("change_log_"):
+        key = name.removeprefix("change_log_")
+        if key in analytes:
+            return {"label": f"change of {analytes[key][0]}, {last} vs {first}", "unit": "",
+                    "kind": "fold"}
+    fixed = {"score_baseline": (f"{score_name} at baseline", "points"),
+             "leadin_slope": (f"{score_name} lead-in slope", "points/month"),
+             "delta_fs": ("pre-slope (delta FS)", "points/month")}
+    if name in fixed:
+        return {"label": fixed[name][0], "unit": fixed[name][1], "kind": "number"}
+    if name in covariates:
+        return {"label": name.replace("_", " "), "unit": covariates[name], "kind": "number"}
+    return {"label": name.replace("_", " ", 1).replace("_", " "), "unit": "",
+            "kind": "indicator"}
+
+
+def _display(kind: str, values: np.ndarray) -> np.ndarray:
+    """Feature values as shown: concentrations and ratios unlogged, changes as folds."""
+    with np.errstate(over="ignore"):
+        return np.exp(values) if kind in ("log", "fold") else values
+
+
+def _feature_step(pipeline: Pipeline) -> int | None:
+    """Index of the step that makes the model features (``features``), if any."""
+    names = [name for name, _ in pipeline.steps]
+    return names.index("features") if "features" in names else None
+
+
+def needed_columns(pipeline: Pipeline) -> list[str]:
+    """The wide-table columns the model's features are computed from (``tgf_beta1_baseline``,
+    ``age``, ...): what a cohort must provide for the model to mean anything."""
+    step = _feature_step(pipeline)
+    if step is None:
+        return []
+    return list(pipeline.steps[step][1]._required_columns())
+
+
+# ---------------------------------------------------------------------------- profile
+def model_contract(panel, indication, labels) -> dict[str, Any]:
+    """The input contract a model is trained under, as JSON-ready data: the panel and
+    indication specs and the lead-in settings that make its clinical inputs. Scoring a
+    cohort reads it with exactly these (whatever the scoring machine's configs say)."""
+    return {"panel": panel.model_dump(mode="json"),
+            "indication": indication.model_dump(mode="json"),
+            "lead_in": {"lead_in_days": labels.lead_in_days,
+                        "baseline_tolerance_days": labels.horizon_tolerance_days,
+                        "min_visits_lead_in": labels.min_visits_lead_in}}
+
+
+def _ks_reference(values: np.ndarray) -> list[float]:
+    values = np.sort(values[np.isfinite(values)])
+    if len(values) > KS_POINTS:
+        values = np.quantile(values, np.linspace(0, 1, KS_POINTS))
+    return [float(v) for v in values]
+
+
+def _psi_edges(values: np.ndarray) -> tuple[list[float], list[float]]:
+    """Interior bin edges (training deciles, duplicates merged) and training fractions."""
+    values = values[np.isfinite(values)]
+    bins = int(np.clip(len(values) // PSI_MIN_PER_BIN, 2, PSI_BINS))
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+    counts = np.bincount(np.searchsorted(edges, values, side="right"),
+                         minlength=len(edges) + 1)
+    return [float(e) for e in edges], [float(c) for c in counts / max(len(values), 1)]
+
+
+def training_profile(model: Pipeline, X: pd.DataFrame, *, contract: dict[str, Any],
+                     family: str, threshold: float, interval_level: float = 0.9,
+                     n_interval_models: int = 0, trusted_types: Sequence[str] = ()
+                     ) -> dict[str, Any]:
+    """What scoring needs besides the fitted Pipeline, as JSON-ready data.
+
+    Parameters
+    ----------
+    model : Pipeline
+        The final model, fitted on ``X``.
+    X : DataFrame
+        Its training rows (raw wide table, the model's input).
+    contract : dict
+        The input contract the model was trained under: ``panel`` and ``indication``
+        (their specs as dicts) and ``lead_in`` (``lead_in_days``,
+        ``baseline_tolerance_days``, ``min_visits_lead_in``).
+    family, threshold
+        The model family and the probability from which a patient is called a responder.
+    interval_level : float
+        Coverage of the interval scoring reports (0.9: the 5th to 95th percentile of the
+        bootstrap models' probabilities).
+    trusted_types : sequence of str
+        Types the saved interval models may hold (skops).
+    """
+    panel, indication = contract["panel"], contract["indication"]
+    analytes = {a.get("key") or _key(a["name"]): (a["name"], a["unit"])
+                for a in panel["analytes"]}
+    covariates = {name: spec.get("unit") or "" for name, spec in
+                  indication["covariates"].items() if spec["type"] == "number"}
+    timepoints = list(panel["timepoints"])
+    profile: dict[str, Any] = {
+        "version": PROFILE_VERSION, "family": family, "threshold": float(threshold),
+        "interval_level": float(interval_level), "n_interval_models": int(n_interval_models),
+        "trusted_types": list(trusted_types), "contract": contract,
+        "inputs": [str(c) for c in X.columns], "needed": needed_columns(model),
+        "features": {}, "drift": {}, "ood": None, "n_training": len(X),
+    }
+    for column in profile["needed"]:
+        if column in csf_columns(list(analytes), timepoints):
+            values = pd.to_numeric(X[column], errors="coerce").to_numpy(dtype="float64")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                logs = np.log(np.where(values > 0, values, np.nan))
+            edges, fractions = _psi_edges(logs)
+            profile["drift"][column] = {"edges": edges, "fractions": fractions,
+                                        "ks_reference": _ks_reference(logs)}
+    step = _feature_step(model)
+    if step is None:
+        return profile
+    engineered = model[:step + 1].transform(X)
+    for name in engineered.columns:
+        values = engineered[name].to_numpy(dtype="float64")
+        finite = values[np.isfinite(values)]
+        info = describe_feature(name, analytes=analytes, covariates=covariates,
+                                score_name=indication["score"]["name"],
+                                timepoints=timepoints)
+        shown = _display(info["kind"], finite)
+        info.update({
+            "min": float(finite.min()) if len(finite) else None,
+            "max": float(finite.max()) if len(finite) else None,
+            "tertiles": ([float(q) for q in np.quantile(shown, [1 / 3, 2 / 3])]
+                         if len(finite) else None),
+        })
+        profile["features"][str(name)] = info
+    matrix = model[:-1].transform(X).to_numpy(dtype="float64")
+    profile["background_mean"] = [float(v) for v in matrix.mean(axis=0)]
+    if matrix.shape[1] and len(matrix) > 2:
+        from scipy.stats import chi2
+        from sklearn.covariance import LedoitWolf
+
+        fit = LedoitWolf().fit(matrix)
+        precision = np.linalg.pinv(fit.covariance_)
+        centred = matrix - fit.location_
+        distances = np.einsum("ij,jk,ik->i", centred, precision, centred)
+        cut = max(float(chi2.ppf(0.99, matrix.shape[1])), float(distances.max()))
+        profile["ood"] = {"mean": [float(v) for v in fit.location_],
+                          "precision": precision.tolist(), "threshold": cut}
+    return profile
+
+
+def _key(name: str) -> str:
+    from csf_responder.config import analyte_key
+
+    return analyte_key(name)
+
+
+# ------------------------------------------------------------------- cohort vs model
+def _csf_needed(profile: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Needed CSF value columns -> (analyte name, timepoint)."""
+    panel = profile["contract"]["panel"]
+    out = {}
+    for analyte in panel["analytes"]:
+        key = analyte.get("key") or _key(analyte["name"])
+        for tp in panel["timepoints"]:
+            if f"{key}_{tp}" in profile["needed"]:
+                out[f"{key}_{tp}"] = (analyte["name"], tp)
+    return out
+
+
+def contract_specs(profile: dict[str, Any]):
+    """The panel and indication a cohort to score is read with: the model's own, with no
+    analyte required by the panel (what the model needs is checked by
+    :func:`check_inputs`, which names analytes and timepoints; an analyte the model does
+    not use may be absent)."""
+    from csf_responder.config import IndicationSpec, PanelSpec
+
+    panel = dict(profile["contract"]["panel"])
+    panel["analytes"] = [{**a, "required": False} for a in panel["analytes"]]
+    return (PanelSpec.model_validate(panel),
+            IndicationSpec.model_validate(profile["contract"]["indication"]))
+
+
+def check_inputs(table: pd.DataFrame, profile: dict[str, Any], *, file: str) -> list[str]:
+    """Check a cohort's wide table against what the model needs; return notes.
+
+    Raises
+    ------
+    CohortError
+        Naming every analyte, or analyte at a timepoint, that the model uses and the
+        cohort has no value of (``file``: the CSF file, for the message).
+    """
+    from csf_responder.errors import CohortError
+
+    needed = _csf_needed(profile)
+    empty = [column for column in needed if column not in table
+             or pd.to_numeric(table[column], errors="coerce").isna().all()]
+    if empty and len(table):
+        by_analyte: dict[str, list[str]] = {}
+        for column in empty:
+            analyte, tp = needed[column]
+            by_analyte.setdefault(analyte, []).append(tp)
+        timepoints = {tp for _, tp in needed.values()}
+        parts = [f"{analyte} (no value at any timepoint)" if set(tps) >= timepoints
+                 else f"{analyte} at {', '.join(tps)}" for analyte, tps in by_analyte.items()]
+        raise CohortError("the model needs CSF values the cohort does not have: "
+                          + "; ".join(parts), file=file)
+    used = {analyte for analyte, _ in needed.values()}
+    panel = profile["contract"]["panel"]
+    present = []
+    for analyte in panel["analytes"]:
+        key = analyte.get("key") or _key(analyte["name"])
+        columns = [f"{key}_{tp}" for tp in panel["timepoints"] if f"{key}_{tp}" in table]
+        if analyte["name"] not in used and any(
+                pd.to_numeric(table[c], errors="coerce").notna().any() for c in columns):
+            present.append(analyte["name"])
+    return ([f"{file}: {', '.join(present)} not used by the model: ignored"]
+            if present else [])
+
+
+def csf_rejects(table: pd.DataFrame, profile: dict[str, Any]) -> pd.Series:
+    """Patients with no value at all of the CSF the model uses: ``no_csf`` (they would be
+    scored on imputed medians only). A boolean Series over ``table``'s rows."""
+    needed = [c for c in _csf_needed(profile) if c in table]
+    if not needed:
+        return pd.Series(False, index=table.index)
+    values = table[needed].apply(pd.to_numeric, errors="coerce")
+    return values.isna().all(axis=1)
+
+
+# ---------------------------------------------------------------------------- scoring
+def _shap_contributions(classifier, matrix: np.ndarray, background_mean: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """SHAP values (log-odds) of the final classifier on its feature matrix, by the
+    classifier's own exact path, and each row's base value (the log-odds they add to)."""
+    module = type(classifier).__module__
+    if module.startswith("xgboost"):
+        from xgboost import DMatrix
+
+        booster = classifier.get_booster()
+        contributions = booster.predict(DMatrix(matrix, missing=np.nan), pred_contribs=True,
+                                        validate_features=False)
+        return contributions[:, :-1], contributions[:, -1]
+    if hasattr(classifier, "coef_") and np.ndim(classifier.coef_) == 2:
+        coef = classifier.coef_[0]
+        base = float(classifier.intercept_[0] + coef @ background_mean)
+        return (matrix - background_mean) * coef, np.full(len(matrix), base)
+    import shap  # a tree ensemble of scikit-learn's, say: its exact TreeSHAP
+
+    explanation = shap.TreeExplainer(classifier)(matrix, check_additivity=False)
+    values, base = np.asarray(explanation.values), np.asarray(explanation.base_values)
+    if values.ndim == 3:
+        values, base = values[:, :, 1], base[:, 1]
+    return values, np.broadcast_to(base, (len(matrix),))
+
+
+def _format(values: np.ndarray) -> np.ndarray:
+    """Three significant digits, as text (NaN: ``missing``)."""
+    out = np.char.mod("%.3g", np.nan_to_num(values, nan=0.0)).astype(object)
+    out[~np.isfinite(values)] = "missing"
+    return out
+
+
+@dataclass
+class Scorer:
+    """Scores chunks of a wide cohort table with a model and what travels with it.
+
+    Parameters
+    ----------
+    model : Pipeline
+        The fitted final model.
+    profile : dict
+        Its :func:`training_profile`.
+    interval_models : sequence of Pipeline
+        Bootstrap refits of the model (may be empty: no interval then).
+    n_reasons : int
+        Reasons given per patient.
+    """
+
+    model: Pipeline
+    profile: dict[str, Any]
+    interval_models: Sequence[Pipeline] = ()
+    n_reasons: int = 3
+    _head: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self._head = stateless_prefix(self.model)
+        self._features = list(self.profile["features"])
+        self._info = [self.profile["features"][name] for name in self._features]
+
+    def score(self, table: pd.DataFrame) -> pd.DataFrame:
+        """One row per row of ``table``: the columns described in docs/scoring.md."""
+        X = table[self.profile["inputs"]]
+        head = self.model[:self._head].transform(X) if self._head else X
+        probability = self.model[self._head:].predict_proba(head)[:, 1].astype("float64")
+        out = pd.DataFrame({"subject_id": table["subject_id"].to_numpy(),
+                            "probability": probability})
+        level = self.profile["interval_level"]
+        if len(self.interval_models):
+            spread = np.column_stack([m[self._head:].predict_proba(head)[:, 1]
+                                      for m in self.interval_models])
+            tail = (1 - level) / 2
+            low, high = np.quantile(spread, [tail, 1 - tail], axis=1)
+            out["probability_low"], out["probability_high"] = low, high
+        else:
+            out["probability_low"] = out["probability_high"] = np.nan
+        out["predicted_responder"] = (probability >= self.profile["threshold"]).astype("int8")
+        step = _feature_step(self.model)
+        if step is None:
+            return self._without_features(out)
+        frame = head if step + 1 == self._head else self.model[:step + 1].transform(X)
+        engineered = frame.to_numpy(dtype="float64")
+        matrix = self.model[step + 1:-1].transform(frame).to_numpy(dtype="float64")
+        contributions, _ = _shap_contributions(
+            self.model[-1], matrix, np.asarray(self.profile["background_mean"]))
+        out = pd.concat([out, self._reasons(engineered, contributions)], axis=1)
+        out["n_imputed"] = np.isnan(engineered).sum(axis=1).astype("int16")
+        return pd.concat([out, self._ood(engineered, matrix)], axis=1)
+
+    def explain(self, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+        """SHAP values of the final model for the rows of ``table`` (one column per
+        feature), each feature's value as a clinician reads it ("TGF-beta1 at baseline
+        412 pg/mL"), and each row's base value (log-odds)."""
+        step = _feature_step(self.model)
+        if step is None:
+            raise ValueError("the model has no features to explain")
+        X = table[self.profile["inputs"]]
+        frame = self.model[:step + 1].transform(X)
+        matrix = self.model[step + 1:-1].transform(frame).to_numpy(dtype="float64")
+        values, base = _shap_contributions(self.model[-1], matrix,
+                                           np.asarray(self.profile["background_mean"]))
+        engineered = frame.to_numpy(dtype="float64")
+        shown = {}
+        for j, (name, info) in enumerate(zip(self._features, self._info, strict=True)):
+            value = _display(info["kind"], engineered[:, j])
+            if info["kind"] == "indicator":
+                text = np.where(value >= 0.5, "yes", "no").astype(object)
+            else:
+                unit = f" {info['unit']}" if info["unit"] else ""
+                text = ("x" if info["kind"] == "fold" else "") + _format(value) + unit
+            text[~np.isfinite(value)] = "missing"
+            shown[name] = info["label"] + " " + text
+        return (pd.DataFrame(values, columns=self._features, index=table.index),
+                pd.DataFrame(shown, index=table.index), base)
+
+    def _without_features(self, out: pd.DataFrame) -> pd.DataFrame:
+        n = len(out)
+        for r in range(1, self.n_reasons + 1):
+            out[f"reason_{r}"] = ""
+            out[f"reason_{r}_feature"] = ""
+            out[f"reason_{r}_value"] = np.nan
+            out[f"reason_{r}_shap"] = np.nan
+        out["n_imputed"] = np.zeros(n, dtype="int16")
+        out["ood_range"] = False
+        out["ood_range_features"] = ""
+        out["ood_distance"] = np.nan
+        out["ood_multivariate"] = False
+        return out
+
+    def _reasons(self, engineered: np.ndarray, contributions: np.ndarray) -> pd.DataFrame:
+        """The ``n_reasons`` largest |SHAP| per patient, as data and in words."""
+        n, p = contributions.shape
+        k = min(self.n_reasons, p)
+        order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+        rows = np.arange(n)[:, None]
+        chosen_shap = contributions[rows, order]
+        chosen_value = engineered[rows, order]
+        columns: dict[str, Any] = {}
+        names = np.asarray(self._features, dtype=object)
+        for r in range(self.n_reasons):
+            text = np.full(n, "", dtype=object)
+            feature = np.full(n, "", dtype=object)
+            shown = np.full(n, np.nan)
+            contribution = np.full(n, np.nan)
+            if r < k:
+                feature = names[order[:, r]]
+                contribution = chosen_shap[:, r]
+                for j in np.unique(order[:, r]):
+                    rows_j = order[:, r] == j
+                    info = self._info[j]
+                    shown[rows_j] = _display(info["kind"], chosen_value[rows_j, r])
+                    text[rows_j] = self._words(info, shown[rows_j], contribution[rows_j])
+            columns[f"reason_{r + 1}"] = text
+            columns[f"reason_{r + 1}_feature"] = feature
+            columns[f"reason_{r + 1}_value"] = shown
+            columns[f"reason_{r + 1}_shap"] = contribution
+        return pd.DataFrame(columns)
+
+    @staticmethod
+    def _words(info: dict[str, Any], shown: np.ndarray, contribution: np.ndarray) -> np.ndarray:
+        """"TGF-beta1/MCP-1 ratio at baseline 0.42, low: lowers the chance"."""
+        effect = np.where(contribution > 0, "raises the chance", "lowers the chance")
+        effect[contribution == 0] = "does not change the chance"
+        if info["kind"] == "indicator":
+            said = np.where(shown >= 0.5, "yes", "no").astype(object)
+            said[~np.isfinite(shown)] = "missing (imputed)"
+            return (info["label"] + ": " + said + ": " + effect.astype(object))
+        unit = f" {info['unit']}" if info["unit"] else ""
+        prefix = "x" if info["kind"] == "fold" else ""
+        value = prefix + _format(shown) + unit
+        level = np.full(len(shown), "typical", dtype=object)
+        if info["tertiles"] is not None:
+            low, high = info["tertiles"]
+            level[shown < low] = "low"
+            level[shown > high] = "high"
+        level[~np.isfinite(shown)] = "missing (imputed)"
+        return info["label"] + " " + value + ", " + level + ": " + effect.astype(object)
+
+    def _ood(self, engineered: np.ndarray, matrix: np.ndarray) -> pd.DataFrame:
+        """Out-of-distribution flags: a feature outside its training range (which ones),
+        and a Mahalanobis distance beyond the training cloud's."""
+        lows = np.array([np.nan if i["min"] is None else i["min"] for i in self._info])
+        highs = np.array([np.nan if i["max"] is None else i["max"] for i in self._info])
+        with np.errstate(invalid="ignore"):
+            outside = (engineered < lows) | (engineered > highs)
+        names = np.asarray(self._features, dtype=object)
+        listed = np.full(len(engineered), "", dtype=object)
+        for j in np.flatnonzero(outside.any(axis=0)):
+            hit = outside[:, j]
+            listed[hit] = np.where(listed[hit] == "", names[j], listed[hit] + ";" + names[j])
+        ood = self.profile["ood"]
+        if ood is None:
+            distance = np.full(len(matrix), np.nan)
+            far = np.zeros(len(matrix), dtype=bool)
+        else:
+            centred = matrix - np.asarray(ood["mean"])
+            distance = np.einsum("ij,jk,ik->i", centred, np.asarray(ood["precision"]),
+                                 centred)
+            far = distance > ood["threshold"]
+        return pd.DataFrame({"ood_range": outside.any(axis=1), "ood_range_features": listed,
+                             "ood_distance": distance, "ood_multivariate": far})
+
+
+def score_columns(n_reasons: int = 3) -> list[str]:
+    """The columns of a scores table, in order (see :meth:`Scorer.score`)."""
+    reasons = [f"reason_{r}{suffix}" for r in range(1, n_reasons + 1)
+               for suffix in ("", "_feature", "_value", "_shap")]
+    return ["subject_id", "probability", "probability_low", "probability_high",
+            "predicted_responder", *reasons, "n_imputed", "ood_range", "ood_range_features",
+            "ood_distance", "ood_multivariate"]
+
+
+def empty_scores(n_reasons: int = 3) -> pd.DataFrame:
+    """A scores table without rows, with every column's type (for a cohort where no
+    patient could be scored)."""
+    kinds = {"subject_id": object, "predicted_responder": "int8", "n_imputed": "int16",
+             "ood_range": bool, "ood_multivariate": bool, "ood_range_features": object}
+    for r in range(1, n_reasons + 1):
+        kinds[f"reason_{r}"] = kinds[f"reason_{r}_feature"] = object
+    return pd.DataFrame({c: pd.Series(dtype=kinds.get(c, "float64"))
+                         for c in score_columns(n_reasons)})
+
+
+def check_accounting(subjects: pd.Series, scored: pd.Series, rejects: pd.DataFrame) -> None:
+    """Every input patient is in exactly one of the scores and the rejects.
+
+    ``subjects``: every distinct subject_id of the input ("" once per line without one);
+    ``scored``: the subject_ids scored; ``rejects``: the patient rejects.
+
+    Raises
+    ------
+    RuntimeError
+        Naming the first patients lost, scored twice, or both scored and rejected: a
+        bug, never the data's fault.
+    """
+    scored_ids = pd.Index(scored.astype(str))
+    rejected = rejects["subject_id"].astype(str)
+    named = pd.Index(rejected[rejected.ne("")])
+    problems = []
+    if scored_ids.has_duplicates:
+        problems.append(f"scored twice: {list(scored_ids[scored_ids.duplicated()][:5])}")
+    both = scored_ids.intersection(named)
+    if len(both):
+        problems.append(f"scored and rejected: {list(both[:5])}")
+    expected = pd.Index(subjects[subjects.ne("")].astype(str))
+    lost = expected.difference(scored_ids.union(named))
+    if len(lost):
+        problems.append(f"neither scored nor rejected: {list(lost[:5])}")
+    extra = scored_ids.union(named).difference(expected)
+    if len(extra):
+        problems.append(f"not in the input: {list(extra[:5])}")
+    if int(subjects.eq("").sum()) != int(rejected.eq("").sum()):
+        problems.append(f"{int(subjects.eq('').sum())} line(s) without subject_id in the "
+                        f"input, {int(rejected.eq('').sum())} in the rejects")
+    if problems:
+        raise RuntimeError("scoring accounting broken: " + "; ".join(problems))
+
+
+# ------------------------------------------------------------------------------ drift
+def psi(expected: np.ndarray, observed: np.ndarray) -> float:
+    """Population stability index of two sets of bin fractions (floored at
+    :data:`PSI_FLOOR`): sum of (observed - expected) * ln(observed / expected)."""
+    e = np.maximum(np.asarray(expected, dtype=float), PSI_FLOOR)
+    o = np.maximum(np.asarray(observed, dtype=float), PSI_FLOOR)
+    return float(np.sum((o - e) * np.log(o / e)))
+
+
+@dataclass
+class DriftAccumulator:
+    """Drift of each CSF value the model uses, against its training values, chunk by chunk.
+
+    For each column: the population stability index over the training deciles and the
+    two-sample Kolmogorov-Smirnov statistic (exact: the scoring values' distribution
+    function is counted at every training value, where the supremum lies), on the log
+    scale; and the distribution of the scores (a 1000-bin histogram).
+    """
+
+    drift: dict[str, dict[str, Any]]
+    _counts: dict[str, np.ndarray] = field(init=False, default_factory=dict)
+    _below: dict[str, np.ndarray] = field(init=False, default_factory=dict)
+    _at_most: dict[str, np.ndarray] = field(init=False, default_factory=dict)
+    _n: dict[str, int] = field(init=False, default_factory=dict)
+    _scores: np.ndarray = field(init=False, default_factory=lambda: np.zeros(1000, np.int64))
+    _sum: float = field(init=False, default=0.0)
+
+    def add(self, table: pd.DataFrame, probability: np.ndarray) -> None:
+        """Count one chunk: its rows of the wide table and their scores."""
+        probability = np.asarray(probability, dtype="float64")
+        self._sum += float(probability.sum())
+        bins = np.clip((probability * 1000).astype(int), 0, 999)
+        self._scores += np.bincount(bins, minlength=1000)
+        for column, ref in self.drift.items():
+            values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype="float64")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                logs = np.log(values[values > 0])
+            logs.sort()
+            edges, points = np.asarray(ref["edges"]), np.asarray(ref["ks_reference"])
+            counts = np.bincount(np.searchsorted(edges, logs, side="right"),
+                                 minlength=len(edges) + 1)
+            below = np.searchsorted(logs, points, side="left")
+            at_most = np.searchsorted(logs, points, side="right")
+            if column not in self._counts:
+                self._counts[column] = np.zeros_like(counts)
+                self._below[column] = np.zeros(len(points), np.int64)
+                self._at_most[column] = np.zeros(len(points), np.int64)
+                self._n[column] = 0
+            self._counts[column] += counts
+            self._below[column] += below
+            self._at_most[column] += at_most
+            self._n[column] += len(logs)
+
+    def statistics(self) -> dict[str, dict[str, float]]:
+        """Column -> ``psi``, ``ks``, ``ks_p`` (asymptotic two-sample p-value; with few
+        training values, the figure to trust) and ``n`` (scoring values counted)."""
+        out = {}
+        for column, ref in self.drift.items():
+            n = self._n.get(column, 0)
+            if not n:
+                out[column] = {"psi": float("nan"), "ks": float("nan"), "ks_p": float("nan"),
+                               "n": 0}
+                continue
+            points = np.asarray(ref["ks_reference"])
+            m = len(points)
+            train_at_most = np.searchsorted(points, points, side="right") / m
+            train_below = np.searchsorted(points, points, side="left") / m
+            ks = max(np.max(np.abs(train_at_most - self._at_most[column] / n)),
+                     np.max(np.abs(train_below - self._below[column] / n)))
+            from scipy.stats import kstwobign
+
+            p_value = float(kstwobign.sf(ks * np.sqrt(n * m / (n + m))))
+            out[column] = {"psi": psi(ref["fractions"], self._counts[column] / n),
+                           "ks": float(ks), "ks_p": p_value, "n": n}
+        return out
+
+    def score_distribution(self) -> dict[str, float]:
+        """Mean and quantiles of the scores (from the histogram: to 0.001)."""
+        total = int(self._scores.sum())
+        if not total:
+            return {}
+        centres = (np.arange(1000) + 0.5) / 1000
+        cumulative = np.cumsum(self._scores) / total
+        quantile = {f"p{int(q * 100):02d}": float(centres[np.searchsorted(cumulative, q)])
+                    for q in (0.05, 0.25, 0.5, 0.75, 0.95)}
+        return {"mean": self._sum / total, **quantile}

@@ -1,0 +1,283 @@
+"""Scoring library: profile, probabilities and intervals, reasons, out-of-distribution
+flags, drift statistics and the accounting of patients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from csf_responder import scoring
+from csf_responder.config import TrainConfig, load_config
+from csf_responder.errors import CohortError
+from csf_responder.ingest import ingest_cohort
+from csf_responder.io import write_cohort
+from csf_responder.models import make_pipeline, prevalence_pipeline
+from csf_responder.simulate import simulate_trial
+from csf_responder.training import training_data
+from csf_responder.validation import bootstrap_refits
+from tests.conftest import CONFIGS
+from tests.simulated import simulation_config
+
+FAST_XGB = ["models.xgboost.params.n_estimators=30"]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """A simulated cohort (60 MSC patients), its config and its labelled training rows."""
+    config, _ = load_config(CONFIGS / "train.yaml", TrainConfig, overrides=FAST_XGB)
+    trial = simulate_trial(simulation_config("n_msc=60", "n_control=5", noise=()))
+    directory = tmp_path_factory.mktemp("cohort")
+    write_cohort(directory, patients=trial.patients, visits=trial.alsfrs, csf=trial.csf,
+                 visits_file="alsfrs.csv")
+    ingested = ingest_cohort(directory, panel=config.panel, indication=config.indication,
+                             labels=config.labels, drop_columns=[])
+    data = training_data(ingested.table, arm="MSC", minimum=20)
+    return config, ingested, data
+
+
+def _fitted(config, data, family):
+    spec = config.models[family]
+    model = make_pipeline(spec, panel=config.panel, indication=config.indication,
+                          features=config.features, seed=config.seed)
+    return model.fit(data.X, data.y)
+
+
+@pytest.fixture(scope="module")
+def xgb(cohort):
+    config, _, data = cohort
+    model = _fitted(config, data, "xgboost")
+    refits = bootstrap_refits(model, data.X, data.y, n_models=8, seed=3)
+    contract = scoring.model_contract(config.panel, config.indication, config.labels)
+    profile = scoring.training_profile(model, data.X, contract=contract, family="xgboost",
+                                       threshold=0.5, n_interval_models=len(refits))
+    return model, refits, profile
+
+
+@pytest.fixture(scope="module")
+def linear(cohort):
+    config, _, data = cohort
+    model = _fitted(config, data, "logistic_l2")
+    contract = scoring.model_contract(config.panel, config.indication, config.labels)
+    profile = scoring.training_profile(model, data.X, contract=contract,
+                                       family="logistic_l2", threshold=0.4)
+    return model, profile
+
+
+# ----------------------------------------------------------------------------- profile
+def test_feature_descriptions_read_like_a_clinician_would_say_them():
+    analytes = {"tgf_beta1": ("TGF-beta1", "pg/mL"), "mcp1": ("MCP-1", "pg/mL")}
+    kwargs = {"analytes": analytes, "covariates": {"age": "years"}, "score_name": "ALSFRS-R",
+              "timepoints": ["baseline", "week4"]}
+    assert scoring.describe_feature("log_tgf_beta1_baseline", **kwargs) == {
+        "label": "TGF-beta1 at baseline", "unit": "pg/mL", "kind": "log"}
+    ratio = scoring.describe_feature("log_ratio_tgf_beta1_mcp1_baseline", **kwargs)
+    assert ratio["label"] == "TGF-beta1/MCP-1 ratio at baseline" and ratio["kind"] == "log"
+    change = scoring.describe_feature("change_log_ratio_tgf_beta1_mcp1", **kwargs)
+    assert change["kind"] == "fold" and "TGF-beta1/MCP-1 ratio" in change["label"]
+    assert scoring.describe_feature("age", **kwargs)["unit"] == "years"
+    assert scoring.describe_feature("leadin_slope", **kwargs)["unit"] == "points/month"
+    assert scoring.describe_feature("sex_male", **kwargs)["kind"] == "indicator"
+
+
+def test_profile_records_contract_ranges_drift_reference_and_ood(cohort, xgb):
+    config, _, data = cohort
+    model, _, profile = xgb
+    assert profile["inputs"] == list(data.X.columns)
+    assert "tgf_beta1_baseline" in profile["needed"] and "mcp1_week4" in profile["needed"]
+    assert "il6_baseline" not in profile["needed"]  # not a model analyte
+    assert set(profile["drift"]) == {c for c in profile["needed"]
+                                     if c.endswith(("_baseline", "_week4"))
+                                     and c != "score_baseline"}
+    names = list(model[:-1].get_feature_names_out())
+    assert list(profile["features"]) == names
+    ratio = profile["features"]["log_ratio_tgf_beta1_mcp1_baseline"]
+    logs = np.log(data.X["tgf_beta1_baseline"] / data.X["mcp1_baseline"])
+    assert ratio["min"] == pytest.approx(logs.min()) and ratio["max"] == pytest.approx(logs.max())
+    assert len(profile["ood"]["mean"]) == len(names)
+    assert profile["contract"]["lead_in"]["lead_in_days"] == config.labels.lead_in_days
+
+
+# ----------------------------------------------------------------------------- scoring
+def test_probabilities_are_the_models_own_and_the_interval_comes_from_the_refits(cohort, xgb):
+    _, ingested, data = cohort
+    model, refits, profile = xgb
+    scores = scoring.Scorer(model, profile, refits).score(data.X)
+    assert list(scores.columns) == scoring.score_columns(3)
+    np.testing.assert_allclose(scores["probability"], model.predict_proba(data.X)[:, 1],
+                               rtol=1e-6)
+    spread = np.column_stack([m.predict_proba(data.X)[:, 1] for m in refits])
+    np.testing.assert_allclose(scores["probability_low"], np.quantile(spread, 0.05, axis=1))
+    np.testing.assert_allclose(scores["probability_high"], np.quantile(spread, 0.95, axis=1))
+    assert (scores["probability_low"] <= scores["probability_high"]).all()
+    assert scores["predicted_responder"].tolist() == (
+        scores["probability"] >= 0.5).astype(int).tolist()
+
+
+@pytest.mark.parametrize("which", ["xgb", "linear"])
+def test_shap_contributions_add_up_to_the_log_odds(cohort, which, request):
+    _, _, data = cohort
+    found = request.getfixturevalue(which)
+    model, profile = found[0], found[-1]
+    scorer = scoring.Scorer(model, profile)
+    values, labels, base = scorer.explain(data.X.head(10))
+    p = model.predict_proba(data.X.head(10))[:, 1]
+    np.testing.assert_allclose(values.sum(axis=1) + base, np.log(p / (1 - p)), atol=1e-4)
+    assert labels.iloc[0]["log_tgf_beta1_baseline"].endswith("pg/mL")
+
+
+def test_reasons_are_the_largest_contributions_in_words(cohort, xgb):
+    _, _, data = cohort
+    model, refits, profile = xgb
+    scorer = scoring.Scorer(model, profile, refits)
+    rows = data.X.head(15)
+    scores = scorer.score(rows)
+    values, _, _ = scorer.explain(rows)
+    for i in range(len(rows)):
+        ranked = values.iloc[i].abs().sort_values(ascending=False, kind="stable")
+        assert [scores.loc[i, f"reason_{r}_feature"] for r in (1, 2, 3)] == list(ranked.index[:3])
+        top = scores.loc[i, "reason_1_feature"]
+        assert scores.loc[i, "reason_1_shap"] == pytest.approx(values.iloc[i][top], abs=1e-6)
+        text = scores.loc[i, "reason_1"]
+        effect = "raises" if values.iloc[i][top] > 0 else "lowers"
+        assert text.startswith(profile["features"][top]["label"])
+        assert text.endswith(f"{effect} the chance")
+        assert any(f", {level}: " in text for level in ("low", "typical", "high"))
+    ratio = scores.filter(like="_feature").eq("log_ratio_tgf_beta1_mcp1_baseline")
+    if ratio.any(axis=None):  # shown as the ratio itself, not its log
+        r, c = np.argwhere(ratio.to_numpy())[0]
+        value = scores.iloc[r][f"reason_{c + 1}_value"]
+        expected = rows.iloc[r]["tgf_beta1_baseline"] / rows.iloc[r]["mcp1_baseline"]
+        assert value == pytest.approx(expected, rel=1e-6)
+
+
+def test_out_of_distribution_flags_name_the_feature_and_catch_the_far_patient(cohort, xgb):
+    _, _, data = cohort
+    model, refits, profile = xgb
+    rows = data.X.head(3).copy()
+    rows.loc[rows.index[1], "tgf_beta1_baseline"] *= 50  # far above any training value
+    rows.loc[rows.index[2], ["tgf_beta1_baseline", "mcp1_baseline", "age"]] = [1e5, 1.0, 119]
+    scores = scoring.Scorer(model, profile, refits).score(rows)
+    assert not scores.loc[0, "ood_range"] and not scores.loc[0, "ood_multivariate"]
+    assert scores.loc[1, "ood_range"]
+    assert "log_tgf_beta1_baseline" in scores.loc[1, "ood_range_features"].split(";")
+    assert scores.loc[2, "ood_multivariate"]
+    assert scores.loc[2, "ood_distance"] > scores.loc[0, "ood_distance"]
+
+
+def test_missing_inputs_are_counted_and_said(cohort, linear):
+    _, _, data = cohort
+    model, profile = linear
+    rows = data.X.head(2).copy()
+    rows.loc[rows.index[0], "age"] = np.nan
+    scores = scoring.Scorer(model, profile).score(rows)
+    assert scores["n_imputed"].tolist() == [1, 0]
+    reasons = scores.loc[0, ["reason_1", "reason_2", "reason_3"]].tolist()
+    age = [r for r in reasons if r.startswith("age")]
+    assert not age or "missing (imputed)" in age[0]
+
+
+def test_a_model_without_features_scores_without_reasons(cohort):
+    config, _, data = cohort
+    model = prevalence_pipeline().fit(data.X, data.y)
+    contract = scoring.model_contract(config.panel, config.indication, config.labels)
+    profile = scoring.training_profile(model, data.X, contract=contract,
+                                       family="prevalence", threshold=0.5)
+    scores = scoring.Scorer(model, profile).score(data.X.head(4))
+    assert list(scores.columns) == scoring.score_columns(3)
+    assert scores["probability"].nunique() == 1 and (scores["reason_1"] == "").all()
+
+
+def test_empty_scores_have_every_column():
+    assert list(scoring.empty_scores(2).columns) == scoring.score_columns(2)
+
+
+# ------------------------------------------------------------------------ cohort checks
+def test_a_missing_analyte_or_timepoint_is_named(cohort, xgb):
+    _, ingested, _ = cohort
+    _, _, profile = xgb
+    table = ingested.table.copy()
+    assert scoring.check_inputs(table, profile, file="csf.csv") == []
+    no_mcp1 = table.assign(mcp1_baseline=np.nan, mcp1_week4=np.nan)
+    with pytest.raises(CohortError, match=r"csf.csv: .*MCP-1 \(no value at any timepoint\)"):
+        scoring.check_inputs(no_mcp1, profile, file="csf.csv")
+    no_week4 = table.assign(vegf_week4=np.nan)
+    with pytest.raises(CohortError, match="VEGF at week4"):
+        scoring.check_inputs(no_week4, profile, file="csf.csv")
+
+
+def test_a_panel_analyte_the_model_does_not_use_is_ignored_with_a_note(cohort, xgb):
+    _, ingested, _ = cohort
+    _, _, profile = xgb
+    notes = scoring.check_inputs(ingested.table.assign(il6_baseline=3.0), profile,
+                                 file="csf.csv")
+    assert notes == ["csf.csv: IL-6 not used by the model: ignored"]
+
+
+def test_patients_without_any_model_csf_are_flagged(cohort, xgb):
+    _, ingested, _ = cohort
+    _, _, profile = xgb
+    table = ingested.table.copy()
+    columns = [c for c in profile["drift"]]
+    table.loc[table.index[0], columns] = np.nan
+    table.loc[table.index[1], columns[0]] = np.nan
+    flagged = scoring.csf_rejects(table, profile)
+    assert flagged.iloc[0] and not flagged.iloc[1]
+
+
+def test_accounting_catches_lost_duplicated_and_double_counted_patients():
+    subjects = pd.Series(["a", "b", "c", ""])
+    rejects = pd.DataFrame({"subject_id": ["c", ""], "rule": ["x", "subject_id_missing"]})
+    scoring.check_accounting(subjects, pd.Series(["a", "b"]), rejects)
+    with pytest.raises(RuntimeError, match=r"neither scored nor rejected: \['b'\]"):
+        scoring.check_accounting(subjects, pd.Series(["a"]), rejects)
+    with pytest.raises(RuntimeError, match="scored twice"):
+        scoring.check_accounting(subjects, pd.Series(["a", "b", "b"]), rejects)
+    with pytest.raises(RuntimeError, match="scored and rejected"):
+        scoring.check_accounting(subjects, pd.Series(["a", "b", "c"]), rejects)
+    with pytest.raises(RuntimeError, match="without subject_id"):
+        scoring.check_accounting(subjects, pd.Series(["a", "b"]), rejects.iloc[:1])
+
+
+# ------------------------------------------------------------------------------- drift
+def _reference(train: np.ndarray) -> dict:
+    edges, fractions = scoring._psi_edges(train)
+    return {"edges": edges, "fractions": fractions, "ks_reference": scoring._ks_reference(train)}
+
+
+def test_drift_statistics_are_exact_whatever_the_chunks():
+    rng = np.random.default_rng(0)
+    train = rng.normal(5, 0.5, 300)
+    new = rng.normal(5.3, 0.6, 5000)
+    accumulator = scoring.DriftAccumulator({"x": _reference(train)})
+    for part in np.array_split(new, 7):
+        accumulator.add(pd.DataFrame({"x": np.exp(part)}), np.full(len(part), 0.5))
+    found = accumulator.statistics()["x"]
+    expected = stats.ks_2samp(train, new)
+    assert found["ks"] == pytest.approx(expected.statistic, abs=1e-12)
+    assert found["ks_p"] < 1e-6 and found["n"] == 5000
+    one = scoring.DriftAccumulator({"x": _reference(train)})
+    one.add(pd.DataFrame({"x": np.exp(new)}), np.full(len(new), 0.5))
+    assert one.statistics()["x"]["psi"] == pytest.approx(found["psi"])
+    assert found["psi"] > 0.25
+
+
+def test_no_drift_gives_a_small_index_and_a_large_p_value():
+    rng = np.random.default_rng(1)
+    train = rng.normal(5, 0.5, 400)
+    accumulator = scoring.DriftAccumulator({"x": _reference(train)})
+    new = rng.normal(5, 0.5, 4000)
+    accumulator.add(pd.DataFrame({"x": np.exp(new)}), rng.random(4000))
+    found = accumulator.statistics()["x"]
+    assert found["psi"] < 0.1 and found["ks_p"] > 0.01  # 0.1: "no shift" by the usual rule
+    distribution = accumulator.score_distribution()
+    assert distribution["p50"] == pytest.approx(0.5, abs=0.03)
+    assert 0 < distribution["p05"] < distribution["p95"] < 1
+
+
+def test_psi_bins_shrink_with_few_training_values():
+    edges, fractions = scoring._psi_edges(np.arange(30.0))
+    assert len(fractions) == 5 and sum(fractions) == pytest.approx(1)
+    edges, fractions = scoring._psi_edges(np.arange(1000.0))
+    assert len(fractions) == scoring.PSI_BINS

@@ -17,11 +17,12 @@ PORT ?= 5000
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 
-.PHONY: help venv data validate train promote test lint ui bench clean
+.PHONY: help venv data validate train score promote test lint ui bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: COHORT=dir CONFIG=file SET='--set key.path=value ...' (make train)"
+	@echo "             COHORT=dir MODEL=uri OUT=dir FORCE=1 PLOTS=n (make score)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +50,13 @@ ifeq ($(strip $(COHORT)),)
 else
 	$(BIN)/csf-responder train --cohort $(COHORT) --config $(CONFIG) $(SET)
 endif
+
+score: $(STAMP) ## Score a new cohort (COHORT=dir [MODEL=uri] [OUT=dir] [FORCE=1] [PLOTS=n])
+	@$(if $(strip $(COHORT)),true,\
+		echo 'usage: make score COHORT=dir [MODEL=models:/csf-responder@champion] [OUT=dir]' >&2; exit 2)
+	$(BIN)/csf-responder score --cohort '$(COHORT)' $(if $(strip $(MODEL)),--model '$(MODEL)') \
+		$(if $(strip $(OUT)),--out '$(OUT)') $(if $(strip $(FORCE)),--force) \
+		$(if $(strip $(PLOTS)),--explain-plots $(PLOTS)) $(SET)
 
 promote: $(STAMP) ## Move the registry alias to a version by hand (VERSION=n REASON="why")
 	@$(if $(and $(strip $(VERSION)),$(strip $(REASON))),true,\

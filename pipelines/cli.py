@@ -219,6 +219,48 @@ def promote(
     Console().print(recipe.summary(outcome), highlight=False, soft_wrap=True)
 
 
+@app.command()
+def score(
+    cohort: Annotated[Path, typer.Option(help="Cohort directory to score, in the input "
+                                               "contract (lead-in and baseline visits; arm "
+                                               "optional).")],
+    model: Annotated[str | None, typer.Option(
+        help="Model: models:/csf-responder@champion (default: the config's), "
+             "models:/csf-responder/3, runs:/<run id>/model, or a local model directory.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Output directory (default: data/scores/<cohort>-<date>).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output "
+                                                        "directory.")] = False,
+    explain_plots: Annotated[int, typer.Option(
+        min=0, help="SHAP waterfall plots for the first N scored patients.")] = 0,
+    config: Annotated[Path, typer.Option(help="Scoring config (YAML).")] = Path(
+        "configs/score.yaml"),
+    set_: SetOption = None,
+) -> None:
+    """Score a new cohort: probability, 90% interval, class, top reasons and
+    out-of-distribution flags per patient; rejects with reasons; drift vs training."""
+    import signal
+
+    from rich.console import Console
+
+    from csf_responder.errors import CsfResponderError
+    from pipelines import score as recipe
+    from pipelines.console import Reporter, print_score_summary
+
+    def terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C: no partial output stays
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        outcome = recipe.run(cohort=cohort, config_path=config, overrides=list(set_ or []),
+                             reporter=Reporter(), model=model, out=out, force=force,
+                             explain_plots=explain_plots)
+    except CsfResponderError as exc:
+        _fail(str(exc))
+    print_score_summary(outcome, Console())
+
+
 def main() -> None:
     """Entry point of the ``csf-responder`` console script."""
     import os

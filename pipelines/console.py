@@ -12,6 +12,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from csf_responder.ingest import IngestedCohort
+    from pipelines.score import ScoreOutcome
     from pipelines.simulate import ScoringOutcome, SimulateOutcome
     from pipelines.train import TrainOutcome
     from pipelines.validate import ValidateOutcome
@@ -176,3 +177,31 @@ def _rate(rate) -> str:
     if rate.estimate != rate.estimate:  # NaN: no labelled patient in that arm
         return "no labelled patient"
     return f"{100 * rate.estimate:.0f}% ({100 * rate.low:.0f}-{100 * rate.high:.0f}%)"
+
+
+def print_score_summary(outcome: ScoreOutcome, console: Console) -> None:
+    """Counts, score distribution, drift and where everything went."""
+    model = outcome.model_family + (f", version {outcome.model_version}"
+                                    if outcome.model_version else "")
+    table = Table(title=f"Scored {outcome.cohort}", show_header=False)
+    table.add_row("model", f"{outcome.model_uri} ({model})")
+    table.add_row("patients", f"{outcome.n_input:,} in, {outcome.n_scored:,} scored, "
+                              f"{sum(outcome.rejected.values()):,} rejected")
+    for rule, n in sorted(outcome.rejected.items(), key=lambda item: -item[1]):
+        table.add_row(f"  rejected: {rule}", f"{n:,}")
+    table.add_row("predicted responders", f"{outcome.n_predicted_responders:,}")
+    if outcome.distribution:
+        d = outcome.distribution
+        table.add_row("probability", f"mean {d['mean']:.2f}, median {d['p50']:.2f} "
+                                     f"(5-95%: {d['p05']:.2f}-{d['p95']:.2f})")
+    table.add_row("out of training range", f"{outcome.n_ood_range:,} (a feature), "
+                                           f"{outcome.n_ood_multivariate:,} (multivariate)")
+    shifted = [c for c, v in outcome.drift.items() if v["n"] and v["ks_p"] < 0.01]
+    table.add_row("drift (KS p < 0.01)", ", ".join(shifted) or "none")
+    table.add_row("outputs", str(outcome.out))
+    table.add_row("seconds", f"{outcome.seconds:.1f}")
+    console.print(table)
+    console.print(f"MLflow run {outcome.run_id} in experiment '{outcome.experiment}' "
+                  f"({outcome.tracking_uri}). Open it with make ui, then "
+                  f"http://127.0.0.1:5000 -> Experiments -> {outcome.experiment}.",
+                  highlight=False)

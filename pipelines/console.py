@@ -29,13 +29,15 @@ class Reporter:
             self.console.print(f"[dim]note:[/dim] {note}")
 
     @contextmanager
-    def progress(self, total: int, label: str = "cross-validation folds"
-                 ) -> Iterator[Callable[[], None]]:
+    def progress(self, total: int | None, label: str = "cross-validation folds"
+                 ) -> Iterator[Callable[..., None]]:
+        """A progress bar of ``total`` steps (None: not known in advance); yields
+        ``advance(steps=1)``."""
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
         with Progress(*columns, console=self.console, transient=False) as bar:
             task = bar.add_task(label, total=total)
-            yield lambda: bar.advance(task)
+            yield lambda steps=1: bar.advance(task, steps)
 
 
 def print_simulate_summary(outcome: SimulateOutcome, console: Console) -> None:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from csf_responder import figures, scoring, tracking
 from csf_responder.config import ScoreConfig, load_config
-from csf_responder.ingest import SCORING_REJECT_COLUMNS, ingest_scoring_cohort
+from csf_responder.ingest import scoring_chunks
 from csf_responder.io import StagedDirectory, TableStream, cohort_digest
 from pipelines.console import Reporter
 
@@ -66,46 +66,46 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
         profile = loaded.profile
         contract = profile["contract"]
         panel, indication = scoring.contract_specs(profile)
-        ingested = ingest_scoring_cohort(cohort, panel=panel, indication=indication,
-                                         drop_columns=config.drop_columns,
-                                         **contract["lead_in"])
-        csf_file = ingested.raw.file("csf.csv")
-        notes = [*ingested.checked.notes,
-                 *scoring.check_inputs(ingested.table, profile, file=csf_file)]
-        reporter.notes(notes)
-        no_csf = scoring.csf_rejects(ingested.table, profile)
-        rejects = pd.concat([ingested.rejects, pd.DataFrame({
-            "subject_id": ingested.table.loc[no_csf, "subject_id"], "line": "",
-            "rule": "no_csf", "column": "", "value": "",
-            "detail": "no value of the CSF analytes the model uses"})],
-            ignore_index=True)[list(SCORING_REJECT_COLUMNS)]
-        table = ingested.table.loc[~no_csf].reset_index(drop=True)
-
         scorer = scoring.Scorer(loaded.model, profile, loaded.interval_models,
                                 n_reasons=config.n_reasons)
         drift = scoring.DriftAccumulator(profile["drift"])
         stream = TableStream(staging, "scores")
-        scored_ids, counts = [], {"responders": 0, "ood_range": 0, "ood_multivariate": 0}
-        chunks = range(0, len(table), config.chunk_size)
-        with reporter.progress(len(chunks), label="scoring chunks") as advance:
-            for start in chunks:
-                part = table.iloc[start:start + config.chunk_size]
-                scores = scorer.score(part)
-                drift.add(part, scores["probability"].to_numpy())
-                stream.write(scores)
-                scored_ids.append(scores["subject_id"])
-                counts["responders"] += int(scores["predicted_responder"].sum())
-                counts["ood_range"] += int(scores["ood_range"].sum())
-                counts["ood_multivariate"] += int(scores["ood_multivariate"].sum())
-                advance()
+        tally = scoring.ScoringTally()
+        explained = 0
+        with reporter.progress(None, label="scoring patients") as advance:
+            for chunk in scoring_chunks(cohort, panel=panel, indication=indication,
+                                        drop_columns=config.drop_columns,
+                                        chunk_size=config.chunk_size, **contract["lead_in"]):
+                reporter.notes(tally.new_notes(chunk.checked.notes))
+                no_csf = scoring.csf_rejects(chunk.table, profile)
+                table = chunk.table.loc[~no_csf].reset_index(drop=True)
+                scores = scorer.score(table) if len(table) else scoring.empty_scores(
+                    config.n_reasons)
+                drift.add(table, scores["probability"].to_numpy())
+                if len(scores):
+                    stream.write(scores)
+                tally.add(chunk, scores, no_csf)
+                if explained < explain_plots and len(table) and profile["features"]:
+                    shown = table.head(explain_plots - explained)
+                    explained += len(shown)
+                    values, labels, base = scorer.explain(shown)
+                    for i, subject in enumerate(shown["subject_id"]):
+                        figures.shap_waterfall_plot(
+                            values.iloc[i], list(labels.iloc[i]), base=float(base[i]),
+                            path=staging / "explanations" / f"{subject}.png",
+                            title=f"Why: {subject} ({profile['family']})")
+                advance(len(chunk.subjects))
         stream.close(empty=scoring.empty_scores(config.n_reasons))
-        scored = (pd.concat(scored_ids, ignore_index=True) if scored_ids
-                  else pd.Series([], dtype=object))
-        scoring.check_accounting(ingested.subjects, scored, rejects)
+        csf_file = chunk.raw.file("csf.csv")
+        notes = [*tally.notes, *scoring.check_inputs(tally.has_values(), profile,
+                                                     file=csf_file)]
+        reporter.notes(notes[len(tally.notes):])
+        rejects = tally.rejects()
+        scoring.check_accounting(tally.subjects(), tally.scored(), rejects)
 
         rejects.to_csv(staging / "rejects.csv", index=False)
-        ingested.checked.rejects.to_csv(staging / "input_rejects.csv", index=False)
-        ingested.checked.accounting.to_csv(staging / "accounting.csv", index=False)
+        tally.input_rejects().to_csv(staging / "input_rejects.csv", index=False)
+        tally.accounting().to_csv(staging / "accounting.csv", index=False)
         statistics = drift.statistics()
         drift_table = pd.DataFrame([{"column": c, **v} for c, v in statistics.items()],
                                    columns=["column", "psi", "ks", "ks_p", "n"])
@@ -113,28 +113,20 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
         if len(drift_table):
             figures.drift_plot(drift_table, path=staging / "drift.png",
                                title=f"CSF drift vs training: {cohort.name}")
-        if explain_plots and len(table) and profile["features"]:
-            shown = table.head(explain_plots)
-            values, labels, base = scorer.explain(shown)
-            for i, subject in enumerate(shown["subject_id"]):
-                figures.shap_waterfall_plot(
-                    values.iloc[i], list(labels.iloc[i]), base=float(base[i]),
-                    path=staging / "explanations" / f"{subject}.png",
-                    title=f"Why: {subject} ({loaded.profile['family']})")
         rejected = rejects["rule"].value_counts().to_dict()
         summary = {
-            "cohort": str(cohort), "data_digest": cohort_digest(ingested.raw),
+            "cohort": str(cohort), "data_digest": cohort_digest(chunk.raw),
             "scored_at": now.isoformat(timespec="seconds"),
             "model": {"uri": loaded.uri, "name": loaded.name, "version": loaded.version,
                       "family": profile["family"], "training_run_id": loaded.run_id,
                       "threshold": profile["threshold"],
                       "interval_level": profile["interval_level"],
                       "n_interval_models": len(loaded.interval_models)},
-            "counts": {"input_patients": len(ingested.subjects), "scored": len(scored),
+            "counts": {"input_patients": tally.n_input, "scored": tally.n_scored,
                        "rejected": len(rejects), "rejected_by_rule": rejected,
-                       "predicted_responders": counts["responders"],
-                       "ood_range": counts["ood_range"],
-                       "ood_multivariate": counts["ood_multivariate"]},
+                       "predicted_responders": tally.responders,
+                       "ood_range": tally.ood_range,
+                       "ood_multivariate": tally.ood_multivariate, "chunks": tally.chunks},
             "score_distribution": drift.score_distribution(),
             "drift": statistics, "notes": notes,
         }
@@ -146,9 +138,9 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
     return ScoreOutcome(
         out=target, cohort=str(cohort), model_uri=loaded.uri, model_version=loaded.version,
         model_family=profile["family"], training_run_id=loaded.run_id,
-        n_input=len(ingested.subjects), n_scored=len(scored), rejected=rejected,
-        n_predicted_responders=counts["responders"], n_ood_range=counts["ood_range"],
-        n_ood_multivariate=counts["ood_multivariate"],
+        n_input=tally.n_input, n_scored=tally.n_scored, rejected=rejected,
+        n_predicted_responders=tally.responders, n_ood_range=tally.ood_range,
+        n_ood_multivariate=tally.ood_multivariate,
         distribution=summary["score_distribution"], drift=statistics, run_id=run_id,
         tracking_uri=uri, experiment=config.tracking.experiment,
         seconds=time.perf_counter() - started, notes=notes)

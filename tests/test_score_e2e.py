@@ -59,6 +59,7 @@ def _plant(cohort: Path) -> None:
     new_visits = [{"subject_id": s, "day": str(d),
                    "alsfrs_r": str(40 if s == "FLAT" else 40 + (-d) // 28)}
                   for s, days in lead.items() for d in days]
+    new_visits.append({"subject_id": "GHOST", "day": "0", "alsfrs_r": "40"})  # no patient
     visits = pd.concat([visits, pd.DataFrame(new_visits)], ignore_index=True)
     first = csf[csf["subject_id"] == template["subject_id"]]
     planted_csf = [first.assign(subject_id=s) for s in PLANTED if s != "NOCSF"]
@@ -273,3 +274,31 @@ def test_scores_are_reproducible(scored, tmp_path):
           f"tracking.artifact_root={work / 'store' / 'artifacts'}"], work, env)
     pd.testing.assert_frame_equal(_scores(again), _scores(out))
     assert np.isfinite(_scores(out)["ood_distance"]).all()
+
+
+def test_chunks_and_file_order_change_nothing(scored, tmp_path):
+    work, env, out, _ = scored
+    cohort = _copy_cohort(work / "new", tmp_path / "shuffled")
+    for name in ("alsfrs.csv", "csf.csv"):  # rows in another order than patients.csv
+        table = pd.read_csv(cohort / name, dtype=str, keep_default_na=False)
+        table.sample(frac=1, random_state=3).to_csv(cohort / name, index=False)
+    chunked = tmp_path / "chunked"
+    result = _run([CLI, "score", "--cohort", str(cohort), "--out", str(chunked), "--set",
+                   "chunk_size=7", "--set",
+                   f"tracking.artifact_root={work / 'store' / 'artifacts'}"], work, env)
+    summary = json.loads((chunked / "summary.json").read_text())
+    assert summary["counts"]["chunks"] > 10
+    key = ["subject_id"]
+    pd.testing.assert_frame_equal(_scores(chunked).sort_values(key).reset_index(drop=True),
+                                  _scores(out).sort_values(key).reset_index(drop=True))
+    for name in ("rejects.csv", "accounting.csv"):
+        found = pd.read_csv(chunked / name, keep_default_na=False)
+        expected = pd.read_csv(out / name, keep_default_na=False)
+        if name == "accounting.csv":
+            found["file"] = found["file"].str.replace(str(cohort), str(work / "new"))
+        columns = list(expected.columns)
+        pd.testing.assert_frame_equal(found.sort_values(columns).reset_index(drop=True),
+                                      expected.sort_values(columns).reset_index(drop=True))
+    ghost = pd.read_csv(chunked / "input_rejects.csv", keep_default_na=False)
+    assert ghost.loc[ghost["subject_id"] == "GHOST", "rule"].tolist() == ["subject_unknown"]
+    assert "Traceback" not in result.stderr

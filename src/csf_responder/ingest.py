@@ -6,7 +6,7 @@ runs it and goes on with the table.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pandas as pd
 from csf_responder.cohort import cohort_table
 from csf_responder.config import IndicationSpec, LabelSpec, PanelSpec, analyte_match_key
 from csf_responder.contracts import CheckedCohort, check_cohort
-from csf_responder.io import RawCohort, read_cohort
+from csf_responder.io import RawCohort, read_cohort, read_cohort_chunks
 from csf_responder.labels import (
     EXCLUSIONS,
     column_labels,
@@ -25,7 +25,7 @@ from csf_responder.labels import (
 )
 
 __all__ = ["IngestedCohort", "SCORING_REJECT_COLUMNS", "ScoringCohort", "ingest_cohort",
-           "ingest_scoring_cohort"]
+           "ingest_scoring_cohort", "scoring_chunks"]
 
 #: Columns of a scoring run's patient rejects: one row per patient not scored.
 SCORING_REJECT_COLUMNS = ("subject_id", "line", "rule", "column", "value", "detail")
@@ -157,18 +157,48 @@ def ingest_scoring_cohort(
     min_visits_lead_in: int,
     drop_columns: Sequence[str] = (),
 ) -> ScoringCohort:
+    """Read and check a whole cohort to score; see :func:`scoring_chunks`."""
+    return next(scoring_chunks(
+        directory, panel=panel, indication=indication, lead_in_days=lead_in_days,
+        baseline_tolerance_days=baseline_tolerance_days,
+        min_visits_lead_in=min_visits_lead_in, drop_columns=drop_columns,
+        chunk_size=2**62))
+
+
+def scoring_chunks(
+    directory: str | Path,
+    *,
+    panel: PanelSpec,
+    indication: IndicationSpec,
+    lead_in_days: int,
+    baseline_tolerance_days: int,
+    min_visits_lead_in: int,
+    drop_columns: Sequence[str] = (),
+    chunk_size: int,
+) -> Iterator[ScoringCohort]:
     """Read and check a cohort to score (lead-in and baseline visits; ``arm`` optional)
-    with the same readers and contract as training, and build its wide table.
+    with the same readers and contract as training, and build its wide table, in chunks
+    of at most ``chunk_size`` patients (:func:`csf_responder.io.read_cohort_chunks`).
 
     Visits after baseline are not needed and not used (a note says how many there
     were). The lead-in settings are the trained model's (see
     :func:`csf_responder.scoring.model_contract`), so the clinical inputs are made the
-    way the model saw them.
+    way the model saw them. Each chunk's accounting, rejects and notes are its own.
     """
     spellings = panel.spellings()
-    raw = read_cohort(directory, visits_file=indication.visits_file,
-                      is_analyte=lambda name: getattr(spellings.get(analyte_match_key(name)),
-                                                      "name", False))
+    for raw in read_cohort_chunks(
+            directory, visits_file=indication.visits_file, chunk_size=chunk_size,
+            is_analyte=lambda name: getattr(spellings.get(analyte_match_key(name)),
+                                            "name", False)):
+        yield _scoring_chunk(raw, panel=panel, indication=indication,
+                             lead_in_days=lead_in_days,
+                             baseline_tolerance_days=baseline_tolerance_days,
+                             min_visits_lead_in=min_visits_lead_in, drop_columns=drop_columns)
+
+
+def _scoring_chunk(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec,
+                   lead_in_days: int, baseline_tolerance_days: int, min_visits_lead_in: int,
+                   drop_columns: Sequence[str]) -> ScoringCohort:
     checked = check_cohort(raw, panel=panel, indication=indication,
                            drop_columns=drop_columns, arm_required=False)
     later = int((checked.visits["day"] > 0).sum())

@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from csf_responder.errors import CohortError, CsfResponderError
@@ -19,7 +20,8 @@ from csf_responder.readers import LINE, csf_to_long, read_table
 
 __all__ = [
     "COHORT_FILES", "CSF_SUFFIXES", "LINE", "RawCohort", "StagedDirectory", "TableStream",
-    "cohort_digest", "read_cohort", "write_cohort", "write_outputs", "write_table",
+    "cohort_digest", "read_cohort", "read_cohort_chunks", "write_cohort", "write_outputs",
+    "write_table",
 ]
 
 #: The files of a cohort directory besides the visits file, whose name the indication
@@ -106,6 +108,68 @@ def read_cohort(directory: str | Path, *, visits_file: str,
                               is_analyte=is_analyte or (lambda name: False))
     notes.extend(layout.notes)
     return RawCohort(directory, patients, visits, csf, visits_file, csf_path.name, notes)
+
+
+def _subjects(table: pd.DataFrame) -> pd.Series | None:
+    """The stripped subject_id of each row (header matched ignoring case), if any."""
+    for column in table.columns:
+        if str(column).strip().lower() == "subject_id":
+            return table[column].astype(str).str.strip()
+    return None
+
+
+def _chunk_rows(ids: pd.Series | None, n_rows: int, index: pd.Index, n_chunks: int,
+                size: int) -> list[np.ndarray]:
+    """Row positions of each chunk: a row goes with its subject's chunk (the subject's
+    position among ``index`` // ``size``); rows of unknown or blank subjects, and every
+    row of a table without subject_id, go last."""
+    if ids is None:
+        return [np.arange(0)] * (n_chunks - 1) + [np.arange(n_rows)]
+    position = index.get_indexer(ids)
+    chunk = np.where(position >= 0, position // size, n_chunks - 1)
+    order = np.argsort(chunk, kind="stable")
+    bounds = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
+    return [order[bounds[k]:bounds[k + 1]] for k in range(n_chunks)]
+
+
+def read_cohort_chunks(directory: str | Path, *, visits_file: str,
+                       is_analyte: Callable[[str], bool | str] | None = None,
+                       chunk_size: int) -> Iterator[RawCohort]:
+    """Read a cohort directory once and yield it as cohorts of at most ``chunk_size``
+    patients, each with all the visit and CSF rows of its patients (whatever the files'
+    order) and its rows' original line numbers; rows of a subject not in patients.csv,
+    and patients.csv lines without a subject_id, come with the last chunk. The files'
+    text is held once (Arrow-backed); melting the CSF to long layout, and everything
+    downstream, happens a chunk at a time, so memory follows the chunk, not the cohort.
+    The reader's notes come with the first chunk. See :func:`read_cohort`.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CohortError("cohort directory not found", file=str(directory))
+    notes: list[str] = []
+    patients = _read(directory / "patients.csv", notes)
+    visits = _read(directory / visits_file, notes)
+    csf_path = _csf_path(directory)
+    csf = _read(csf_path, notes)
+    ids = _subjects(patients)
+    if ids is None:  # the contract check names the missing column
+        groups = {"patients": [np.arange(len(patients))], "visits": [np.arange(len(visits))],
+                  "csf": [np.arange(len(csf))]}
+    else:
+        index = pd.Index(pd.unique(ids[ids.ne("")]))
+        n_chunks = max(1, -(-len(index) // chunk_size))
+        groups = {name: _chunk_rows(_subjects(table), len(table), index, n_chunks,
+                                    chunk_size)
+                  for name, table in (("patients", patients), ("visits", visits),
+                                      ("csf", csf))}
+    for k in range(len(groups["patients"])):
+        part = csf.iloc[groups["csf"][k]].reset_index(drop=True)
+        long, layout = csf_to_long(part, file=str(csf_path),
+                                   is_analyte=is_analyte or (lambda name: False))
+        yield RawCohort(directory, patients.iloc[groups["patients"][k]].reset_index(drop=True),
+                        visits.iloc[groups["visits"][k]].reset_index(drop=True), long,
+                        visits_file, csf_path.name,
+                        [*notes, *layout.notes] if k == 0 else [])
 
 
 def cohort_digest(raw: RawCohort) -> str:

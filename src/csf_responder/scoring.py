@@ -29,10 +29,9 @@ from sklearn.pipeline import Pipeline
 from csf_responder.cohort import csf_columns
 from csf_responder.validation import stateless_prefix
 
-__all__ = ["DriftAccumulator", "Scorer", "check_accounting", "check_inputs", "contract_specs",
-           "csf_rejects",
-           "describe_feature", "empty_scores", "model_contract", "needed_columns", "psi",
-           "score_columns", "training_profile"]
+__all__ = ["DriftAccumulator", "Scorer", "ScoringTally", "check_accounting", "check_inputs",
+           "contract_specs", "csf_rejects", "describe_feature", "empty_scores",
+           "model_contract", "needed_columns", "psi", "score_columns", "training_profile"]
 
 #: Format version of the profile written with each model.
 PROFILE_VERSION = 1
@@ -573,6 +572,84 @@ def check_accounting(subjects: pd.Series, scored: pd.Series, rejects: pd.DataFra
                         f"input, {int(rejected.eq('').sum())} in the rejects")
     if problems:
         raise RuntimeError("scoring accounting broken: " + "; ".join(problems))
+
+
+@dataclass
+class ScoringTally:
+    """What scoring a cohort chunk by chunk adds up to: counts, notes (each once),
+    patient and row rejects, per-file accounting, the subjects seen and scored, and
+    which CSF columns held any value (for :func:`check_inputs` on the whole cohort)."""
+
+    notes: list[str] = field(default_factory=list)
+    chunks: int = 0
+    n_scored: int = 0
+    responders: int = 0
+    ood_range: int = 0
+    ood_multivariate: int = 0
+    _rejects: list = field(default_factory=list)
+    _input_rejects: list = field(default_factory=list)
+    _accounting: list = field(default_factory=list)
+    _subjects: list = field(default_factory=list)
+    _scored: list = field(default_factory=list)
+    _values: dict[str, bool] = field(default_factory=dict)
+
+    def new_notes(self, notes: Sequence[str]) -> list[str]:
+        """The notes not seen before (recorded now)."""
+        fresh = [n for n in dict.fromkeys(notes) if n not in self.notes]
+        self.notes.extend(fresh)
+        return fresh
+
+    def add(self, chunk, scores: pd.DataFrame, no_csf: pd.Series) -> None:
+        """Count one chunk (:class:`csf_responder.ingest.ScoringCohort`), its scores and
+        its patients without CSF (:func:`csf_rejects`)."""
+        self.chunks += 1
+        self.n_scored += len(scores)
+        self.responders += int(scores["predicted_responder"].sum())
+        self.ood_range += int(scores["ood_range"].sum())
+        self.ood_multivariate += int(scores["ood_multivariate"].sum())
+        self._rejects.append(chunk.rejects)
+        if no_csf.any():
+            self._rejects.append(pd.DataFrame({
+                "subject_id": chunk.table.loc[no_csf, "subject_id"].to_numpy(), "line": "",
+                "rule": "no_csf", "column": "", "value": "",
+                "detail": "no value of the CSF analytes the model uses"}))
+        self._input_rejects.append(chunk.checked.rejects)
+        self._accounting.append(chunk.checked.accounting)
+        self._subjects.append(chunk.subjects)
+        self._scored.append(scores["subject_id"])
+        for column, values in chunk.table.items():
+            if pd.api.types.is_float_dtype(values) and not self._values.get(column):
+                self._values[column] = bool(values.notna().any())
+
+    @property
+    def n_input(self) -> int:
+        return sum(len(s) for s in self._subjects)
+
+    def has_values(self) -> pd.DataFrame:
+        """One row: each numeric column of the cohort table, 1.0 if any chunk had a value."""
+        return pd.DataFrame({c: [1.0 if seen else np.nan] for c, seen in self._values.items()})
+
+    def rejects(self) -> pd.DataFrame:
+        parts = [r for r in self._rejects if len(r)]
+        columns = ["subject_id", "line", "rule", "column", "value", "detail"]
+        return (pd.concat(parts, ignore_index=True)[columns] if parts
+                else pd.DataFrame(columns=columns))
+
+    def input_rejects(self) -> pd.DataFrame:
+        parts = [r for r in self._input_rejects if len(r)]
+        return (pd.concat(parts, ignore_index=True) if parts
+                else self._input_rejects[0].iloc[0:0])
+
+    def accounting(self) -> pd.DataFrame:
+        """Rows read, used and rejected per file, over all chunks."""
+        both = pd.concat(self._accounting, ignore_index=True)
+        return both.groupby("file", sort=False, as_index=False).sum()
+
+    def subjects(self) -> pd.Series:
+        return pd.concat(self._subjects, ignore_index=True)
+
+    def scored(self) -> pd.Series:
+        return pd.concat(self._scored, ignore_index=True).astype(str)
 
 
 # ------------------------------------------------------------------------------ drift

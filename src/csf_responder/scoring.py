@@ -372,6 +372,11 @@ class Scorer:
     _head: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
+        import os
+
+        for model in [self.model, *self.interval_models]:  # fitted on one core per fold;
+            if hasattr(model[-1], "get_booster"):          # predicting, use them all
+                model[-1].set_params(n_jobs=os.cpu_count() or 1)
         self._head = stateless_prefix(self.model)
         self._features = list(self.profile["features"])
         self._info = [self.profile["features"][name] for name in self._features]

@@ -1,0 +1,177 @@
+"""Scoring speed and memory at scale (make bench; issue 6, item 7).
+
+Trains the default model into a temporary store (``make train``), simulates scoring
+cohorts of ``--n`` and ``--n / 10`` patients (``csf-responder simulate --scoring``,
+Parquet CSF), then scores each end to end with ``csf-responder score`` in a fresh process
+(ingest, contracts, features, prediction, intervals, top-3 reasons, drift, writing),
+recording wall time and peak memory (the process's maximum RSS).
+
+Targets, with the default model on 2 cores:
+
+- ``score_seconds`` < 120 for 1,000,000 patients, ``score_peak_rss_gib`` < 4;
+- ``score_vs_parts_ratio`` <= 1.5: the end-to-end time over the sum of its unavoidable
+  parts, measured in the same run in a separate process (:func:`parts`): reading the
+  three files (pyarrow, every column as text), each model's own prediction on the
+  feature matrix (the final model and its interval models), the final model's own SHAP
+  contributions (xgboost ``pred_contribs``), and writing the scores as Parquet and CSV;
+- ``scaling_10x_ratio`` <= 11: the time of ``--n`` patients over that of ``--n / 10``.
+
+    .venv/bin/python benchmarks/score_bench.py [--n 1000000] [--out benchmarks/score_results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CLI = str(BIN / "csf-responder")
+
+
+def _timed(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GiB) of one command in a fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run(args, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak <= before:  # ru_maxrss of children is the largest so far, not per child
+        peak = before
+    return seconds, peak / 2**20
+
+
+def parts(cohort: Path, out: Path, model_uri: str) -> dict[str, float]:
+    """Seconds of the unavoidable parts of scoring ``cohort`` (scores already in ``out``)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from csf_responder import scoring, tracking
+    from csf_responder.ingest import scoring_chunks
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    for name in ("patients.csv", "alsfrs.csv"):
+        names = pacsv.read_csv(cohort / name, read_options=pacsv.ReadOptions(
+            block_size=1 << 24)).column_names
+        pacsv.read_csv(cohort / name, convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in names}))
+    csf = next(cohort.glob("csf.*"))
+    if csf.suffix == ".parquet":
+        pq.read_table(csf)
+    else:
+        names = pacsv.read_csv(csf).column_names
+        pacsv.read_csv(csf, convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in names}))
+    timings["read_files"] = time.perf_counter() - start
+
+    loaded = tracking.load_scoring_model(model_uri)
+    model, profile = loaded.model, loaded.profile
+    panel, indication = scoring.contract_specs(profile)
+    predict = shap = 0.0
+    for chunk in scoring_chunks(cohort, panel=panel, indication=indication,
+                                chunk_size=100_000, **profile["contract"]["lead_in"]):
+        X = chunk.table[profile["inputs"]]
+        for m in [model, *loaded.interval_models]:
+            matrix = m[:-1].transform(X).to_numpy(dtype="float64")
+            classifier = m[-1]
+            if hasattr(classifier, "get_booster"):  # as scoring runs it: every core
+                classifier.set_params(n_jobs=os.cpu_count() or 1)
+            start = time.perf_counter()
+            classifier.predict_proba(matrix)
+            predict += time.perf_counter() - start
+            if m is model:
+                start = time.perf_counter()
+                scoring._shap_contributions(classifier, matrix,
+                                            np.asarray(profile["background_mean"]))
+                shap += time.perf_counter() - start
+    timings["model_predictions"] = predict
+    timings["final_model_shap"] = shap
+
+    scores = pq.read_table(out / "scores.parquet")
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        pq.write_table(scores, Path(scratch) / "scores.parquet")
+        pacsv.write_csv(scores, Path(scratch) / "scores.csv")
+        timings["write_scores"] = time.perf_counter() - start
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "score_results.json")
+    parser.add_argument("--parts-of", type=Path, help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--scores", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.parts_of:  # the separate process measuring the parts
+        print(json.dumps(parts(args.parts_of, args.scores, args.model)))
+        return
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+               "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/store/mlflow.db"}
+        store = [f"tracking.artifact_root={scratch}/store/artifacts"]
+        sets = [a for s in [*store, f"tracking.report_dir={scratch}/reports"]
+                for a in ("--set", s)]
+        if not (ROOT / "data" / "raw" / "phase2" / "patients.csv").exists():
+            subprocess.run(["make", "--no-print-directory", "data"], cwd=ROOT, env=env,
+                           check=True)
+        subprocess.run([CLI, "train", *sets], cwd=ROOT, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        model = "models:/csf-responder/1"
+        results: dict[str, dict[str, float]] = {}
+        for n in (args.n // 10, args.n):
+            cohort = scratch / f"cohort-{n}"
+            subprocess.run([CLI, "simulate", "--scoring", "--n", str(n), "--format", "parquet",
+                            "--out", str(cohort)], cwd=ROOT, env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            out = scratch / f"scores-{n}"
+            seconds, peak = _timed([CLI, "score", "--cohort", str(cohort), "--model", model,
+                                    "--out", str(out), "--set", store[0]], env)
+            found = subprocess.run(
+                [sys.executable, __file__, "--parts-of", str(cohort), "--scores", str(out),
+                 "--model", model], cwd=ROOT, env=env, check=True, capture_output=True,
+                text=True)
+            timings = json.loads(found.stdout.strip().splitlines()[-1])
+            results[str(n)] = {"seconds": round(seconds, 1), "peak_rss_gib": round(peak, 2),
+                               "parts_seconds": {k: round(v, 1) for k, v in timings.items()},
+                               "parts_total_seconds": round(sum(timings.values()), 1),
+                               "ratio_to_parts": round(seconds / sum(timings.values()), 2)}
+    big, small = results[str(args.n)], results[str(args.n // 10)]
+    figures = {"score_seconds": big["seconds"], "score_peak_rss_gib": big["peak_rss_gib"],
+               "score_vs_parts_ratio": big["ratio_to_parts"],
+               "scaling_10x_ratio": round(big["seconds"] / small["seconds"], 2)}
+    targets = {"score_seconds": 120, "score_peak_rss_gib": 4, "score_vs_parts_ratio": 1.5,
+               "scaling_10x_ratio": 11}
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "patients": args.n, "figures": figures, "runs": results,
+        "targets": {k: f"<= {v}" if k.endswith("ratio") else f"< {v}"
+                    for k, v in targets.items()},
+        "meets_targets": {k: (figures[k] <= v if k.endswith("ratio") else figures[k] < v)
+                          for k, v in targets.items()},
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

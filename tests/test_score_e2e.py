@@ -147,42 +147,46 @@ def test_the_scoring_run_is_in_mlflow_without_patient_rows(scored):
     import mlflow
 
     work, env, out, _ = scored
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["csf-responder-scoring"], output_format="list")
+    uri = env["MLFLOW_TRACKING_URI"]  # a client of its own: the session's URI stays
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("csf-responder-scoring")
+    runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
     run = runs[0]
     summary = json.loads((out / "summary.json").read_text())
     assert run.data.tags["model_version"] == "1"
     assert run.data.tags["model_uri"] == "models:/csf-responder@champion"
-    version = mlflow.MlflowClient().get_model_version("csf-responder", "1")
+    version = client.get_model_version("csf-responder", "1")
     assert run.data.tags["training_run_id"] == version.run_id
-    training = mlflow.get_run(version.run_id)
+    training = client.get_run(version.run_id)
     assert training.data.tags["family"] == run.data.tags["model_family"]
     metrics = run.data.metrics
     assert metrics["n_scored"] == summary["counts"]["scored"]
     assert metrics["n_rejected_no_csf"] == 1
     assert {"score_mean", "score_p50", "psi_tgf_beta1_baseline", "ks_mcp1_week4",
             "ks_p_vegf_baseline"} <= set(metrics)
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert artifacts == {"summary.json", "drift.png", "drift.csv", "accounting.csv"}
     logged = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path="summary.json")).read_text())
+        run_id=run.info.run_id, artifact_path="summary.json", tracking_uri=uri)).read_text())
     assert "SC0000001" not in json.dumps(logged)
 
 
-def test_every_kind_of_model_uri_gives_the_same_scores(scored, tmp_path):
+def test_every_kind_of_model_uri_gives_the_same_scores(scored, tmp_path, monkeypatch):
     import mlflow
 
     work, env, out, _ = scored
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    version = mlflow.MlflowClient().get_model_version("csf-responder", "1")
+    uri = env["MLFLOW_TRACKING_URI"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # models:/m-... resolves through it
+    version = mlflow.MlflowClient(tracking_uri=uri).get_model_version("csf-responder", "1")
     local = mlflow.artifacts.download_artifacts(artifact_uri=version.source,
-                                                dst_path=str(tmp_path / "local"))
+                                                dst_path=str(tmp_path / "local"),
+                                                tracking_uri=uri)
     expected = _scores(out).set_index("subject_id")["probability"]
-    for i, uri in enumerate(["models:/csf-responder/1", f"runs:/{version.run_id}/model",
-                             version.source, local]):
+    for i, model in enumerate(["models:/csf-responder/1", f"runs:/{version.run_id}/model",
+                               version.source, local]):
         target = tmp_path / f"out{i}"
-        _run([CLI, "score", "--cohort", str(work / "new"), "--model", uri, "--out",
+        _run([CLI, "score", "--cohort", str(work / "new"), "--model", model, "--out",
               str(target), "--set", f"tracking.artifact_root={work / 'store' / 'artifacts'}"],
              work, env)
         found = _scores(target).set_index("subject_id")["probability"]

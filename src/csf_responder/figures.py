@@ -90,8 +90,8 @@ def _save(figure: Figure, path: str | Path) -> Path:
 
     One draw: the rendered canvas is cropped to its non-white pixels plus a small margin,
     as ``bbox_inches="tight"`` would, which lays the figure out twice. Should anything
-    touch the canvas edge (it might extend beyond it), the figure is saved with
-    ``bbox_inches="tight"`` instead, which grows the canvas to fit.
+    touch the canvas edge (it might extend beyond it), the figure is saved with a bounding
+    box around all of its content and labels instead, which grows the canvas to fit.
     """
     from PIL import Image
 
@@ -101,8 +101,11 @@ def _save(figure: Figure, path: str | Path) -> Path:
     rgba = np.asarray(figure.canvas.buffer_rgba())
     ink = rgba.view(np.uint32)[..., 0] != np.uint32(0xFFFFFFFF)  # not opaque white
     if ink[0].any() or ink[-1].any() or ink[:, 0].any() or ink[:, -1].any() or not ink.any():
-        figure.savefig(path, format="png", dpi=_DPI, bbox_inches="tight",
-                       pad_inches=_PAD / _DPI)
+        # every label counts in full: the axes' own tight box stops at the figure's edge
+        labels = [text for ax in figure.axes
+                  for text in (ax.xaxis.label, ax.yaxis.label, ax.title, *ax.texts)]
+        box = figure.get_tightbbox(figure.canvas.get_renderer(), bbox_extra_artists=labels)
+        figure.savefig(path, format="png", dpi=_DPI, bbox_inches=box.padded(_PAD / _DPI))
         return path
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     crop = rgba[max(rows[0] - _PAD, 0):rows[-1] + _PAD + 1,

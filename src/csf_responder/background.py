@@ -13,15 +13,44 @@ import os
 import signal
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
-__all__ = ["import_modules", "start_worker"]
+__all__ = ["drop_queued", "import_modules", "start_worker", "unless_dropped"]
+
+#: Set while the jobs queued so far are to be dropped (see :func:`drop_queued`): an event
+#: the worker shares with the process that started it.
+_DROPPING = None
 
 
-def _initialise(niceness: int) -> None:
+def _initialise(niceness: int, dropping) -> None:
     """Ctrl-C is the main process's to handle (it ends the work it started), and the
     worker yields the CPU to the computation."""
+    global _DROPPING
+    _DROPPING = dropping
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if niceness:
         os.nice(niceness)
+
+
+def unless_dropped(fn, /, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` in the worker unless queued jobs are being dropped."""
+    if _DROPPING is not None and _DROPPING.is_set():
+        return None
+    return fn(*args, **kwargs)
+
+
+def _resume() -> None:
+    _DROPPING.clear()
+
+
+def drop_queued(worker: Executor) -> None:
+    """Drop every job queued so far on ``worker`` that has not started, including those
+    the executor already handed to the process (which ``Future.cancel`` cannot stop),
+    provided they were queued through :func:`unless_dropped`; jobs queued after this call
+    run as usual."""
+    dropping = getattr(worker, "dropping", None)
+    if dropping is None:
+        return
+    dropping.set()
+    worker.submit(_resume)
 
 
 def start_worker(niceness: int = 10) -> Executor:
@@ -33,10 +62,19 @@ def start_worker(niceness: int = 10) -> Executor:
     functions and plain data. The executor is a context manager; leaving it waits for
     the jobs submitted.
     """
+    global _DROPPING
     if "fork" in multiprocessing.get_all_start_methods():
-        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_initialise, initargs=(niceness,))
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="background")
+        context = multiprocessing.get_context("fork")
+        dropping = context.Event()
+        worker = ProcessPoolExecutor(max_workers=1, mp_context=context,
+                                     initializer=_initialise, initargs=(niceness, dropping))
+    else:
+        import threading
+
+        _DROPPING = dropping = threading.Event()
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background")
+    worker.dropping = dropping
+    return worker
 
 
 def import_modules(*names: str) -> list[str]:

@@ -160,7 +160,9 @@ class BackgroundRun:
 
     def submit(self, fn, /, *args, **kwargs):
         """Queue ``fn(*args, **kwargs)`` in the worker; return its future."""
-        job = self._pool.submit(fn, *args, **kwargs)
+        from csf_responder.background import unless_dropped
+
+        job = self._pool.submit(unless_dropped, fn, *args, **kwargs)
         self._jobs.append(job)
         return job
 
@@ -183,8 +185,11 @@ class BackgroundRun:
         status = ("FINISHED" if kind is None
                   else "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
         if kind is not None:
+            from csf_responder.background import drop_queued
+
             for job in self._jobs:
                 job.cancel()
+            drop_queued(self._pool)  # also those already handed to the process
         ended = self._pool.submit(_end_run, status)
         if self._given is None:
             self._pool.shutdown(wait=True)

@@ -25,7 +25,7 @@ from csf_responder.labels import (
 )
 
 __all__ = ["IngestedCohort", "SCORING_REJECT_COLUMNS", "ScoringCohort", "ingest_cohort",
-           "ingest_scoring_cohort", "scoring_chunks"]
+           "scoring_chunks"]
 
 #: Columns of a scoring run's patient rejects: one row per patient not scored.
 SCORING_REJECT_COLUMNS = ("subject_id", "line", "rule", "column", "value", "detail")
@@ -147,24 +147,6 @@ def _patient_rejects(checked: CheckedCohort, raw: RawCohort, file: str) -> pd.Da
     return out.assign(detail="patients.csv row breaks the input contract")
 
 
-def ingest_scoring_cohort(
-    directory: str | Path,
-    *,
-    panel: PanelSpec,
-    indication: IndicationSpec,
-    lead_in_days: int,
-    baseline_tolerance_days: int,
-    min_visits_lead_in: int,
-    drop_columns: Sequence[str] = (),
-) -> ScoringCohort:
-    """Read and check a whole cohort to score; see :func:`scoring_chunks`."""
-    return next(scoring_chunks(
-        directory, panel=panel, indication=indication, lead_in_days=lead_in_days,
-        baseline_tolerance_days=baseline_tolerance_days,
-        min_visits_lead_in=min_visits_lead_in, drop_columns=drop_columns,
-        chunk_size=2**62))
-
-
 def scoring_chunks(
     directory: str | Path,
     *,
@@ -174,7 +156,7 @@ def scoring_chunks(
     baseline_tolerance_days: int,
     min_visits_lead_in: int,
     drop_columns: Sequence[str] = (),
-    chunk_size: int,
+    chunk_size: int | None,
 ) -> Iterator[ScoringCohort]:
     """Read and check a cohort to score (lead-in and baseline visits; ``arm`` optional)
     with the same readers and contract as training, and build its wide table, in chunks
@@ -183,7 +165,8 @@ def scoring_chunks(
     Visits after baseline are not needed and not used (a note says how many there
     were). The lead-in settings are the trained model's (see
     :func:`csf_responder.scoring.model_contract`), so the clinical inputs are made the
-    way the model saw them. Each chunk's accounting, rejects and notes are its own.
+    way the model saw them. Each chunk's accounting, rejects and notes are its own;
+    ``chunk_size=None`` gives the whole cohort as one.
     """
     spellings = panel.spellings()
     for raw in read_cohort_chunks(

@@ -97,17 +97,8 @@ def read_cohort(directory: str | Path, *, visits_file: str,
     CohortError
         If the directory or one of its files is missing or cannot be read.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CohortError("cohort directory not found", file=str(directory))
-    notes: list[str] = []
-    patients = _read(directory / "patients.csv", notes)
-    visits = _read(directory / visits_file, notes)
-    csf_path = _csf_path(directory)
-    csf, layout = csf_to_long(_read(csf_path, notes), file=str(csf_path),
-                              is_analyte=is_analyte or (lambda name: False))
-    notes.extend(layout.notes)
-    return RawCohort(directory, patients, visits, csf, visits_file, csf_path.name, notes)
+    return next(read_cohort_chunks(directory, visits_file=visits_file, is_analyte=is_analyte,
+                                   chunk_size=None))
 
 
 def _subjects(table: pd.DataFrame) -> pd.Series | None:
@@ -134,14 +125,15 @@ def _chunk_rows(ids: pd.Series | None, n_rows: int, index: pd.Index, n_chunks: i
 
 def read_cohort_chunks(directory: str | Path, *, visits_file: str,
                        is_analyte: Callable[[str], bool | str] | None = None,
-                       chunk_size: int) -> Iterator[RawCohort]:
+                       chunk_size: int | None) -> Iterator[RawCohort]:
     """Read a cohort directory once and yield it as cohorts of at most ``chunk_size``
     patients, each with all the visit and CSF rows of its patients (whatever the files'
     order) and its rows' original line numbers; rows of a subject not in patients.csv,
     and patients.csv lines without a subject_id, come with the last chunk. The files'
     text is held once (Arrow-backed); melting the CSF to long layout, and everything
     downstream, happens a chunk at a time, so memory follows the chunk, not the cohort.
-    The reader's notes come with the first chunk. See :func:`read_cohort`.
+    The reader's notes come with the first chunk. ``chunk_size=None``: one chunk, the
+    tables as read. See :func:`read_cohort`.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -151,10 +143,9 @@ def read_cohort_chunks(directory: str | Path, *, visits_file: str,
     visits = _read(directory / visits_file, notes)
     csf_path = _csf_path(directory)
     csf = _read(csf_path, notes)
-    ids = _subjects(patients)
-    if ids is None:  # the contract check names the missing column
-        groups = {"patients": [np.arange(len(patients))], "visits": [np.arange(len(visits))],
-                  "csf": [np.arange(len(csf))]}
+    ids = _subjects(patients) if chunk_size is not None else None
+    if ids is None:  # one chunk (a missing subject_id: the contract check names it)
+        groups = {"patients": [None], "visits": [None], "csf": [None]}
     else:
         index = pd.Index(pd.unique(ids[ids.ne("")]))
         n_chunks = max(1, -(-len(index) // chunk_size))
@@ -162,13 +153,14 @@ def read_cohort_chunks(directory: str | Path, *, visits_file: str,
                                     chunk_size)
                   for name, table in (("patients", patients), ("visits", visits),
                                       ("csf", csf))}
+    def part(table: pd.DataFrame, rows: np.ndarray | None) -> pd.DataFrame:
+        return table if rows is None else table.iloc[rows].reset_index(drop=True)
+
     for k in range(len(groups["patients"])):
-        part = csf.iloc[groups["csf"][k]].reset_index(drop=True)
-        long, layout = csf_to_long(part, file=str(csf_path),
+        long, layout = csf_to_long(part(csf, groups["csf"][k]), file=str(csf_path),
                                    is_analyte=is_analyte or (lambda name: False))
-        yield RawCohort(directory, patients.iloc[groups["patients"][k]].reset_index(drop=True),
-                        visits.iloc[groups["visits"][k]].reset_index(drop=True), long,
-                        visits_file, csf_path.name,
+        yield RawCohort(directory, part(patients, groups["patients"][k]),
+                        part(visits, groups["visits"][k]), long, visits_file, csf_path.name,
                         [*notes, *layout.notes] if k == 0 else [])
 
 

@@ -635,8 +635,10 @@ class ScoringTally:
         return pd.DataFrame({c: [1.0 if seen else np.nan] for c, seen in self._values.items()})
 
     def rejects(self) -> pd.DataFrame:
+        from csf_responder.ingest import SCORING_REJECT_COLUMNS
+
         parts = [r for r in self._rejects if len(r)]
-        columns = ["subject_id", "line", "rule", "column", "value", "detail"]
+        columns = list(SCORING_REJECT_COLUMNS)
         return (pd.concat(parts, ignore_index=True)[columns] if parts
                 else pd.DataFrame(columns=columns))
 

@@ -29,6 +29,7 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from bench_data import add_config_arguments, labelled_rows  # noqa: E402
 from sklearn.model_selection import (  # noqa: E402
     GridSearchCV,
     RepeatedStratifiedKFold,
@@ -36,27 +37,18 @@ from sklearn.model_selection import (  # noqa: E402
     cross_val_score,
 )
 
-from csf_responder.config import TrainConfig, load_config  # noqa: E402
-from csf_responder.ingest import ingest_cohort  # noqa: E402
 from csf_responder.models import make_pipeline, prevalence_pipeline  # noqa: E402
-from csf_responder.training import training_data  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=Path("configs/train.yaml"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY.PATH=VALUE", help="override a config value (repeatable)")
+    add_config_arguments(parser)
     parser.add_argument("--n-jobs", type=int, default=2, help="processes for the outer folds")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
 
-    config, _ = load_config(args.config, TrainConfig, overrides=args.overrides)
-    cohort = ingest_cohort(config.cohort.path, panel=config.panel,
-                           indication=config.indication, labels=config.labels,
-                           drop_columns=config.ingest.drop_columns)
-    data = training_data(cohort.table, arm="MSC", minimum=config.ingest.min_labelled)
+    config, data = labelled_rows(args)
     X, y, v = data.X, data.y, config.validation
     outer = RepeatedStratifiedKFold(n_splits=v.n_splits, n_repeats=v.n_repeats,
                                     random_state=config.seed)

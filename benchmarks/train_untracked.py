@@ -21,13 +21,10 @@ START = time.perf_counter()  # before the heavy imports: they count, as in make 
 import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
+from bench_data import add_config_arguments, labelled_rows  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from csf_responder.config import TrainConfig, load_config  # noqa: E402
-from csf_responder.ingest import ingest_cohort  # noqa: E402
-from csf_responder.training import training_data  # noqa: E402
 from pipelines.console import Reporter  # noqa: E402
 from pipelines.train import develop  # noqa: E402
 
@@ -35,16 +32,10 @@ from pipelines.train import develop  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=Path("configs/train.yaml"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY.PATH=VALUE", help="override a config value (repeatable)")
+    add_config_arguments(parser)
     args = parser.parse_args()
 
-    config, _ = load_config(args.config, TrainConfig, overrides=args.overrides)
-    cohort = ingest_cohort(config.cohort.path, panel=config.panel,
-                           indication=config.indication, labels=config.labels,
-                           drop_columns=config.ingest.drop_columns)
-    data = training_data(cohort.table, arm="MSC", minimum=config.ingest.min_labelled)
+    config, data = labelled_rows(args)
     developed = develop(config, data, reporter=Reporter(Console(file=io.StringIO())))
     print(json.dumps({"seconds": round(time.perf_counter() - START, 2),
                       "best_family": developed.best,

@@ -15,7 +15,7 @@ import pandas as pd
 from csf_responder.cohort import cohort_table
 from csf_responder.config import IndicationSpec, LabelSpec, PanelSpec, analyte_match_key
 from csf_responder.contracts import CheckedCohort, check_cohort
-from csf_responder.io import RawCohort, read_cohort, read_cohort_chunks
+from csf_responder.io import RawCohort, read_cohort, read_cohort_chunks, subject_ids
 from csf_responder.labels import (
     EXCLUSIONS,
     column_labels,
@@ -131,7 +131,7 @@ class ScoringCohort:
     subjects: pd.Series
 
 
-def _patient_rejects(checked: CheckedCohort, raw: RawCohort, file: str) -> pd.DataFrame:
+def _patient_rejects(checked: CheckedCohort, file: str) -> pd.DataFrame:
     """The patients.csv contract rejects, one row per patient (exact copies of a kept
     row are not patients: they stay in the row-level report only)."""
     found = checked.rejects.loc[(checked.rejects["file"] == file)
@@ -214,11 +214,10 @@ def _scoring_chunk(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSp
                          timepoints=panel.timepoints, bridges=checked.bridges)
     table = table.loc[~excluded].reset_index(drop=True)
     p_file = raw.file("patients.csv")
-    parts = [part for part in (_patient_rejects(checked, raw, p_file), exclusions) if len(part)]
+    parts = [part for part in (_patient_rejects(checked, p_file), exclusions) if len(part)]
     rejects = (pd.concat(parts, ignore_index=True)[list(SCORING_REJECT_COLUMNS)] if parts
                else pd.DataFrame(columns=list(SCORING_REJECT_COLUMNS)))
-    id_column = next(c for c in raw.patients.columns if str(c).strip().lower() == "subject_id")
-    ids = raw.patients[id_column].astype(str).str.strip()
+    ids = subject_ids(raw.patients)
     subjects_all = pd.concat([pd.Series(ids[ids.ne("")].unique()), ids[ids.eq("")]],
                              ignore_index=True)
     return ScoringCohort(raw, checked, table, rejects, subjects_all)

@@ -20,8 +20,8 @@ from csf_responder.readers import LINE, csf_to_long, read_table
 
 __all__ = [
     "COHORT_FILES", "CSF_SUFFIXES", "LINE", "RawCohort", "StagedDirectory", "TableStream",
-    "cohort_digest", "read_cohort", "read_cohort_chunks", "write_cohort", "write_outputs",
-    "write_table",
+    "cohort_digest", "read_cohort", "read_cohort_chunks", "subject_ids", "write_cohort",
+    "write_outputs", "write_table",
 ]
 
 #: The files of a cohort directory besides the visits file, whose name the indication
@@ -101,7 +101,7 @@ def read_cohort(directory: str | Path, *, visits_file: str,
                                    chunk_size=None))
 
 
-def _subjects(table: pd.DataFrame) -> pd.Series | None:
+def subject_ids(table: pd.DataFrame) -> pd.Series | None:
     """The stripped subject_id of each row (header matched ignoring case), if any."""
     for column in table.columns:
         if str(column).strip().lower() == "subject_id":
@@ -143,13 +143,13 @@ def read_cohort_chunks(directory: str | Path, *, visits_file: str,
     visits = _read(directory / visits_file, notes)
     csf_path = _csf_path(directory)
     csf = _read(csf_path, notes)
-    ids = _subjects(patients) if chunk_size is not None else None
+    ids = subject_ids(patients) if chunk_size is not None else None
     if ids is None:  # one chunk (a missing subject_id: the contract check names it)
         groups = {"patients": [None], "visits": [None], "csf": [None]}
     else:
         index = pd.Index(pd.unique(ids[ids.ne("")]))
         n_chunks = max(1, -(-len(index) // chunk_size))
-        groups = {name: _chunk_rows(_subjects(table), len(table), index, n_chunks,
+        groups = {name: _chunk_rows(subject_ids(table), len(table), index, n_chunks,
                                     chunk_size)
                   for name, table in (("patients", patients), ("visits", visits),
                                       ("csf", csf))}

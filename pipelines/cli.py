@@ -43,7 +43,8 @@ def simulate(
         help="Cohort directory to write (patients.csv, alsfrs.csv, csf.csv); default "
              "data/raw/phase2, or data/raw/scoring with --scoring.")] = None,
     truth: Annotated[Path | None, typer.Option(
-        help="Oracle file (subject_id, p_responder), kept apart from the cohort; "
+        help="Truth file (subject_id, p_responder, true_benefit_slope, "
+             "true_benefit_change), kept apart from the cohort; "
              "default data/truth/<cohort directory name>.csv. Not with --scoring.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: the config's).")] = None,
     n_msc: Annotated[int | None, typer.Option(help="Patients in the MSC arm.")] = None,

@@ -1,5 +1,7 @@
-"""Recipe: simulate a phase 2 cohort in the input contract, and its oracle truth file;
-or a scoring cohort of new patients, streamed to disk block by block."""
+"""Recipe: simulate a phase 2 cohort in the input contract, and its truth file (the oracle
+probability of response ``p_responder`` and the true expected benefit of MSC,
+``true_benefit_slope`` and ``true_benefit_change``, of every patient); or a scoring cohort
+of new patients, streamed to disk block by block."""
 
 from __future__ import annotations
 
@@ -11,7 +13,12 @@ from typing import Literal
 
 from csf_responder.config import SimulationConfig, load_config
 from csf_responder.io import CSF_SUFFIXES, write_cohort, write_table
-from csf_responder.simulate import oracle_probabilities, scoring_blocks, simulate_trial
+from csf_responder.simulate import (
+    oracle_probabilities,
+    scoring_blocks,
+    simulate_trial,
+    true_benefit,
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,10 @@ def run(*, config_path: Path, out: Path, truth: Path, overrides: list[str]) -> S
         trial, config, draws=config.oracle_draws, cutoff=config.oracle_cutoff,
         horizon_months=config.oracle_horizon_months, seed=config.seed,
     )
-    write_table(oracle, truth)
+    # each patient's true expected benefit of MSC (both arms), next to the oracle
+    benefit = true_benefit(trial, config, horizon_months=config.oracle_horizon_months)
+    write_table(oracle.merge(benefit, on="subject_id", how="left", validate="one_to_one"),
+                truth)
     return SimulateOutcome(out, truth, config.n_msc, config.n_control,
                            len(trial.alsfrs), len(trial.csf))
 

@@ -135,5 +135,6 @@ def test_simulate_writes_cohort_and_truth_apart(tmp_path, configs_dir):
                                  "--config", str(configs_dir / "simulate.yaml")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["alsfrs.csv", "csf.csv", "patients.csv"]
-    assert truth.read_text().splitlines()[0] == "subject_id,p_responder"
+    assert truth.read_text().splitlines()[0] == ("subject_id,p_responder,true_benefit_slope,"
+                                                 "true_benefit_change")
     assert len(truth.read_text().splitlines()) == 1 + 8

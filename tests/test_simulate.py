@@ -7,14 +7,20 @@ import pandas as pd
 import pytest
 import yaml
 from pydantic import ValidationError
+from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from csf_responder.config import SimulationConfig, TrainConfig, load_config, load_yaml
 from csf_responder.contracts import check_cohort
 from csf_responder.io import read_cohort, write_cohort
-from csf_responder.labels import derive_labels
-from csf_responder.simulate import oracle_probabilities, simulate_trial, trial_summary
+from csf_responder.labels import MONTH_DAYS, derive_labels, window_slopes
+from csf_responder.simulate import (
+    oracle_probabilities,
+    simulate_trial,
+    trial_summary,
+    true_benefit,
+)
 from tests.simulated import NOISE_ANALYTES, noise_panel, simulation_config
 
 
@@ -169,6 +175,176 @@ def test_oracle_is_deterministic_by_seed(configs_dir):
     first = oracle_probabilities(trial, config, draws=500, cutoff=0.5, horizon_months=6, seed=1)
     again = oracle_probabilities(trial, config, draws=500, cutoff=0.5, horizon_months=6, seed=1)
     pd.testing.assert_frame_equal(first, again)
+
+
+# ------------------------------------------------- potential outcomes, true benefit
+@pytest.mark.parametrize("overrides", [(), ("design.csf_in_controls=true",)])
+def test_potential_benefit_is_the_realised_one_in_the_msc_arm(configs_dir, overrides):
+    trial = simulate_trial(_config(configs_dir, *overrides))
+    latent = trial.latent.merge(trial.patients[["subject_id", "arm"]], on="subject_id")
+    msc = latent["arm"].eq("MSC")
+    assert (latent.loc[msc, "benefit_if_msc"] == latent.loc[msc, "benefit"]).all()
+    assert (latent.loc[~msc, "benefit"] == 0).all()
+    assert latent["benefit_if_msc"].between(0, 1, inclusive="neither").all()
+
+
+def _big(configs_dir, *overrides: str):
+    config = _config(configs_dir, "n_msc=3000", "n_control=3000", *overrides)
+    trial = simulate_trial(config)
+    truth = true_benefit(trial, config, horizon_months=config.oracle_horizon_months)
+    return config, trial, truth
+
+
+@pytest.fixture(scope="module")
+def big_cohorts():
+    """3,000 patients per arm, default parameters, in each benefit mode."""
+    from tests.conftest import CONFIGS
+
+    return {mode: _big(CONFIGS, f"benefit.relative_to={mode}")
+            for mode in ("own_rate", "typical_rate")}
+
+
+@pytest.mark.parametrize("mode", ["own_rate", "typical_rate"])
+def test_true_benefit_covers_every_patient(big_cohorts, mode):
+    config, trial, truth = big_cohorts[mode]
+    assert list(truth.columns) == ["subject_id", "true_benefit_slope", "true_benefit_change"]
+    assert truth["subject_id"].tolist() == trial.patients["subject_id"].tolist()
+    values = truth[["true_benefit_slope", "true_benefit_change"]].to_numpy()
+    assert np.isfinite(values).all() and (values > 0).all()  # b > 0: MSC always help
+    with pytest.raises(ValueError, match="no scheduled follow-up visit"):
+        true_benefit(trial, config, horizon_months=0.5)
+
+
+def test_typical_rate_benefit_does_not_depend_on_progression_rate(configs_dir):
+    """With ``typical_rate`` the benefit in points depends on ``b`` alone; with
+    ``own_rate`` it grows with the rate. Baseline MCP-1 both speeds progression and lowers
+    the TGF-beta1/MCP-1 axis, which ties ``b`` to the rate (Spearman about -0.13 with
+    default parameters, whatever the mode): its effect on the rate is switched off here to
+    see the outcome scale alone."""
+    results = {}
+    for mode in ("own_rate", "typical_rate"):
+        _, trial, truth = _big(configs_dir, f"benefit.relative_to={mode}",
+                               "progression.mcp1_log_effect=0")
+        slope = truth["true_benefit_slope"]
+        results[mode] = (spearmanr(slope, trial.latent["rate"])[0],
+                         spearmanr(slope, trial.latent["benefit_if_msc"])[0])
+    assert abs(results["typical_rate"][0]) < 0.1, results
+    assert results["typical_rate"][1] > 0.9999, results  # a function of b alone
+    assert results["own_rate"][0] > 0.3, results
+    assert results["own_rate"][1] < 0.9, results
+
+
+def _randomised_difference(config, trial) -> dict[str, tuple[float, float]]:
+    """MSC minus control: mean ALSFRS-R change at the horizon visit (patients with one) and
+    mean follow-up slope (baseline to horizon, patients with every scheduled visit), each
+    with its standard error. Dropout is random, so both compare randomised groups."""
+    horizon = config.oracle_horizon_months
+    d = config.design
+    target = np.rint(horizon * MONTH_DAYS)
+    visits = trial.alsfrs.merge(trial.patients[["subject_id", "arm"]], on="subject_id")
+    base = visits[visits["day"] == 0].set_index("subject_id")["alsfrs_r"]
+    at = visits[(visits["day"] - target).abs() <= d.visit_jitter_days]
+    change = (at.set_index("subject_id")["alsfrs_r"] - base).dropna()
+    follow = visits[(visits["day"] >= 0) & (visits["day"] <= target + d.visit_jitter_days)]
+    slopes = window_slopes(follow.rename(columns={"alsfrs_r": "score"}))
+    n_scheduled = 1 + sum(m <= horizon for m in d.follow_up_visit_months)
+    slope = slopes.loc[slopes["n_visits"] == n_scheduled, "slope"]
+    arm = trial.patients.set_index("subject_id")["arm"]
+    out = {}
+    for name, values in (("true_benefit_change", change), ("true_benefit_slope", slope)):
+        groups = values.groupby(arm.reindex(values.index))
+        mean, var, n = groups.mean(), groups.var(), groups.size()
+        out[name] = (mean["MSC"] - mean["control"], float(np.sqrt((var / n).sum())))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["own_rate", "typical_rate"])
+def test_true_benefit_is_what_randomisation_estimates(big_cohorts, mode):
+    config, trial, truth = big_cohorts[mode]
+    observed = _randomised_difference(config, trial)
+    for column, (difference, se) in observed.items():
+        expected = truth[column].mean()
+        assert abs(difference - expected) < 3.5 * se, (column, difference, expected, se)
+        assert 3.5 * se < 0.25 * expected  # precise enough to tell a wrong benefit apart
+
+
+def test_no_heterogeneity_without_axis_and_noise_in_typical_rate(configs_dir):
+    spread = {}
+    for mode in ("own_rate", "typical_rate"):
+        config = _config(configs_dir, "n_msc=200", "n_control=200", "benefit.axis_slope=0",
+                         "benefit.noise_sd=0", f"benefit.relative_to={mode}")
+        truth = true_benefit(simulate_trial(config), config, horizon_months=6)
+        spread[mode] = np.ptp(truth[["true_benefit_slope", "true_benefit_change"]].to_numpy(),
+                              axis=0)
+    assert (spread["typical_rate"] < 1e-12).all(), spread
+    assert (spread["own_rate"] > 0.1).all(), spread  # the own rate still varies it
+
+
+def test_typical_rate_changes_the_treated_arm_only_and_the_oracle_follows(configs_dir):
+    own = _config(configs_dir, "n_msc=20", "n_control=20")
+    typical = _config(configs_dir, "n_msc=20", "n_control=20",
+                      "benefit.relative_to=typical_rate")
+    trials = {name: simulate_trial(c) for name, c in (("own", own), ("typical", typical))}
+    arm = trials["own"].patients.set_index("subject_id")["arm"]
+    follow = {name: t.alsfrs[t.alsfrs["day"] > 0].set_index(["subject_id", "day"])["alsfrs_r"]
+              for name, t in trials.items()}
+    same = (follow["own"] == follow["typical"]).groupby(level="subject_id").all()
+    assert same[arm[same.index] == "control"].all()
+    assert not same[arm[same.index] == "MSC"].all()
+    settings = {"draws": 300, "cutoff": 0.5, "horizon_months": 6, "seed": 2}
+    oracle = {name: oracle_probabilities(trials[name], c, **settings).set_index("subject_id")
+              ["p_responder"] for name, c in (("own", own), ("typical", typical))}
+    control = arm == "control"
+    pd.testing.assert_series_equal(oracle["own"][control], oracle["typical"][control])
+    assert not oracle["own"][~control].equals(oracle["typical"][~control])
+
+
+def test_csf_in_controls_has_no_msc_shift(configs_dir):
+    config = _config(configs_dir, "n_msc=1000", "n_control=1000", "design.csf_in_controls=true")
+    trial = simulate_trial(config)
+    arm = trial.patients.set_index("subject_id")["arm"]
+    csf = trial.csf.assign(arm=trial.csf["subject_id"].map(arm))
+    samples = csf.groupby(["subject_id", "timepoint"]).size().unstack()
+    assert len(samples) == 2000 and samples.notna().all().all()
+    assert (samples == len(config.analytes)).all().all()
+    quantified = csf[~csf["value"].str.startswith("<")]
+    logs = np.log(quantified.set_index(["arm", "subject_id", "analyte", "timepoint"])
+                  ["value"].astype(float)).unstack("timepoint").dropna()
+    change = (logs["week4"] - logs["baseline"]).groupby(level=["arm", "analyte"])
+    mean, se = change.mean(), change.std() / np.sqrt(change.size())
+    for analyte in config.analytes:
+        if analyte.name == "VEGF":
+            continue  # often below its LLOQ: the quantified pairs are a biased subset
+        for arm_name, expected in (("control", 0.0), ("MSC", analyte.msc_log_change)):
+            key = (arm_name, analyte.name)
+            assert abs(mean[key] - expected) < 4 * se[key] + 0.01, (key, mean[key])
+    # the oracle reads controls' CSF too (with their own prior: no change expected)
+    small = _config(configs_dir, "design.csf_in_controls=true")
+    small_trial = simulate_trial(small)
+    small_arm = small_trial.patients.set_index("subject_id")["arm"]
+    settings = {"draws": 300, "cutoff": 0.5, "horizon_months": 6, "seed": 5}
+    with_csf = oracle_probabilities(small_trial, small, **settings).set_index("subject_id")
+    without = oracle_probabilities(simulate_trial(_config(configs_dir)), _config(configs_dir),
+                                   **settings).set_index("subject_id")
+    controls = small_arm.index[small_arm == "control"]
+    p = with_csf.loc[controls, "p_responder"]
+    assert p.notna().any() and p.dropna().between(0, 1).all()
+    assert not p.equals(without.loc[controls, "p_responder"])
+
+
+def test_simulate_recipe_writes_true_benefit_to_the_truth_file(configs_dir, tmp_path):
+    from pipelines.simulate import run
+
+    overrides = ["n_msc=5", "n_control=3", "oracle_draws=200", "benefit.relative_to=typical_rate"]
+    outcome = run(config_path=configs_dir / "simulate.yaml", out=tmp_path / "cohort",
+                  truth=tmp_path / "truth.csv", overrides=overrides)
+    written = pd.read_csv(outcome.truth_file)
+    assert list(written.columns) == ["subject_id", "p_responder", "true_benefit_slope",
+                                     "true_benefit_change"]
+    config = _config(configs_dir, *overrides)
+    expected = true_benefit(simulate_trial(config), config,
+                            horizon_months=config.oracle_horizon_months)
+    pd.testing.assert_frame_equal(written[expected.columns], expected, rtol=1e-12)
 
 
 # ------------------------------------------------------------------ noise analytes

@@ -437,12 +437,19 @@ class SimProgression(_Strict):
 
 
 class SimBenefit(_Strict):
+    """Treatment benefit: MSC prevent a fraction ``b`` of the decline. ``relative_to``
+    says whose decline: the patient's own (``own_rate``: the benefit in points grows with
+    the progression rate) or a typical patient's (``typical_rate``, at
+    ``progression.rate_median``: the benefit in points depends on ``b`` alone, and
+    progression is purely prognostic)."""
+
     max_fraction: float = Field(gt=0, le=1)
     intercept: float
     axis_slope: float
     axis_change_weight: float = Field(ge=0, le=1)
     noise_sd: float = Field(ge=0)
     late_fraction: float = Field(ge=0, le=1)
+    relative_to: Literal["own_rate", "typical_rate"] = "own_rate"
 
 
 class ScoringTrackingSpec(_Strict):

@@ -24,7 +24,21 @@ Treatment benefit (MSC arm)
     ``b = max_fraction * expit(intercept + axis_slope * axis + noise_sd * N(0, 1))``, where
     ``axis`` is a unit-variance mix of the baseline log TGF-beta1/MCP-1 ratio and of its
     change after the first injection (weight ``axis_change_weight``). After the late-phase
-    start only ``late_fraction`` of the benefit remains (cells leave the CSF).
+    start only ``late_fraction`` of the benefit remains (cells leave the CSF). With
+    ``benefit.relative_to: own_rate`` (default) ``b`` is a fraction of the patient's own
+    decline, so the benefit in points grows with the progression rate (rate features
+    modify the treatment effect on the points scale); with ``typical_rate`` it is a
+    fraction of a typical patient's decline (``rate_median``), added to the patient's
+    natural course: the benefit in points then depends on ``b`` alone. With ``L(t, b)``
+    the points lost per unit rate (:func:`_follow_up_loss`), the true score at ``t``
+    months after baseline is ``a - rate * drift * L(t, b)`` (own) or
+    ``a - rate * drift * L(t, 0) + rate_median * (L(t, 0) - L(t, b))`` (typical).
+Potential outcomes
+    Every patient, control or not, has ``benefit_if_msc``: the ``b`` they would have under
+    MSC, from the same draws (a control's change after injection, drawn around 0, is
+    shifted by each analyte's ``msc_log_change``). ``latent.benefit`` is the realised one
+    (0 in controls). :func:`true_benefit` turns it into each patient's true expected
+    benefit in points (change) and points/month (follow-up slope), MSC minus control.
 Visits
     ALSFRS-R total = round(true score + N(0, visit_noise_sd)), clipped to 0-48, at the
     scheduled days plus jitter; some patients drop out before the last visit.
@@ -84,7 +98,8 @@ from csf_responder.config import SimAnalyte, SimulationConfig
 from csf_responder.labels import MONTH_DAYS, derive_labels, lead_in_summary
 
 __all__ = ["SCORING_ID_PREFIX", "ScoringBlock", "SimulatedTrial", "oracle_probabilities",
-           "scoring_blocks", "scoring_csf_headers", "simulate_trial", "trial_summary"]
+           "scoring_blocks", "scoring_csf_headers", "simulate_trial", "trial_summary",
+           "true_benefit"]
 
 ALSFRS_MAX = 48
 
@@ -204,6 +219,18 @@ def _follow_up_loss(config: SimulationConfig, months: np.ndarray, benefit: np.nd
         (1 - benefit) * early + p.late_rate_multiplier * (1 - benefit * lf) * after)
 
 
+def _follow_up_true(config: SimulationConfig, baseline: np.ndarray, rate: np.ndarray,
+                    months: np.ndarray, benefit: np.ndarray) -> np.ndarray:
+    """True ALSFRS-R ``months`` after baseline (broadcasts), from the true baseline score,
+    the follow-up rate (natural rate x drift) and the fraction of decline prevented, per
+    ``benefit.relative_to``."""
+    if config.benefit.relative_to == "own_rate":
+        return baseline - rate * _follow_up_loss(config, months, benefit)
+    natural = _follow_up_loss(config, months, np.zeros_like(benefit))
+    return (baseline - rate * natural
+            + config.progression.rate_median * (natural - _follow_up_loss(config, months, benefit)))
+
+
 def _observe(true_score: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(true_score + noise), 0, ALSFRS_MAX)
 
@@ -235,7 +262,13 @@ def simulate_trial(config: SimulationConfig) -> SimulatedTrial:
                                                 method="cholesky")
     base_logs, changes = latents[:, :n_an], latents[:, n_an:]
     rate = _progression_rate(config, base_logs, bulbar, rng.standard_normal(n))
-    benefit = np.where(msc, _benefit(config, base_logs, changes, rng.standard_normal(n)), 0.0)
+    # potential outcome under MSC of every patient, from the same draws: a control's
+    # change after injection (drawn around 0) shifted as the MSC arm's is
+    msc_shift = np.array([a.msc_log_change for a in _cohort_analytes(config)])
+    benefit_if_msc = _benefit(config, base_logs,
+                              np.where(msc[:, None], changes, changes + msc_shift),
+                              rng.standard_normal(n))
+    benefit = np.where(msc, benefit_if_msc, 0.0)
     onset = (ALSFRS_MAX - baseline) / (rate * np.exp(p.onset_rate_log_sd * rng.standard_normal(n)))
     drift = np.exp(p.period_drift_log_sd * rng.standard_normal(n))
 
@@ -248,8 +281,8 @@ def simulate_trial(config: SimulationConfig) -> SimulatedTrial:
                                                                      (n, lead_days.size)))
     fu_obs = fu_days + rng.integers(-jitter, jitter + 1, (n, fu_days.size))
     lead_true = baseline[:, None] - rate[:, None] * lead_obs / MONTH_DAYS
-    fu_true = baseline[:, None] - (rate * drift)[:, None] * _follow_up_loss(
-        config, fu_obs / MONTH_DAYS, benefit[:, None])
+    fu_true = _follow_up_true(config, baseline[:, None], (rate * drift)[:, None],
+                              fu_obs / MONTH_DAYS, benefit[:, None])
     noise = rng.normal(0, p.visit_noise_sd, (n, lead_days.size + fu_days.size))
     scores = _observe(np.hstack([lead_true, fu_true]), noise)
     days = np.hstack([lead_obs, fu_obs])
@@ -304,7 +337,8 @@ def simulate_trial(config: SimulationConfig) -> SimulatedTrial:
         "onset_months": np.round(onset, 1),
     })
     latent = pd.DataFrame({"subject_id": ids, "rate": rate, "drift": drift,
-                           "benefit": benefit, "alsfrs_true_baseline": baseline})
+                           "benefit": benefit, "alsfrs_true_baseline": baseline,
+                           "benefit_if_msc": benefit_if_msc})
     return SimulatedTrial(patients, alsfrs, csf, latent)
 
 
@@ -556,8 +590,8 @@ def oracle_probabilities(
         benefit = (_benefit(config, base_logs, changes, rng.standard_normal(draws))
                    if arm_msc else np.zeros(draws))
         days = fu_days[None, :] + rng.integers(-jitter, jitter + 1, (draws, fu_days.size))
-        true = a[:, None] - (rate * drift)[:, None] * _follow_up_loss(
-            config, days / MONTH_DAYS, benefit[:, None])
+        true = _follow_up_true(config, a[:, None], (rate * drift)[:, None], days / MONTH_DAYS,
+                               benefit[:, None])
         scores = _observe(true, rng.normal(0, p.visit_noise_sd, true.shape))
         baseline_score = float(lead_score[np.argmax(lead_day)])
         t = np.hstack([np.zeros((draws, 1)), days / MONTH_DAYS])
@@ -567,6 +601,46 @@ def oracle_probabilities(
         responder = (1 - slope / lead_slope) >= cutoff
         out.append(float(np.clip(np.sum(w * responder), 0.0, 1.0)))  # float rounding
     return pd.DataFrame({"subject_id": trial.patients["subject_id"], "p_responder": out})
+
+
+# ------------------------------------------------------------------ true benefit
+def true_benefit(trial: SimulatedTrial, config: SimulationConfig, *, horizon_months: float
+                 ) -> pd.DataFrame:
+    """Each patient's true expected benefit of MSC, from the latents (both arms).
+
+    Expected means noise-free: true scores at the scheduled days (no visit noise,
+    rounding, clipping, jitter or dropout), under MSC (``latent.benefit_if_msc``) minus
+    under control (no benefit), for the patient's own rate and drift. Positive = MSC
+    helps.
+
+    Returns
+    -------
+    DataFrame
+        One row per patient of ``trial.latent``: ``subject_id``, ``true_benefit_slope``
+        (points/month: OLS slope of ALSFRS-R over the baseline visit, day 0, and the
+        scheduled follow-up visits up to ``horizon_months``; what the label's follow-up
+        slope estimates) and ``true_benefit_change`` (points: change from baseline at the
+        scheduled day of ``horizon_months``).
+    """
+    fu_months = np.asarray([m for m in config.design.follow_up_visit_months
+                            if m <= horizon_months + 1e-9], dtype=float)
+    if fu_months.size == 0:
+        raise ValueError(f"no scheduled follow-up visit up to {horizon_months} months: no "
+                         "follow-up slope")
+    latent = trial.latent
+    # baseline (day 0), the scheduled follow-up visits, then the horizon's scheduled day
+    t = np.r_[0.0, np.rint(np.r_[fu_months, horizon_months] * MONTH_DAYS)] / MONTH_DAYS
+    rate = (latent["rate"] * latent["drift"]).to_numpy()[:, None]
+    benefit = latent["benefit_if_msc"].to_numpy()[:, None]
+    zero = np.zeros_like(benefit)
+    gain = (_follow_up_true(config, zero, rate, t[None, :], benefit)
+            - _follow_up_true(config, zero, rate, t[None, :], zero))
+    visits, tc = gain[:, :-1], t[:-1] - t[:-1].mean()
+    return pd.DataFrame({
+        "subject_id": latent["subject_id"].to_numpy(),
+        "true_benefit_slope": (visits * tc).sum(axis=1) / (tc**2).sum(),
+        "true_benefit_change": gain[:, -1],
+    })
 
 
 # --------------------------------------------------------------------- summaries

@@ -39,10 +39,11 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "calibration_groups", "calibration_plot", "confusion_counts", "confusion_matrix_plot",
-    "decision_curve_plot", "family_comparison_plot", "pr_band", "pr_plot", "roc_band",
-    "drift_plot", "roc_plot", "shap_bar_plot", "shap_beeswarm_plot", "shap_dependence_plot",
-    "shap_waterfall_plot",
+    "benefit_calibration_plot", "benefit_plot", "calibration_groups", "calibration_plot",
+    "confusion_counts", "confusion_matrix_plot", "decision_curve_plot", "drift_plot",
+    "enrichment_plot", "family_comparison_plot", "learning_curve_plot", "pr_band", "pr_plot",
+    "qini_plot", "roc_band", "roc_plot", "roles_plot", "shap_bar_plot", "shap_beeswarm_plot",
+    "shap_dependence_plot", "shap_waterfall_plot",
 ]
 
 _AXES = (4.6, 3.3)  # inches of the plotting area; about 5.6 x 4.4 in with its labels
@@ -944,4 +945,254 @@ def shap_waterfall_plot(contributions: pd.Series, labels: Sequence[str], *, base
     probability = 1 / (1 + np.exp(-start))
     _title(ax, title, f"base {base:+.2f}, patient {start:+.2f} (p = {probability:.2f})",
            inches=5.2)
+    return _save(figure, path)
+
+
+# --------------------------------------------------------------------------- enrichment
+
+def enrichment_plot(table: pd.DataFrame, *, path: str | Path, title: str,
+                    power: float = 0.8) -> Path:
+    """Patients to screen and to randomise against the enrichment threshold (PNG).
+
+    Two lines over the thresholds t of the enriched rows: the total to screen (2n / (1 -
+    fraction screened out)) and the total randomised (2n), n the simulated patients per
+    arm at ``power``; a dashed line marks the unenriched trial (everyone enrolled, where
+    both totals agree). The y-axis is logarithmic when the values span more than a factor
+    of 4. A missing size (power not reached, too few patients enrolled) leaves a gap.
+
+    Parameters
+    ----------
+    table : DataFrame
+        From :func:`csf_responder.enrichment.enrichment_table`; its first row is the
+        unenriched trial (``threshold`` -inf).
+    path : str or Path
+    title : str
+    power : float
+        One of the table's target powers.
+
+    Returns
+    -------
+    Path
+    """
+    from csf_responder.enrichment import power_column
+
+    screened_col = power_column("total_screened", power)
+    randomised_col = power_column("total_randomised", power)
+    missing = {"threshold", screened_col, randomised_col} - set(table.columns)
+    if missing:
+        raise ValueError(f"table lacks column(s) {sorted(missing)} (is {power} among its "
+                         "powers?)")
+    everyone = ~np.isfinite(table["threshold"].to_numpy(float))
+    enriched = table[~everyone].sort_values("threshold")
+    t = enriched["threshold"].to_numpy(float)
+    screened = enriched[screened_col].to_numpy(float)
+    randomised = enriched[randomised_col].to_numpy(float)
+    unenriched = table.loc[everyone, randomised_col].to_numpy(float)
+    level = float(unenriched[0]) if unenriched.size else np.nan
+
+    figure, ax = _canvas()
+    if np.isfinite(level):
+        ax.axhline(level, color=_REFERENCE, linestyle="--", linewidth=1.2,
+                   label=f"Unenriched trial, everyone enrolled ({level:.0f})")
+    ax.plot(t, screened, color="#c0392b", linewidth=2, marker="o", markersize=3.5,
+            label="Screened (2n / share enrolled)")
+    ax.plot(t, randomised, color=_MODEL, linewidth=2, marker="o", markersize=3.5,
+            label="Randomised (2n)")
+    values = np.concatenate([screened, randomised, [level]])
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        _note(ax, "no sample size reached the target power")
+    elif values.max() / values.min() > 4:
+        ax.set_yscale("log")
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.set_ylim(0, values.max() * 1.12)
+    ax.set_xlabel("Enrolment threshold t on the score (enrol if score \u2265 t)")
+    ax.set_ylabel("Patients, both arms")
+    ax.grid(axis="y", color="0.92")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.legend(loc="best", fontsize=_LEGEND_SIZE)
+    _title(ax, title, f"n per arm for {power:.0%} power, by simulation from the outcome "
+           "models")
+    return _save(figure, path)
+
+
+# -------------------------------------------------------------------------- effect
+
+def _forest(ax, labels, est, low, high, *, colour, reference: float = 0.0) -> None:
+    rows = np.arange(len(labels))[::-1]
+    est, low, high = (np.asarray(a, dtype="float64") for a in (est, low, high))
+    ax.axvline(reference, color=_REFERENCE, linestyle="--", linewidth=1)
+    shown = np.isfinite(est) & np.isfinite(low) & np.isfinite(high)
+    ax.errorbar(est[shown], rows[shown],
+                xerr=np.vstack([est[shown] - low[shown], high[shown] - est[shown]]),
+                fmt="o", color=colour, capsize=3, markersize=5)
+    ax.grid(axis="x", color="0.92")
+    ax.set_ylim(-0.7, len(labels) - 0.3)
+
+
+def roles_plot(roles: pd.DataFrame, *, path: str | Path, title: str, unit: str,
+               ci_level: float = 0.95) -> Path:
+    """Prognostic and predictive effect of each feature side by side (PNG, forest plots).
+
+    Left: the prognostic effect (outcome difference per SD of the feature in controls);
+    right: the predictive effect (change of the treatment effect per SD). Points with
+    their ``ci_level`` intervals; a feature called at the Holm-adjusted level is drawn
+    in colour and marked with its role.
+
+    Parameters
+    ----------
+    roles : DataFrame
+        :func:`csf_responder.effect.prognostic_predictive` output.
+    unit : str
+        Unit of the outcome (``points/month``).
+    """
+    labels = [f"{label}" for label in roles["label"]]
+    margin = _label_inches(labels, _TICK_SIZE) + 0.35
+    figure, left = _canvas((2.4, max(0.32 * len(labels) + 0.4, 1.6)), left=margin,
+                           right=3.2, bottom=1.1)
+    box = left.get_position()
+    right = figure.add_axes((box.x1 + 0.3 / figure.get_figwidth(), box.y0, box.width,
+                             box.height), sharey=left)
+    right.tick_params(labelleft=False)
+    rows = np.arange(len(labels))[::-1]
+    for ax, kind, colour in ((left, "prognostic", "#2e7d32"), (right, "predictive", "#c0392b")):
+        called = roles["role"].str.contains(kind).to_numpy()
+        _forest(ax, labels, roles[kind], roles[f"{kind}_low"], roles[f"{kind}_high"],
+                colour="0.55")
+        est = roles[kind].to_numpy(dtype="float64")
+        ax.plot(est[called], rows[called], "o", color=colour, markersize=7,
+                label=f"{kind} (Holm)")
+        ax.set_xlabel(f"{kind.capitalize()} effect\n({unit} per SD, {ci_level:.0%} CI)")
+        if called.any():
+            ax.legend(loc="lower right", fontsize=8)
+    left.set_yticks(rows, labels)
+    _title(left, title, "prognostic: outcome in controls; predictive: change of the "
+           "treatment effect", inches=5.6)
+    return _save(figure, path)
+
+
+def qini_plot(curves: dict[str, pd.DataFrame], areas: dict[str, MetricCI], *,
+              path: str | Path, title: str, unit: str, ci_level: float = 0.95) -> Path:
+    """Qini (uplift) curves of the benefit rankings (PNG): incremental gain against the
+    fraction of patients targeted, best-ranked first, with the random-targeting line.
+
+    Parameters
+    ----------
+    curves : dict
+        Estimator -> :func:`csf_responder.effect.qini_curve` frame.
+    areas : dict
+        Estimator -> Qini area with its interval (for the legend).
+    """
+    figure, ax = _canvas()
+    palette = ("#1f5fa8", "#c0392b", "#2e7d32", "#8e44ad", "#e67e00")
+    for (name, curve), colour in zip(curves.items(), palette * 4, strict=False):
+        ax.plot(curve["fraction"], curve["gain"], color=colour, linewidth=1.6,
+                label=f"{name}: Qini area {_fmt_ci(areas.get(name), ci_level)}")
+    last = next(iter(curves.values()))
+    ax.plot(last["fraction"], last["random"], color=_REFERENCE, linestyle="--",
+            linewidth=1, label="random targeting")
+    ax.set_xlabel("Fraction of patients targeted (highest estimated benefit first)")
+    ax.set_ylabel(f"Incremental gain ({unit} per patient)")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(color="0.92")
+    _title(ax, title, inches=5.4)
+    return _save(figure, path)
+
+
+def benefit_calibration_plot(groups: pd.DataFrame, *, path: str | Path, title: str,
+                             unit: str, ci_level: float = 0.95) -> Path:
+    """Observed vs predicted benefit in quantile groups of the estimated benefit (PNG),
+    the observed difference between arms with its ``ci_level`` interval, and the
+    identity line (perfect calibration of benefit).
+
+    Parameters
+    ----------
+    groups : DataFrame
+        :func:`csf_responder.effect.benefit_calibration` output.
+    """
+    figure, ax = _canvas()
+    pred = groups["predicted"].to_numpy(dtype="float64")
+    obs = groups["observed"].to_numpy(dtype="float64")
+    low = groups["observed_low"].to_numpy(dtype="float64")
+    high = groups["observed_high"].to_numpy(dtype="float64")
+    finite = np.isfinite(pred) & np.isfinite(obs)
+    has_ci = finite & np.isfinite(low) & np.isfinite(high)
+    values = np.concatenate([pred[finite], low[has_ci], high[has_ci], [0.0]])
+    lo, hi = float(values.min()), float(values.max())
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color=_REFERENCE, linestyle="--",
+            linewidth=1, label="perfect calibration")
+    ax.axhline(0, color="0.8", linewidth=0.8)
+    ax.errorbar(pred[has_ci], obs[has_ci],
+                yerr=np.vstack([obs[has_ci] - low[has_ci], high[has_ci] - obs[has_ci]]),
+                fmt="o", color=_MODEL, capsize=3, label=f"observed ({ci_level:.0%} CI)")
+    ax.plot(pred[finite & ~has_ci], obs[finite & ~has_ci], "o", color=_MODEL)
+    for g, x, y, n1, n0 in zip(groups["group"], pred, obs, groups["n_treated"],
+                               groups["n_control"], strict=True):
+        if np.isfinite(x) and np.isfinite(y):
+            ax.annotate(f"Q{g} ({n1}/{n0})", (x, y), xytext=(5, -10),
+                        textcoords="offset points", fontsize=8)
+    ax.set_xlabel(f"Predicted benefit ({unit})")
+    ax.set_ylabel(f"Observed benefit, treated - control ({unit})")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(color="0.92")
+    _title(ax, title, "groups: quantiles of the estimated benefit (n treated/control)",
+           inches=5.4)
+    return _save(figure, path)
+
+
+def benefit_plot(benefit: np.ndarray, low: np.ndarray, high: np.ndarray, treated: np.ndarray,
+                 *, path: str | Path, title: str, unit: str, level: float) -> Path:
+    """Each patient's estimated benefit with its interval, sorted (PNG, a caterpillar
+    plot), treated and control patients in two colours."""
+    order = np.argsort(np.asarray(benefit, dtype="float64"), kind="stable")
+    est, lo, hi = (np.asarray(a, dtype="float64")[order] for a in (benefit, low, high))
+    arm = np.asarray(treated, bool)[order]
+    x = np.arange(len(est))
+    figure, ax = _canvas()
+    ax.axhline(0, color=_REFERENCE, linestyle="--", linewidth=1)
+    has = np.isfinite(lo) & np.isfinite(hi)
+    ax.vlines(x[has], lo[has], hi[has], color="0.75", linewidth=0.8 if len(x) < 300 else 0.3)
+    for mask, colour, label in ((arm, _MODEL, "treated arm"), (~arm, "#e67e00", "control arm")):
+        ax.plot(x[mask], est[mask], "o", color=colour, markersize=3, label=label)
+    ax.set_xlabel("Patients, by estimated benefit")
+    ax.set_ylabel(f"Estimated benefit ({unit})")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(axis="y", color="0.92")
+    _title(ax, title, f"cross-fitted; bars: {level:.0%} interval", inches=5.4)
+    return _save(figure, path)
+
+
+def learning_curve_plot(curve: pd.DataFrame, *, path: str | Path, title: str,
+                        riley_minimum: float | None = None, observed: int | None = None
+                        ) -> Path:
+    """Cross-validated AUC against study size (PNG): each simulated study as a dot,
+    the mean per size as a line; the Riley minimum sample size and the current study's
+    size as vertical lines."""
+    figure, ax = _canvas()
+    ok = curve[np.isfinite(curve["auc"])]
+    ax.plot(ok["n_labelled"], ok["auc"], "o", color="0.6", markersize=4,
+            label="simulated study")
+    mean = ok.groupby("size").agg(n=("n_labelled", "mean"), auc=("auc", "mean"))
+    ax.plot(mean["n"], mean["auc"], "-o", color=_MODEL, label="mean per size")
+    ax.axhline(0.5, color=_REFERENCE, linestyle=":", linewidth=1, label="chance")
+    if riley_minimum is not None and np.isfinite(riley_minimum):
+        ax.axvline(riley_minimum, color="#c0392b", linestyle="--", linewidth=1,
+                   label=f"Riley minimum ({riley_minimum:.0f})")
+    if observed:
+        ax.axvline(observed, color="#2e7d32", linestyle="--", linewidth=1,
+                   label=f"this cohort ({observed})")
+    ax.set_xscale("log")
+    ax.set_xlabel("Labelled treated patients per study (log scale)")
+    ax.set_ylabel("Cross-validated ROC AUC")
+    ax.set_ylim(0.3, 1.0)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(color="0.92")
+    _title(ax, title, inches=5.4)
     return _save(figure, path)

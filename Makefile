@@ -17,7 +17,7 @@ PORT ?= 5000
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 
-.PHONY: help venv data validate train score promote test lint ui bench clean
+.PHONY: help venv data validate train effect score promote test lint ui bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,14 @@ ifeq ($(strip $(COHORT)),)
 	$(BIN)/csf-responder train --config $(CONFIG) $(SET)
 else
 	$(BIN)/csf-responder train --cohort $(COHORT) --config $(CONFIG) $(SET)
+endif
+
+effect: $(STAMP) ## Who benefits: individual benefit, predictive features, enrichment (COHORT=dir SET=...)
+ifeq ($(strip $(COHORT)),)
+	@test -f $(DEFAULT_COHORT)/patients.csv || $(MAKE) --no-print-directory data
+	$(BIN)/csf-responder effect --config configs/effect.yaml $(SET)
+else
+	$(BIN)/csf-responder effect --cohort $(COHORT) --config configs/effect.yaml $(SET)
 endif
 
 score: $(STAMP) ## Score a new cohort (COHORT=dir [MODEL=uri] [OUT=dir] [FORCE=1] [PLOTS=n])

@@ -262,6 +262,32 @@ def score(
     print_score_summary(outcome, Console())
 
 
+@app.command()
+def effect(
+    cohort: CohortOption = None,
+    config: Annotated[Path, typer.Option(help="Effect config (YAML).")] = Path(
+        "configs/effect.yaml"),
+    set_: SetOption = None,
+) -> None:
+    """Who benefits: each patient's benefit of MSC from both arms, prognostic vs
+    predictive features, Qini, and trial-enrichment sample sizes; logged to MLflow."""
+    from rich.console import Console
+
+    from csf_responder.errors import CsfResponderError
+    from pipelines import effect as recipe
+    from pipelines.console import Reporter, print_effect_summary
+
+    overrides = list(set_ or [])
+    if cohort is not None:
+        overrides += [f"cohort.path={cohort}", f"cohort.name={cohort.name}",
+                      "cohort.simulated=false"]
+    try:
+        outcome = recipe.run(config_path=config, overrides=overrides, reporter=Reporter())
+    except CsfResponderError as exc:
+        _fail(str(exc))
+    print_effect_summary(outcome, Console())
+
+
 def main() -> None:
     """Entry point of the ``csf-responder`` console script."""
     import os

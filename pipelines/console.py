@@ -12,6 +12,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from csf_responder.ingest import IngestedCohort
+    from pipelines.effect import EffectOutcome
     from pipelines.score import ScoreOutcome
     from pipelines.simulate import ScoringOutcome, SimulateOutcome
     from pipelines.train import TrainOutcome
@@ -207,3 +208,52 @@ def print_score_summary(outcome: ScoreOutcome, console: Console) -> None:
                   f"({outcome.tracking_uri}). Open it with make ui, then "
                   f"http://127.0.0.1:5000 -> Experiments -> {outcome.experiment}.",
                   highlight=False)
+
+
+def print_effect_summary(outcome: EffectOutcome, console: Console) -> None:
+    """Average effects, the prognostic/predictive calls in words, the benefit rankings,
+    the enrichment headline and where everything went."""
+    config, e = outcome.config, outcome.config.effect
+    level = f"{e.ci_level:.0%} CI"
+    arms = Table(title=f"{e.treated_arm} vs {e.control_arm} on {outcome.config.cohort.name}")
+    arms.add_column("outcome")
+    arms.add_column(f"{e.treated_arm} minus {e.control_arm} ({level})", justify="right")
+    for name, ci in outcome.average.items():
+        arms.add_row(name, str(ci))
+    console.print(arms)
+    roles = Table(title=f"Features ({e.outcome}): Holm-adjusted at {e.alpha:g}")
+    for column in ("feature", "prognostic", "predictive", "role"):
+        roles.add_column(column)
+    for row in outcome.roles.itertuples(index=False):
+        roles.add_row(row.label, f"{row.prognostic:+.3f} (p {row.prognostic_p_holm:.3g})",
+                      f"{row.predictive:+.3f} (p {row.predictive_p_holm:.3g})", row.role)
+    console.print(roles)
+    for limit in outcome.limits:
+        console.print(f"[yellow]limit:[/yellow] {limit}", highlight=False)
+    console.print(outcome.summary, highlight=False)
+    qini = Table(title=f"Benefit rankings ({e.outcome}, cross-fitted)")
+    qini.add_column("estimator")
+    qini.add_column(f"Qini area ({level})", justify="right")
+    for name, ci in outcome.qini.items():
+        qini.add_row(name, f"{ci.estimate:.3f} ({ci.low:.3f} to {ci.high:.3f})")
+    console.print(qini)
+    plan = outcome.enrichment
+    power = min(config.enrichment.powers)
+    column = f"n_per_arm_{round(100 * power)}_simulated"
+    if len(plan) and column in plan:
+        first, best = plan.iloc[0], plan.loc[plan[column].idxmin()] if \
+            plan[column].notna().any() else plan.iloc[0]
+        console.print(
+            f"Enrichment ({power:.0%} power): unenriched {first[column]:.0f} per arm; "
+            f"smallest trial at threshold {best['threshold']:.3g} "
+            f"({best['fraction_screened_out']:.0%} screened out): {best[column]:.0f} per arm.",
+            highlight=False)
+    if outcome.riley:
+        console.print(f"Riley minimum to develop the responder model: "
+                      f"{outcome.riley['riley_minimum_n']:.0f} labelled treated patients.",
+                      highlight=False)
+    console.print(f"Report: [bold]{outcome.report}[/bold]", highlight=False)
+    console.print(f"MLflow run [bold]{outcome.parent_run_id}[/bold] in experiment "
+                  f"'{config.tracking.experiment}' ({outcome.tracking_uri}). Open it with "
+                  f"make ui, then http://127.0.0.1:5000 -> Experiments -> "
+                  f"{config.tracking.experiment}.", highlight=False)

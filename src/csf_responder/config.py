@@ -21,6 +21,7 @@ __all__ = [
     "DERIVED_CLINICAL",
     "AnalyteSpec",
     "CovariateSpec",
+    "EffectConfig",
     "IndicationSpec",
     "ScoreSpec",
     "SimulationConfig",
@@ -328,6 +329,16 @@ class RegistrySpec(_Strict):
     thresholds: dict[str, Bound]        # child-run metric -> interval it must lie in
 
 
+def _check_clinical(clinical: list[str], indication: IndicationSpec) -> None:
+    known = [*DERIVED_CLINICAL, *indication.covariates]
+    for name in clinical:
+        if name not in known:
+            raise ValueError(f"features.clinical names '{name}', which is neither a "
+                             f"covariate of the indication nor derived (known: {known})")
+    if "delta_fs" in clinical and "onset_months" not in indication.covariates:
+        raise ValueError("features.clinical delta_fs needs the covariate onset_months")
+
+
 class TrainConfig(_Strict):
     """Everything ``csf-responder train`` needs; see ``configs/train.yaml``."""
 
@@ -363,16 +374,114 @@ class TrainConfig(_Strict):
             if timepoint not in self.panel.timepoints:
                 raise ValueError(f"features.levels names timepoint '{timepoint}', which is not "
                                  f"in the panel (timepoints: {self.panel.timepoints})")
-        known = [*DERIVED_CLINICAL, *self.indication.covariates]
-        for name in self.features.clinical:
-            if name not in known:
-                raise ValueError(f"features.clinical names '{name}', which is neither a "
-                                 f"covariate of the indication nor derived (known: {known})")
-        if "delta_fs" in self.features.clinical and "onset_months" not in \
-                self.indication.covariates:
-            raise ValueError("features.clinical delta_fs needs the covariate onset_months")
+        _check_clinical(self.features.clinical, self.indication)
         if self.labels.column is not None and self.labels.column in self.indication.covariates:
             raise ValueError(f"labels.column '{self.labels.column}' is also a covariate")
+        return self
+
+
+# ------------------------------------------------------------------------ effect
+class EffectFeatureSpec(_Strict):
+    """Pre-treatment features of the effect analysis: the baseline log level of each of
+    ``analytes``, the baseline log ratio of each of ``ratios``, and ``clinical``."""
+
+    analytes: list[str]
+    ratios: list[tuple[str, str]]
+    clinical: list[str]
+    censoring: Literal["lloq_sqrt2", "lloq_half", "lloq", "censored_normal"]
+    plate_correction: Literal["none", "median", "bridge"]
+
+
+class EffectSpec(_Strict):
+    treated_arm: str
+    control_arm: str
+    outcome: Literal["slope", "change"]   # of the prognostic/predictive table and Qini
+    n_folds: int = Field(ge=2)            # cross-fitting folds
+    n_bootstrap: int = Field(ge=0)        # T-learner refits per fold for its intervals
+    interval_level: float = Field(gt=0, lt=1)
+    ci_level: float = Field(gt=0, lt=1)
+    alpha: float = Field(gt=0, lt=1)
+    n_groups: int = Field(ge=2)           # quantile groups of the benefit calibration
+    n_qini_bootstrap: int = Field(ge=0)
+    min_csf_controls: int = Field(ge=1)   # controls with baseline CSF to test CSF features
+    n_jobs: int = Field(ge=-1)
+
+
+class EnrichmentSpec(_Strict):
+    estimator: str                        # interaction, or a name under learners
+    score: Literal["benefit", "responder_probability"]
+    n_thresholds: int = Field(ge=2)
+    n_trials: int = Field(ge=100)
+    powers: list[float] = Field(min_length=1)
+    alpha: float = Field(gt=0, lt=1)
+    n_bootstrap: int = Field(ge=0)
+    n_max_cap: int = Field(ge=10)
+
+
+class LearningCurveSpec(_Strict):
+    simulation: str                       # simulator config, relative to this file
+    sizes: list[int]                      # treated patients per simulated study ([]: off)
+    repeats: int = Field(ge=1)
+    model: str                            # a model family under learners
+    n_splits: int = Field(ge=2)
+
+
+class EffectTrackingSpec(_Strict):
+    uri: str
+    artifact_root: str
+    experiment: str
+    report_dir: str
+
+
+class EffectConfig(_Strict):
+    """Everything ``csf-responder effect`` needs; see ``configs/effect.yaml``."""
+
+    INCLUDES: ClassVar[tuple[str, ...]] = ("panel", "indication")
+    INCLUDE_MAPS: ClassVar[tuple[str, ...]] = ("learners",)
+
+    seed: int
+    cohort: CohortSpec
+    indication: IndicationSpec
+    panel: PanelSpec
+    ingest: IngestSpec
+    labels: LabelSpec
+    features: EffectFeatureSpec
+    learners: dict[str, ModelSpec] = Field(min_length=1)
+    effect: EffectSpec
+    enrichment: EnrichmentSpec
+    learning_curve: LearningCurveSpec
+    tracking: EffectTrackingSpec
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EffectConfig:
+        names = {a.name for a in self.panel.analytes}
+        for name in [*self.features.analytes, *(n for pair in self.features.ratios
+                                                for n in pair)]:
+            if name not in names:
+                raise ValueError(f"features names analyte '{name}', which is not in the panel")
+        for num, den in self.features.ratios:
+            if num in self.features.analytes and den in self.features.analytes:
+                raise ValueError(
+                    f"features.ratios [{num}, {den}] with both analytes in features.analytes "
+                    "is exactly collinear (log ratio = log numerator - log denominator): "
+                    "keep at most one of the two levels")
+        _check_clinical(self.features.clinical, self.indication)
+        if self.effect.treated_arm == self.effect.control_arm:
+            raise ValueError("effect.treated_arm and effect.control_arm must differ")
+        if self.enrichment.estimator not in ("interaction", *self.learners):
+            raise ValueError(f"enrichment.estimator '{self.enrichment.estimator}' is neither "
+                             f"interaction nor a learner ({sorted(self.learners)})")
+        if self.enrichment.score == "responder_probability" and \
+                self.enrichment.estimator == "interaction":
+            raise ValueError("enrichment.score responder_probability needs a learner as "
+                             "enrichment.estimator (the interaction model has no responder "
+                             "probability)")
+        if self.learning_curve.model not in self.learners:
+            raise ValueError(f"learning_curve.model '{self.learning_curve.model}' is not a "
+                             f"learner ({sorted(self.learners)})")
+        bad = [p for p in self.enrichment.powers if not 0 < p < 1]
+        if bad:
+            raise ValueError(f"enrichment.powers {bad} must lie between 0 and 1")
         return self
 
 

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "EXCLUSIONS", "MONTH_DAYS", "column_labels", "derive_labels", "exclusion_rejects",
+    "EXCLUSIONS", "MONTH_DAYS", "change_at_horizon", "column_labels", "derive_labels",
+    "exclusion_rejects",
     "lead_in_summary", "window_slopes",
 ]
 
@@ -204,6 +205,30 @@ def derive_labels(
         "responder": responder,
         "exclusion": exclusion,
     })
+
+
+def change_at_horizon(visits: pd.DataFrame, labels: pd.DataFrame, *, horizon_months: float,
+                      horizon_tolerance_days: int) -> pd.Series:
+    """Change of the score from baseline to the horizon visit, per subject.
+
+    The horizon visit is the one closest to ``horizon_months`` within the tolerance;
+    the baseline score is the labels' ``score_baseline``. The sign is the score's own
+    (ALSFRS-R: negative when the patient declines).
+
+    Returns
+    -------
+    Series
+        Indexed like ``labels`` (its ``subject_id`` order), NaN without a horizon visit
+        or a baseline score.
+    """
+    target = horizon_months * MONTH_DAYS
+    gap = (visits["day"] - target).abs()
+    near = visits.assign(gap=gap)[gap <= horizon_tolerance_days]
+    closest = near.sort_values(["gap", "day"], kind="stable").drop_duplicates("subject_id")
+    at = closest.set_index("subject_id")["score"].astype("float64")
+    subjects = labels["subject_id"]
+    change = at.reindex(subjects).to_numpy() - labels["score_baseline"].to_numpy(dtype="float64")
+    return pd.Series(change, index=labels.index, name="change")
 
 
 def column_labels(

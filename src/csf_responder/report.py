@@ -34,13 +34,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from csf_responder.metrics import MetricCI
 
 __all__ = [
-    "FIGURE_SECTIONS", "METRIC_LABELS", "SECTIONS", "Counts", "FamilyRow", "LabelDefinition",
-    "ReportInputs", "SampleSize", "ValidationSettings", "format_ci", "render_report",
+    "EFFECT_SECTIONS", "FIGURE_SECTIONS", "METRIC_LABELS", "SECTIONS", "Counts",
+    "EffectReportInputs", "FamilyRow", "LabelDefinition", "ReportInputs", "SampleSize",
+    "ValidationSettings", "format_ci", "render_effect_report", "render_report",
     "write_report",
 ]
 
@@ -324,11 +325,12 @@ def _png_bytes(source: ImageSource) -> bytes:
 class _Figures:
     """Numbers the figures across the report and embeds them as data URIs."""
 
-    def __init__(self, figures: Mapping[str, Sequence[tuple[str, ImageSource]]]):
-        unknown = sorted(set(figures) - set(FIGURE_SECTIONS))
+    def __init__(self, figures: Mapping[str, Sequence[tuple[str, ImageSource]]],
+                 sections: Sequence[str] = FIGURE_SECTIONS):
+        unknown = sorted(set(figures) - set(sections))
         if unknown:
             raise ValueError(f"figures for unknown sections {unknown}; "
-                             f"known: {list(FIGURE_SECTIONS)}")
+                             f"known: {list(sections)}")
         self._figures = figures
         self._count = 0
 
@@ -711,18 +713,24 @@ def render_report(inputs: ReportInputs) -> str:
         sections.append(f'<section id="{section}"><h2>{heading}'
                         f'<span class="tripod">TRIPOD+AI {items}</span></h2>\n{body}\n'
                         f"</section>")
-    nav = ("<nav><ol>" + "".join(f'<li><a href="#{s}">{h}</a></li>' for s, h, _ in SECTIONS)
-           + "</ol></nav>")
     subtitle = (f"{_e(r.cohort)} &middot; {_e(r.date)} &middot; "
                 f"{r.sample_size.n_labelled} labelled {_e(r.treated_arm)} patients"
                 + (" &middot; <b>simulated data</b>" if r.simulated else ""))
+    return _page(r.title, subtitle, [(s, h) for s, h, _ in SECTIONS], sections)
+
+
+def _page(title: str, subtitle: str, contents: Sequence[tuple[str, str]],
+          sections: Sequence[str]) -> str:
+    """The HTML document: header, table of contents (id, heading), sections, script."""
+    nav = ("<nav><ol>" + "".join(f'<li><a href="#{s}">{h}</a></li>' for s, h in contents)
+           + "</ol></nav>")
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(r.title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-        f'<header><h1>{_e(r.title)}</h1><p class="note">{subtitle}</p></header>\n'
+        f"<title>{_e(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f'<header><h1>{_e(title)}</h1><p class="note">{subtitle}</p></header>\n'
         f"{nav}\n<main>\n" + "\n".join(sections) + "\n</main>\n"
         f"<script>{_SCRIPT}</script>\n</body>\n</html>\n"
     )
@@ -756,3 +764,184 @@ def write_report(html: str, directory: str | os.PathLike, name: str) -> Path:
             os.unlink(temporary)
         raise
     return target
+
+
+# ------------------------------------------------------------------------ effect
+
+#: (id, heading) of every section of the effect report, in page order.
+EFFECT_SECTIONS: tuple[tuple[str, str], ...] = (
+    ("summary", "Summary"),
+    ("data", "Patients and outcomes"),
+    ("methods", "Methods"),
+    ("roles", "Prognostic and predictive features"),
+    ("benefit", "Individual benefit"),
+    ("ranking", "Who benefits: ranking and calibration"),
+    ("enrichment", "Trial enrichment"),
+    ("study-size", "Study size"),
+    ("limitations", "Limitations"),
+)
+
+_OUTCOME_WORDS = {
+    "slope": ("follow-up slope of the functional score", "points/month"),
+    "change": ("change of the functional score from baseline to the horizon", "points"),
+    "responder": ("good response (responder label)", "probability"),
+}
+
+
+@dataclass(frozen=True)
+class EffectReportInputs:
+    """Everything the effect report shows (see :func:`render_effect_report`)."""
+
+    title: str
+    date: str
+    cohort: str
+    simulated: bool
+    treated_arm: str
+    control_arm: str
+    outcome: str                                # the primary outcome
+    n_per_arm: dict[str, int]
+    n_with_outcome: dict[str, int]
+    csf_per_arm: dict[str, int]
+    csf_separable: bool
+    limits: list[str]                           # what the data cannot answer, in words
+    summary: str                                # the prognostic/predictive calls in words
+    average: dict[str, MetricCI]                # outcome -> treated minus control
+    roles: Any                                  # effect.prognostic_predictive table
+    qini: dict[str, MetricCI]                   # estimator -> Qini area
+    calibration: dict[str, Any]                 # estimator -> benefit_calibration table
+    enrichment: Any                             # enrichment.enrichment_table
+    learning_curve: Any                         # effect.learning_curve table
+    riley: dict[str, float]
+    n_folds: int
+    interval_level: float
+    ci_level: float
+    alpha: float
+    estimators: list[str]
+    figures: dict[str, list[tuple[str, ImageSource]]] = field(default_factory=dict)
+
+
+def _effect_summary(r: EffectReportInputs) -> str:
+    words, unit = _OUTCOME_WORDS[r.outcome]
+    average = r.average.get(r.outcome)
+    parts = [f"<p>Average effect of {_e(r.treated_arm)} vs {_e(r.control_arm)} on the "
+             f"{words}: <b>{format_ci(average)}</b> {unit} ({r.ci_level:.0%} CI).</p>",
+             f"<p><b>{_e(r.summary)}</b></p>"]
+    parts += [f'<p class="warning">{_e(limit)}</p>' for limit in r.limits]
+    if r.simulated:
+        parts.append('<p class="warning"><b>Simulated data.</b> The cohort was generated by '
+                     "the project's simulator; nothing here describes real patients.</p>")
+    return "".join(parts)
+
+
+def _effect_data(r: EffectReportInputs) -> str:
+    arms = [r.treated_arm, r.control_arm]
+    rows = [[_e(arm), str(r.n_per_arm.get(arm, 0)), str(r.n_with_outcome.get(arm, 0)),
+             str(r.csf_per_arm.get(arm, 0))] for arm in arms]
+    table = _table(["arm", "patients", f"with the {r.outcome} outcome", "with baseline CSF"],
+                   rows)
+    averages = _table(["outcome", f"{r.treated_arm} minus {r.control_arm} ({r.ci_level:.0%} CI)"],
+                      [[_e(_OUTCOME_WORDS[o][0]), f"{format_ci(ci)} {_OUTCOME_WORDS[o][1]}"]
+                       for o, ci in r.average.items()])
+    return (table + "<p>Outcomes are oriented so that a higher value is better; patients "
+            "without an outcome (dropped out before the horizon, too few visits) are left "
+            "out of the fits that need it and listed in the run's rejects.</p>" + averages)
+
+
+def _effect_methods(r: EffectReportInputs) -> str:
+    return (
+        f"<p>Only what is known before treatment enters: CSF at baseline and the clinical "
+        f"covariates, standardised (per SD). Each patient's benefit is <b>cross-fitted</b> "
+        f"({r.n_folds} folds stratified by arm): the models that estimate it, feature steps "
+        f"included, were fitted on the other folds, so no estimate uses the patient's own "
+        f"outcome. Estimators: <b>interaction</b>, least squares with treatment-by-feature "
+        f"interactions (benefit = treatment coefficient + interactions; {r.interval_level:.0%} "
+        f"interval from heteroskedasticity-robust HC3 standard errors); and T-learners "
+        f"({_e(', '.join(n for n in r.estimators if n != 'interaction'))}), one model per "
+        f"arm, benefit = prediction under {_e(r.treated_arm)} minus under "
+        f"{_e(r.control_arm)} ({r.interval_level:.0%} interval from bootstrap refits).</p>"
+        f"<p>Prognostic and predictive effects come from one interaction model on all "
+        f"patients with the outcome; p-values from HC3 standard errors are Holm-adjusted "
+        f"over the features (family-wise error {r.alpha:g} for each kind).</p>")
+
+
+def _effect_roles(r: EffectReportInputs) -> str:
+    rows = []
+    for row in r.roles.itertuples(index=False):
+        rows.append([_e(row.label),
+                     format_ci(MetricCI(row.prognostic, row.prognostic_low, row.prognostic_high)),
+                     _p_value(row.prognostic_p_holm),
+                     format_ci(MetricCI(row.predictive, row.predictive_low, row.predictive_high)),
+                     _p_value(row.predictive_p_holm), f"<b>{_e(row.role)}</b>"])
+    unit = _OUTCOME_WORDS[r.outcome][1]
+    return _table(["feature", f"prognostic ({unit} per SD)", "p (Holm)",
+                   f"predictive ({unit} per SD)", "p (Holm)", "role"], rows, cls="metrics")
+
+
+def _effect_ranking(r: EffectReportInputs) -> str:
+    rows = [[_e(name), format_ci(r.qini.get(name), digits=3)] for name in r.estimators]
+    return ("<p>The Qini area is the area between the uplift curve and random targeting "
+            "(outcome units per patient): above 0 when the ranking puts patients who benefit "
+            "first.</p>" + _table(["estimator", f"Qini area ({r.ci_level:.0%} CI)"], rows))
+
+
+def _effect_enrichment(r: EffectReportInputs) -> str:
+    table = r.enrichment
+    if table is None or len(table) == 0:
+        return '<p class="note">No enrichment table.</p>'
+    columns = [c for c in table.columns if c.startswith("n_per_arm_")]
+    head = ["threshold", "screened out", "effect (CI)", *columns]
+    rows = []
+    for _, row in table.iterrows():
+        effect = MetricCI(row.get("effect", math.nan), row.get("effect_ci_low", math.nan),
+                          row.get("effect_ci_high", math.nan))
+        rows.append([_number(row.get("threshold")),
+                     f"{100 * row.get('fraction_screened_out', math.nan):.0f}%",
+                     format_ci(effect),
+                     *(_number(row.get(c), 0) for c in columns)])
+    return ("<p>Rule: enrol patients whose score is at least the threshold. Effect: "
+            "expected change at the horizon, treated minus control, among the enrolled, from "
+            "the fitted models. Sample sizes per arm for a two-sided test, by simulation from "
+            "the fitted models and by the closed-form two-sample formula.</p>"
+            + _table(head, rows, cls="metrics"))
+
+
+def _effect_study_size(r: EffectReportInputs) -> str:
+    minimum = r.riley.get("riley_minimum_n")
+    text = ("<p>The learning curve shows the cross-validated AUC of the responder model in "
+            "simulated studies of growing size.</p>")
+    if _finite(minimum):
+        text += (f"<p>Riley et al. (BMJ 2020;368:m441) minimum sample size to develop the "
+                 f"responder model: <b>{minimum:.0f}</b> labelled treated patients "
+                 f"({r.riley.get('n_parameters', 0):.0f} candidate parameters, anticipated "
+                 f"AUC {_number(r.riley.get('anticipated_auc'))}, responder rate "
+                 f"{_number(r.riley.get('prevalence'))}).</p>")
+    return text
+
+
+def _effect_limitations(r: EffectReportInputs) -> str:
+    items = [_e(limit) for limit in r.limits]
+    items.append("A benefit estimate is a prediction for patients like this one; with a "
+                 "few dozen patients per arm its interval is wide, and the calls above "
+                 "are hypotheses for a confirmatory trial, not proof.")
+    items.append("The outcome models assume missing outcomes are missing at random given "
+                  "the covariates.")
+    return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
+
+
+def render_effect_report(inputs: EffectReportInputs) -> str:
+    """The report of one effect run as a self-contained HTML page (figures embedded, the
+    same style and image check as :func:`render_report`)."""
+    r = inputs
+    figures = _Figures(r.figures, sections=[s for s, _ in EFFECT_SECTIONS])
+    builders = {
+        "summary": _effect_summary, "data": _effect_data, "methods": _effect_methods,
+        "roles": _effect_roles, "benefit": lambda _: "", "ranking": _effect_ranking,
+        "enrichment": _effect_enrichment, "study-size": _effect_study_size,
+        "limitations": _effect_limitations,
+    }
+    sections = [f'<section id="{s}"><h2>{h}</h2>\n{builders[s](r)}{figures.html(s)}\n'
+                f"</section>" for s, h in EFFECT_SECTIONS]
+    subtitle = (f"{_e(r.cohort)} &middot; {_e(r.date)} &middot; "
+                + " &middot; ".join(f"{n} {_e(arm)}" for arm, n in r.n_per_arm.items())
+                + (" &middot; <b>simulated data</b>" if r.simulated else ""))
+    return _page(r.title, subtitle, list(EFFECT_SECTIONS), sections)

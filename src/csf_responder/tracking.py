@@ -21,7 +21,8 @@ from csf_responder.metrics import MetricCI
 from csf_responder.training import FamilyResult, TrainingData
 
 __all__ = [
-    "BackgroundRun", "ChildRun", "LoggedChild", "ScoringModel", "flatten", "git_state",
+    "BackgroundRun", "ChildRun", "EffectChild", "LoggedChild", "ScoringModel", "flatten",
+    "git_state", "log_effect_child",
     "load_scoring_model", "log_child_run", "log_family_run", "log_parent_run",
     "log_scoring_run", "resolve_uri",
     "run", "scoring_files", "setup_tracking",
@@ -272,11 +273,14 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def log_parent_run(*, resolved_config: dict[str, Any] | None = None,
-                   tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
+                   tags: dict[str, str] | None = None,
+                   metrics: dict[str, MetricCI | float] | None = None,
                    tables: dict[str, pd.DataFrame] | None = None,
-                   files: dict[str, list[Path]] | None = None) -> None:
+                   files: dict[str, list[Path]] | None = None,
+                   config_name: str = "train.yaml") -> None:
     """Log to the active parent run (any part, so a run can be logged as it goes): config
-    as params and YAML artifact, tags, metrics, tables (as ``tables/<name>.csv``) and
+    as params and YAML artifact ``config/<config_name>``, tags, metrics (one with an
+    interval as three, see :func:`log_metrics`), tables (as ``tables/<name>.csv``) and
     ``files`` (artifact folder -> paths)."""
     import mlflow
     import yaml
@@ -285,9 +289,10 @@ def log_parent_run(*, resolved_config: dict[str, Any] | None = None,
         mlflow.set_tags(tags)
     if resolved_config is not None:
         mlflow.log_params(flatten(resolved_config))
-        mlflow.log_text(yaml.safe_dump(resolved_config, sort_keys=False), "config/train.yaml")
+        mlflow.log_text(yaml.safe_dump(resolved_config, sort_keys=False),
+                        f"config/{config_name}")
     if metrics:
-        mlflow.log_metrics(metrics)
+        log_metrics(mlflow.active_run().info.run_id, metrics)
     with tempfile.TemporaryDirectory() as tmp:
         for name, table in (tables or {}).items():
             path = Path(tmp) / f"{name}.csv"
@@ -583,3 +588,27 @@ def log_scoring_run(*, name: str, summary: dict[str, Any], files: list[Path]) ->
             if Path(path).is_file():
                 mlflow.log_artifact(str(path))
         return active.info.run_id
+
+
+# ------------------------------------------------------------------------ effect
+@dataclass(frozen=True)
+class EffectChild:
+    """One child run of an effect run: a benefit estimator."""
+
+    name: str  #: the run's name
+    params: dict[str, Any]
+    tags: dict[str, str]
+    metrics: dict[str, MetricCI | float]
+    tables: dict[str, pd.DataFrame]
+    figures: list[Path]
+
+
+def log_effect_child(child: EffectChild) -> str:
+    """Log one estimator as a child of the active run; return its id."""
+    import mlflow
+
+    with run(child.name) as run_id:
+        mlflow.log_params(flatten(child.params))
+        log_parent_run(tags=child.tags, metrics=child.metrics, tables=child.tables,
+                       files={"figures": child.figures})
+    return run_id

@@ -84,10 +84,11 @@ ui: $(STAMP) ## Open the MLflow UI over the local store (http://127.0.0.1:5000; 
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root mlruns/artifacts --host $(HOST) --port $(PORT)
 
-bench: $(STAMP) ## Speed and memory figures into benchmarks/*.json (train, --help, ingest, scoring)
+bench: $(STAMP) ## Speed and memory figures into benchmarks/*.json (train, --help, ingest, scoring, effect)
 	$(BIN)/python benchmarks/bench.py --out benchmarks/results.json
 	$(BIN)/python benchmarks/ingest_bench.py --out benchmarks/ingest_results.json
 	$(BIN)/python benchmarks/score_bench.py --out benchmarks/score_results.json
+	$(BIN)/python benchmarks/effect_bench.py --out benchmarks/effect_results.json
 
 clean: ## Remove generated data, runs and caches (keeps .venv)
 	rm -rf data mlruns/mlflow.db mlruns/artifacts reports .pytest_cache .ruff_cache

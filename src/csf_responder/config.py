@@ -339,12 +339,11 @@ def _check_clinical(clinical: list[str], indication: IndicationSpec) -> None:
         raise ValueError("features.clinical delta_fs needs the covariate onset_months")
 
 
-class TrainConfig(_Strict):
-    """Everything ``csf-responder train`` needs; see ``configs/train.yaml``."""
+class _CohortConfig(_Strict):
+    """What every pipeline over a labelled cohort shares: the seed, the cohort, its
+    indication and panel (each may be a path to a YAML file), ingest and labels."""
 
     INCLUDES: ClassVar[tuple[str, ...]] = ("panel", "indication")
-    #: Mappings whose values may each be a path to a YAML file (``models.xgboost``).
-    INCLUDE_MAPS: ClassVar[tuple[str, ...]] = ("models",)
 
     seed: int
     cohort: CohortSpec
@@ -352,6 +351,14 @@ class TrainConfig(_Strict):
     panel: PanelSpec
     ingest: IngestSpec
     labels: LabelSpec
+
+
+class TrainConfig(_CohortConfig):
+    """Everything ``csf-responder train`` needs; see ``configs/train.yaml``."""
+
+    #: Mappings whose values may each be a path to a YAML file (``models.xgboost``).
+    INCLUDE_MAPS: ClassVar[tuple[str, ...]] = ("models",)
+
     features: FeatureSpec
     models: dict[str, ModelSpec] = Field(min_length=1)
     validation: ValidationSpec
@@ -433,18 +440,11 @@ class EffectTrackingSpec(_Strict):
     report_dir: str
 
 
-class EffectConfig(_Strict):
+class EffectConfig(_CohortConfig):
     """Everything ``csf-responder effect`` needs; see ``configs/effect.yaml``."""
 
-    INCLUDES: ClassVar[tuple[str, ...]] = ("panel", "indication")
     INCLUDE_MAPS: ClassVar[tuple[str, ...]] = ("learners",)
 
-    seed: int
-    cohort: CohortSpec
-    indication: IndicationSpec
-    panel: PanelSpec
-    ingest: IngestSpec
-    labels: LabelSpec
     features: EffectFeatureSpec
     learners: dict[str, ModelSpec] = Field(min_length=1)
     effect: EffectSpec

@@ -213,40 +213,44 @@ def print_score_summary(outcome: ScoreOutcome, console: Console) -> None:
 def print_effect_summary(outcome: EffectOutcome, console: Console) -> None:
     """Average effects, the prognostic/predictive calls in words, the benefit rankings,
     the enrichment headline and where everything went."""
-    config, e = outcome.config, outcome.config.effect
+    from csf_responder.report import format_ci
+    config, e, analysis = outcome.config, outcome.config.effect, outcome.analysis
     level = f"{e.ci_level:.0%} CI"
-    arms = Table(title=f"{e.treated_arm} vs {e.control_arm} on {outcome.config.cohort.name}")
+    arms = Table(title=f"{e.treated_arm} vs {e.control_arm} on {config.cohort.name}")
     arms.add_column("outcome")
     arms.add_column(f"{e.treated_arm} minus {e.control_arm} ({level})", justify="right")
-    for name, ci in outcome.average.items():
-        arms.add_row(name, str(ci))
+    for name, ci in analysis.average.items():
+        arms.add_row(name, format_ci(ci))
     console.print(arms)
-    roles = Table(title=f"Features ({e.outcome}): Holm-adjusted at {e.alpha:g}")
+    roles = Table(title=f"Features ({analysis.outcome}): Holm-adjusted at {e.alpha:g}")
     for column in ("feature", "prognostic", "predictive", "role"):
         roles.add_column(column)
-    for row in outcome.roles.itertuples(index=False):
+    for row in analysis.roles.itertuples(index=False):
         roles.add_row(row.label, f"{row.prognostic:+.3f} (p {row.prognostic_p_holm:.3g})",
                       f"{row.predictive:+.3f} (p {row.predictive_p_holm:.3g})", row.role)
     console.print(roles)
     for limit in outcome.limits:
         console.print(f"[yellow]limit:[/yellow] {limit}", highlight=False)
-    console.print(outcome.summary, highlight=False)
-    qini = Table(title=f"Benefit rankings ({e.outcome}, cross-fitted)")
-    qini.add_column("estimator")
-    qini.add_column(f"Qini area ({level})", justify="right")
-    for name, ci in outcome.qini.items():
-        qini.add_row(name, f"{ci.estimate:.3f} ({ci.low:.3f} to {ci.high:.3f})")
-    console.print(qini)
+    console.print(analysis.summary, highlight=False)
+    ranking = Table(title=f"Benefit rankings ({analysis.outcome}, cross-fitted)")
+    ranking.add_column("estimator")
+    ranking.add_column(f"Qini area ({level})", justify="right")
+    ranking.add_column("heterogeneity loading (1 = real, 0 = none)", justify="right")
+    for name in analysis.estimators:
+        q, b = analysis.qini[name], analysis.loading[name].loading
+        ranking.add_row(name, f"{q.estimate:.3f} ({q.low:.3f} to {q.high:.3f})", format_ci(b))
+    console.print(ranking)
     plan = outcome.enrichment
     power = min(config.enrichment.powers)
     column = f"n_per_arm_{round(100 * power)}_simulated"
-    if len(plan) and column in plan:
-        first, best = plan.iloc[0], plan.loc[plan[column].idxmin()] if \
-            plan[column].notna().any() else plan.iloc[0]
+    if len(plan) and column in plan and plan[column].notna().any():
+        first, best = plan.iloc[0], plan.loc[plan[column].idxmin()]
+        screened = f"total_screened_{round(100 * power)}"
         console.print(
-            f"Enrichment ({power:.0%} power): unenriched {first[column]:.0f} per arm; "
-            f"smallest trial at threshold {best['threshold']:.3g} "
-            f"({best['fraction_screened_out']:.0%} screened out): {best[column]:.0f} per arm.",
+            f"Enrichment ({power:.0%} power, calibrated benefit): unenriched "
+            f"{first[column]:.0f} per arm; smallest trial at threshold "
+            f"{best['threshold']:.3g} ({best['fraction_screened_out']:.0%} screened out): "
+            f"{best[column]:.0f} per arm, {best[screened]:.0f} patients to screen.",
             highlight=False)
     if outcome.riley:
         console.print(f"Riley minimum to develop the responder model: "

@@ -15,7 +15,7 @@ from csf_responder.errors import ConfigError
 from csf_responder.ingest import ingest_cohort
 from csf_responder.io import write_cohort
 from csf_responder.labels import change_at_horizon
-from csf_responder.models import feature_steps, make_classifier, make_regressor
+from csf_responder.models import baseline_features, make_classifier, make_regressor
 from csf_responder.simulate import simulate_trial, true_benefit
 from tests.conftest import CONFIGS
 
@@ -27,12 +27,8 @@ def _config(*overrides: str) -> EffectConfig:
 
 
 def _steps(config: EffectConfig, *, csf: bool = True) -> Pipeline:
-    f = config.features
-    return Pipeline(feature_steps(
-        panel=config.panel, indication=config.indication,
-        analytes=f.analytes if csf else (), ratios=f.ratios if csf else (),
-        clinical=f.clinical, censoring=f.censoring, levels=["baseline"])).set_output(
-        transform="pandas")
+    return baseline_features(panel=config.panel, indication=config.indication,
+                             features=config.features, csf=csf)
 
 
 def _cohort(tmp_path, *overrides: str):
@@ -73,9 +69,10 @@ def test_planted_heterogeneity_interaction_model_recovers_individual_benefit(pla
         outcome="slope", n_folds=5, level=0.9, seed=1)
     rho = stats.spearmanr(estimate.benefit, truth["true_benefit_slope"]).statistic
     assert rho >= 0.5
-    # the 90% intervals are about the estimate (they do not cover the truth: the truth
-    # also holds benefit no baseline feature explains)
-    assert (estimate.low < estimate.benefit).all() and (estimate.benefit < estimate.high).all()
+    # the estimate is calibrated: its loading (1 = the spread between patients is real)
+    loading = effect.benefit_loading(estimate, data.treated, data.outcome("slope"),
+                                     ci_level=0.95).loading
+    assert loading.low < 1 < loading.high
 
 
 def test_planted_heterogeneity_t_learner_recovers_individual_benefit(planted):
@@ -198,8 +195,8 @@ def test_qini_curve_on_a_hand_worked_example():
     treated = np.array([True, False, True, False])
     y = np.array([3.0, 1.0, 2.0, 0.0])
     curve = effect.qini_curve(benefit, treated, y)
-    # k=1: 3 - 0; k=2: 3 - 1*1/1; k=3: 5 - 1*2/1; k=4: 5 - 1*2/2 ; divided by n = 4
-    assert curve["gain"].tolist() == pytest.approx([0, 3 / 4, 2 / 4, 3 / 4, 4 / 4])
+    # k=1: treated only, 0; k=2: 3 - 1*1/1; k=3: 5 - 1*2/1; k=4: 5 - 1*2/2; divided by n
+    assert curve["gain"].tolist() == pytest.approx([0, 0, 2 / 4, 3 / 4, 4 / 4])
     assert curve["random"].iloc[-1] == pytest.approx(1.0)
 
 
@@ -229,7 +226,120 @@ def test_benefit_calibration_groups_cover_every_patient_with_an_outcome():
     assert groups["predicted"].is_monotonic_increasing
 
 
-def test_roles_are_holm_adjusted_and_summarised_in_words():
+def _synthetic(n: int = 400, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                      "c": rng.normal(size=n)})
+    t = rng.random(n) < 0.5
+    y = 1 + 0.8 * X["a"] + t * (0.5 + 0.6 * X["b"]) + rng.normal(size=n) * (1 + t)
+    from sklearn.preprocessing import StandardScaler
+
+    steps = Pipeline([("scale", StandardScaler())]).set_output(transform="pandas")
+    return X, t, y.to_numpy(), steps
+
+
+def test_roles_match_an_independent_hc3_fit_and_holm():
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.multitest import multipletests
+
+    X, t, y, steps = _synthetic()
+    roles = effect.prognostic_predictive(X, t, y, features=steps, ci_level=0.95,
+                                         alpha=0.05).set_index("feature")
+    z = (X - X.mean()) / X.std(ddof=0)
+    fit = smf.ols("y ~ t * (a + b + c)", data=z.assign(y=y, t=t.astype(float))).fit(
+        cov_type="HC3", use_t=True)
+    for name in "abc":
+        assert roles.loc[name, "prognostic"] == pytest.approx(fit.params[name])
+        assert roles.loc[name, "predictive"] == pytest.approx(fit.params[f"t:{name}"])
+        assert roles.loc[name, "predictive_p"] == pytest.approx(fit.pvalues[f"t:{name}"])
+    holm = multipletests(roles["predictive_p"], method="holm")[1]
+    assert roles["predictive_p_holm"].to_numpy() == pytest.approx(holm)
+    assert roles["role"].to_dict() == {"a": "prognostic", "b": "predictive", "c": "neither"}
+
+
+def test_a_feature_constant_in_one_arm_is_not_estimable_rather_than_arbitrary():
+    X, t, y, steps = _synthetic()
+    X.loc[~t, "c"] = 0.0  # e.g. CSF imputed for every control
+    roles = effect.prognostic_predictive(X, t, y, features=steps, ci_level=0.95,
+                                         alpha=0.05).set_index("feature")
+    assert roles.loc["c", "role"].startswith("not estimable")
+    assert np.isnan(roles.loc["c", "predictive"])
+    assert roles.loc["b", "role"] == "predictive"
+    estimate = effect.interaction_benefit(X, t, y, features=steps, outcome="slope",
+                                          n_folds=3, level=0.9, seed=0)
+    assert np.isfinite(estimate.benefit).all()
+
+
+def test_analyse_leaves_out_an_outcome_an_arm_lacks_and_refuses_a_primary_one():
+    X, t, y, steps = _synthetic(200)
+    outcomes = pd.DataFrame({"slope": y, "change": np.where(t, y, np.nan),
+                             "responder": (y > 1).astype(float)})
+    data = effect.EffectData(X, t, outcomes, np.arange(len(t)))
+    spec = ModelSpec(family="logistic", params={}, search={})
+
+    def learner(kind):
+        return make_classifier(spec, seed=0) if kind == "binary" else make_regressor(
+            spec, seed=0)[0], {}
+    analysis = effect.analyse(data, features=steps, learners={"l2": learner},
+                              outcome="slope", n_folds=3, n_bootstrap=2, interval_level=0.9,
+                              ci_level=0.95, alpha=0.05, n_groups=3, n_qini_bootstrap=20,
+                              seed=0)
+    assert {o for _, o in analysis.estimates} == {"slope", "responder"}
+    assert any("change outcome is left out" in note for note in analysis.notes)
+    with pytest.raises(ValueError, match="change outcome is known for"):
+        effect.analyse(data, features=steps, learners={}, outcome="change", n_folds=3,
+                       n_bootstrap=0, interval_level=0.9, ci_level=0.95, alpha=0.05,
+                       n_groups=3, n_qini_bootstrap=0, seed=0)
+
+
+def test_t_learner_with_one_class_in_an_arm_predicts_its_rate():
+    X, t, y, steps = _synthetic(120)
+    responder = np.where(t, (y > 1).astype(float), 0.0)  # no control responds
+    spec = ModelSpec(family="logistic", params={}, search={})
+    estimate = effect.t_learner_benefit(
+        X, t, responder, features=steps, learner=lambda kind: (make_classifier(spec, seed=0),
+                                                               {}),
+        name="l2", kind="binary", outcome="responder", n_folds=3, n_bootstrap=3,
+        level=0.9, seed=0)
+    assert (estimate.mu0 == 0).all()
+    assert np.allclose(estimate.benefit, estimate.mu1)
+
+
+def test_enrichment_plans_with_the_calibrated_benefit_not_with_noise(tmp_path):
+    """No heterogeneity: selecting on noisy estimates must not inflate the expected
+    effect among the enrolled (each row's interval holds the true average benefit)."""
+    config, data, truth = _cohort(tmp_path, "design.csf_in_controls=true",
+                                  "benefit.relative_to=typical_rate", "benefit.axis_slope=0",
+                                  "benefit.noise_sd=0", "n_msc=100", "n_control=100")
+    estimate = effect.interaction_benefit(
+        data.X, data.treated, data.outcome("change"), features=_steps(config),
+        outcome="change", n_folds=5, level=0.9, seed=1)
+    plan, loading, _ = effect.plan_enrichment(
+        data, estimate, estimate.benefit, n_thresholds=10, powers=(0.8,), alpha=0.05,
+        n_trials=300, ci_level=0.95, n_bootstrap=0, seed=1, n_max_cap=2000)
+    true = truth["true_benefit_change"].mean()
+    assert (plan["effect_ci_low"] < true).all() and (true < plan["effect_ci_high"]).all()
+    assert loading.loading.low < 0 < loading.loading.high  # no real spread found
+    assert {"observed", "observed_low", "observed_high", "n_observed"} <= set(plan)
+    assert plan["n_observed"].iloc[0] == np.isfinite(data.outcome("change")).sum()
+
+
+def test_enrichment_on_planted_heterogeneity_raises_the_effect_and_lowers_n(planted):
+    config, data, _ = planted
+    estimate = effect.interaction_benefit(
+        data.X, data.treated, data.outcome("change"), features=_steps(config),
+        outcome="change", n_folds=5, level=0.9, seed=1)
+    plan, loading, _ = effect.plan_enrichment(
+        data, estimate, estimate.benefit, n_thresholds=5, powers=(0.8,), alpha=0.05,
+        n_trials=300, ci_level=0.95, n_bootstrap=0, seed=1, n_max_cap=2000)
+    assert loading.loading.low > 0.5
+    assert plan["effect"].iloc[-1] > plan["effect"].iloc[0] + 0.5
+    assert plan["n_per_arm_80_simulated"].iloc[-1] < plan["n_per_arm_80_simulated"].iloc[0]
+    # the observed effect among the enrolled rises too
+    assert plan["observed"].iloc[-1] > plan["observed"].iloc[0]
+
+
+def test_roles_are_summarised_in_words():
     table = pd.DataFrame({
         "label": ["ratio", "slope", "age"],
         "role": ["predictive", "prognostic", "neither"]})

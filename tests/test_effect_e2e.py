@@ -83,7 +83,7 @@ def test_effect_prints_effects_roles_rankings_and_where_to_look(runs):
     assert "MSC minus control (95% CI)" in out
     assert "Holm-adjusted" in out
     assert all(name in out for name in ESTIMATORS)
-    assert "Enrichment (80% power)" in out
+    assert "Enrichment (80% power, calibrated benefit)" in out
     assert "make ui" in out and "Report:" in out
     assert "benefit estimators x outcomes" in results["both"].stderr  # the progress bar
 
@@ -109,6 +109,7 @@ def test_parent_and_child_runs_hold_metrics_tables_and_figures(runs, tmp_path):
     for child in children:
         m = child.data.metrics
         assert m["qini_area_slope_ci_low"] <= m["qini_area_slope"] <= m["qini_area_slope_ci_high"]
+        assert m["benefit_loading_slope_ci_low"] <= m["benefit_loading_slope"]
         benefit = _table(client, child.info.run_id, "tables/benefit.csv", tmp_path)
         # every patient of both arms has a cross-fitted benefit with its interval
         assert sorted(benefit["subject_id"]) == sorted(patients["subject_id"])
@@ -137,6 +138,9 @@ def test_enrichment_sizes_agree_with_the_closed_form(runs, tmp_path):
     client, parent, _ = _parent_and_children(work, "both")
     plan = _table(client, parent.info.run_id, "tables/enrichment.csv", tmp_path)
     assert plan["fraction_screened_out"].iloc[0] == 0
+    assert (plan["effect_ci_low"] <= plan["effect"]).all()
+    assert (plan["effect"] <= plan["effect_ci_high"]).all()
+    assert plan["n_observed"].iloc[0] > plan["n_observed"].iloc[-1] > 0
     assert plan["fraction_screened_out"].is_monotonic_increasing
     for power in (80, 90):
         closed, simulated = plan[f"n_per_arm_{power}_closed"], plan[f"n_per_arm_{power}_simulated"]

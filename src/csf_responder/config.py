@@ -411,6 +411,7 @@ class EffectSpec(_Strict):
     n_groups: int = Field(ge=2)           # quantile groups of the benefit calibration
     n_qini_bootstrap: int = Field(ge=0)
     min_csf_controls: int = Field(ge=1)   # controls with baseline CSF to test CSF features
+    min_csf_fraction: float = Field(gt=0, le=1)  # ... and the share of controls with it
     n_jobs: int = Field(ge=-1)
 
 

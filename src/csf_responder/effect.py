@@ -44,9 +44,11 @@ from sklearn.pipeline import Pipeline
 from csf_responder.metrics import MetricCI
 
 __all__ = [
-    "OUTCOME_KINDS", "BenefitEstimate", "EffectData", "benefit_calibration",
+    "OUTCOME_KINDS", "BenefitEstimate", "EffectAnalysis", "EffectData", "analyse",
+    "csf_separability", "estimator_steps", "benefit_calibration",
     "csf_patients_per_arm", "effect_data", "interaction_benefit", "prognostic_predictive",
-    "learning_curve", "qini", "qini_curve", "residual_sd", "study_size", "summarise_roles",
+    "BenefitLoading", "arm_residual_sds", "benefit_loading", "learning_curve",
+    "plan_enrichment", "qini", "qini_curve", "study_size", "summarise_roles",
     "t_learner_benefit", "treatment_effect",
 ]
 
@@ -118,6 +120,32 @@ def csf_patients_per_arm(table: pd.DataFrame, columns: Sequence[str]) -> dict[st
     return {str(arm): int(n) for arm, n in has.groupby(table["arm"]).sum().items()}
 
 
+def csf_separability(table: pd.DataFrame, columns: Sequence[str], *, control_arm: str,
+                     min_controls: int, min_fraction: float) -> tuple[bool, str | None]:
+    """Whether CSF features can be called prognostic or predictive: enough controls
+    (at least ``min_controls`` and ``min_fraction`` of them) have baseline CSF. Without
+    it a CSF feature is imputed for the controls, constant or nearly so in that arm, and
+    its interaction with treatment cannot be told apart from its main effect.
+
+    Returns
+    -------
+    separable, limit
+        ``limit`` says in words why not (None when separable).
+    """
+    per_arm = csf_patients_per_arm(table, columns)
+    controls = int(table["arm"].eq(control_arm).sum())
+    have = per_arm.get(control_arm, 0)
+    if have >= min_controls and have >= min_fraction * controls:
+        return True, None
+    return False, (
+        f"CSF was measured in {have} of {controls} {control_arm} patients (the analysis "
+        f"needs at least {min_controls} and {min_fraction:.0%}): without CSF in controls "
+        f"the CSF biomarkers cannot be separated into prognostic and predictive, so this "
+        f"analysis uses the clinical covariates only. A trial with CSF in both arms (a "
+        f"sham lumbar puncture in controls) is needed to tell whether CSF predicts who "
+        f"benefits.")
+
+
 # ------------------------------------------------------------------------ helpers
 def _folds(treated: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Fold of each patient, stratified by arm."""
@@ -141,16 +169,25 @@ def _design(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.column_stack([np.ones(len(t)), t, Z, t[:, None] * Z])
 
 
-def _usable(Z: np.ndarray) -> np.ndarray:
-    """Feature columns that vary (a constant one, e.g. a level no patient has, would
-    make the design singular)."""
-    return Z.std(axis=0) > 1e-12 if len(Z) else np.zeros(Z.shape[1], bool)
+def _usable(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Feature columns that vary within each arm. One constant in an arm (a level no
+    control has, CSF imputed for every control) makes its main effect and interaction
+    collinear with the intercept and treatment: the design would be singular and its
+    estimates arbitrary."""
+    if not len(Z):
+        return np.zeros(Z.shape[1], bool)
+    return np.all([Z[t == arm].std(axis=0) > 1e-12 if (t == arm).sum() > 1
+                   else np.zeros(Z.shape[1], bool) for arm in (False, True)], axis=0)
 
 
 def _ols(Z: np.ndarray, t: np.ndarray, y: np.ndarray):
     import statsmodels.api as sm  # heavy: imported when an effect is estimated
 
-    return sm.OLS(y, _design(Z, t)).fit(cov_type="HC3", use_t=True)
+    design = _design(Z, t)
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        raise ValueError("the interaction model's design is rank-deficient (features "
+                         "collinear within an arm): its coefficients are not identified")
+    return sm.OLS(y, design).fit(cov_type="HC3", use_t=True)
 
 
 # ------------------------------------------------------------------ estimators
@@ -206,7 +243,7 @@ def interaction_benefit(X: pd.DataFrame, treated: np.ndarray, y: np.ndarray, *,
         test = fold == k
         steps = clone(features).fit(X.loc[train])
         Z = _matrix(steps, X.loc[train]).to_numpy(dtype="float64")
-        use = _usable(Z)
+        use = _usable(Z, treated[train])
         fit = _ols(Z[:, use], treated[train], y[train])
         Zt = _matrix(steps, X.loc[test]).to_numpy(dtype="float64")[:, use]
         beta = np.asarray(fit.params)
@@ -227,6 +264,9 @@ def _fit_arm(model, search: dict, Z: np.ndarray, y: np.ndarray, kind: str, seed:
     """Fit one arm's model (tuning its search grid by 3-fold CV when the arm allows);
     return a predictor of the outcome (probability for a binary one) and the fitted
     model's parameters."""
+    if len(y) < 2:
+        raise ValueError(f"an arm has {len(y)} patient(s) with the outcome in a training "
+                         "fold: too few to fit its model")
     counts = None
     if kind == "binary":
         classes, counts = np.unique(y, return_counts=True)
@@ -289,8 +329,10 @@ def t_learner_benefit(X: pd.DataFrame, treated: np.ndarray, y: np.ndarray, *,
         or ``binary``; the grid is tuned by 3-fold CV within each arm's training rows.
     n_bootstrap : int
         Refits of both arms' models on bootstrap resamples (within arm) of the training
-        folds, with the tuned parameters; the interval is their ``level`` percentile
-        interval (NaN with 0).
+        folds, with the tuned parameters; the ``level`` interval is the estimate plus or
+        minus the normal quantile times their SD (a percentile interval needs hundreds of
+        refits; NaN with fewer than 2). It is an interval of the expected benefit of
+        patients with these covariates, not of one patient's own benefit.
     """
     from joblib import Parallel, delayed
 
@@ -302,13 +344,15 @@ def t_learner_benefit(X: pd.DataFrame, treated: np.ndarray, y: np.ndarray, *,
         delayed(_t_fold)(X, treated, y, fold, k, features=features, learner=learner,
                          kind=kind, n_bootstrap=n_bootstrap, seed=seed)
         for k in np.unique(fold))
-    mu0, mu1, low, high = (np.full(n, np.nan) for _ in range(4))
-    tail = (1 - level) / 2
+    mu0, mu1, spread = (np.full(n, np.nan) for _ in range(3))
     for test, m0, m1, boot in done:
         mu0[test], mu1[test] = m0, m1
-        if len(boot):
-            low[test], high[test] = np.quantile(boot, [tail, 1 - tail], axis=0)
-    return BenefitEstimate(name, outcome, level, mu1 - mu0, low, high, mu0, mu1, fold)
+        if len(boot) > 1:
+            spread[test] = boot.std(axis=0, ddof=1)
+    benefit = mu1 - mu0
+    q = stats.norm.ppf(0.5 + level / 2)
+    return BenefitEstimate(name, outcome, level, benefit, benefit - q * spread,
+                           benefit + q * spread, mu0, mu1, fold)
 
 
 # --------------------------------------------------------------- interpretation
@@ -359,7 +403,7 @@ def prognostic_predictive(X: pd.DataFrame, treated: np.ndarray, y: np.ndarray, *
     Zf = _matrix(steps, X.loc[ok])
     names = [str(c) for c in Zf.columns]
     Z = Zf.to_numpy(dtype="float64")
-    use = _usable(Z)
+    use = _usable(Z, treated[ok])
     fit = _ols(Z[:, use], treated[ok], y[ok])
     params, bse = np.asarray(fit.params), np.asarray(fit.bse)
     p_values = np.asarray(fit.pvalues)
@@ -383,9 +427,10 @@ def prognostic_predictive(X: pd.DataFrame, treated: np.ndarray, y: np.ndarray, *
                 table[column] = np.nan
     prognostic = table["prognostic_p_holm"].lt(alpha)
     predictive = table["predictive_p_holm"].lt(alpha)
-    table["role"] = np.select([prognostic & predictive, predictive, prognostic],
-                              ["prognostic and predictive", "predictive", "prognostic"],
-                              "neither")
+    table["role"] = np.select(
+        [table["predictive"].isna(), prognostic & predictive, predictive, prognostic],
+        ["not estimable (constant within an arm)", "prognostic and predictive",
+         "predictive", "prognostic"], "neither")
     return table
 
 
@@ -394,7 +439,7 @@ def summarise_roles(table: pd.DataFrame, *, alpha: float, treatment: str = "MSC"
     def names(mask) -> str:
         return ", ".join(table.loc[mask, "label"])
 
-    predictive = table["role"].str.contains("predictive")
+    predictive = table["role"].isin(["predictive", "prognostic and predictive"])
     prognostic_only = table["role"].eq("prognostic")
     parts = []
     if predictive.any():
@@ -402,8 +447,8 @@ def summarise_roles(table: pd.DataFrame, *, alpha: float, treatment: str = "MSC"
                      f"Holm-adjusted p < {alpha:g}): {names(predictive)}.")
     else:
         parts.append(f"No feature is predictive at the {alpha:.0%} level (Holm-adjusted): "
-                     f"the data show no feature that changes how much a patient gains from "
-                     f"{treatment}.")
+                     f"no feature showed evidence of changing how much a patient gains from "
+                     f"{treatment}; a small trial cannot rule it out.")
     if prognostic_only.any():
         parts.append(f"Prognostic only (they go with the outcome whatever the treatment): "
                      f"{names(prognostic_only)}.")
@@ -415,9 +460,10 @@ def qini_curve(benefit: np.ndarray, treated: np.ndarray, y: np.ndarray) -> pd.Da
 
     Patients with an outcome are sorted by decreasing estimated benefit; after the top
     k, the incremental gain is ``Y_t(k) - Y_c(k) n_t(k) / n_c(k)`` (outcome sums and
-    counts of treated and controls among them; the control term is 0 before the first
-    control), divided by the number of patients so it reads in outcome units per
-    patient. ``random`` is the straight line a random ordering gives on average.
+    counts of treated and controls among them), that is ``n_t(k)`` times the difference
+    of the arms' mean outcomes, 0 until both arms are present; divided by the number of
+    patients so it reads in outcome units per patient. ``random`` is the straight line
+    a random ordering gives on average.
 
     Returns
     -------
@@ -432,9 +478,8 @@ def qini_curve(benefit: np.ndarray, treated: np.ndarray, y: np.ndarray) -> pd.Da
     n = len(t)
     n_t, n_c = np.cumsum(t), np.cumsum(~t)
     y_t, y_c = np.cumsum(np.where(t, yy, 0.0)), np.cumsum(np.where(t, 0.0, yy))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        control = np.where(n_c > 0, y_c * n_t / np.maximum(n_c, 1), 0.0)
-    gain = np.r_[0.0, (y_t - control) / max(n, 1)]
+    both = (n_t > 0) & (n_c > 0)
+    gain = np.r_[0.0, np.where(both, y_t - y_c * n_t / np.maximum(n_c, 1), 0.0) / max(n, 1)]
     fraction = np.arange(n + 1) / max(n, 1)
     return pd.DataFrame({"fraction": fraction, "gain": gain, "random": fraction * gain[-1]})
 
@@ -500,15 +545,255 @@ def benefit_calibration(benefit: np.ndarray, treated: np.ndarray, y: np.ndarray,
     return pd.DataFrame(rows)
 
 
-def residual_sd(estimate: BenefitEstimate, treated: np.ndarray, y: np.ndarray) -> float:
-    """Pooled SD of the outcome around its cross-fitted prediction under the arm each
-    patient was in: the noise a simulated trial adds to the fitted models' means."""
+# ------------------------------------------------------------------- analysis
+@dataclass(frozen=True)
+class EffectAnalysis:
+    """Everything :func:`analyse` estimates.
+
+    Attributes
+    ----------
+    average : dict
+        Outcome -> treated minus control, with its interval.
+    estimates : dict
+        (estimator, outcome) -> cross-fitted :class:`BenefitEstimate`.
+    roles : DataFrame
+        :func:`prognostic_predictive` on the primary outcome; ``summary`` in words.
+    qini, curves, calibration, loading : dict
+        Estimator -> Qini area, Qini curve, benefit calibration groups and
+        :class:`BenefitLoading`, on the primary outcome.
+    notes : list of str
+        Outcomes left out and why.
+    """
+
+    outcome: str
+    average: dict[str, MetricCI]
+    estimates: dict[tuple[str, str], BenefitEstimate]
+    roles: pd.DataFrame
+    summary: str
+    qini: dict[str, MetricCI]
+    curves: dict[str, pd.DataFrame]
+    calibration: dict[str, pd.DataFrame]
+    loading: dict[str, BenefitLoading]
+    notes: list[str]
+
+    @property
+    def estimators(self) -> list[str]:
+        return list(dict.fromkeys(name for name, _ in self.estimates))
+
+
+def estimator_steps(n_learners: int) -> int:
+    """The (estimator, outcome) fits :func:`analyse` makes at most: what its ``on_step``
+    counts to."""
+    continuous = sum(kind == "continuous" for kind in OUTCOME_KINDS.values())
+    return continuous + n_learners * len(OUTCOME_KINDS)
+
+
+def analyse(data: EffectData, *, features: Pipeline, learners: dict[str, LearnerFactory],
+            outcome: str, n_folds: int, n_bootstrap: int, interval_level: float,
+            ci_level: float, alpha: float, n_groups: int, n_qini_bootstrap: int, seed: int,
+            n_jobs: int = 1, labels: dict[str, str] | None = None, treatment: str = "MSC",
+            on_step: Callable[[], None] | None = None) -> EffectAnalysis:
+    """Benefit of every estimator on every outcome with enough patients, then the
+    prognostic/predictive table, Qini and calibration on the primary ``outcome``.
+
+    An outcome needs at least ``2 n_folds`` patients with it in each arm (so that every
+    cross-fitting fold's training part has some); one with fewer is left out with a
+    note, the primary one raises. ``on_step`` is called after each (estimator, outcome).
+    """
+    on_step = on_step or (lambda: None)
+    notes = []
+    usable = []
+    for name in OUTCOME_KINDS:
+        y = data.outcome(name)
+        counts = [int(np.isfinite(y[data.treated == arm]).sum()) for arm in (True, False)]
+        if min(counts) >= 2 * n_folds:
+            usable.append(name)
+        elif name == outcome:
+            raise ValueError(f"the {name} outcome is known for {counts[0]} treated and "
+                             f"{counts[1]} control patients: the analysis needs at least "
+                             f"{2 * n_folds} in each arm")
+        else:
+            notes.append(f"the {name} outcome is left out: known for {counts[0]} treated "
+                         f"and {counts[1]} control patients (at least {2 * n_folds} per "
+                         f"arm needed)")
+    jobs = [("interaction", o) for o in usable if OUTCOME_KINDS[o] == "continuous"]
+    jobs += [(name, o) for name in learners for o in usable]
+    estimates = {}
+    for name, o in jobs:
+        common = dict(features=features, outcome=o, n_folds=n_folds, level=interval_level,
+                      seed=seed)
+        if name == "interaction":
+            estimates[name, o] = interaction_benefit(data.X, data.treated, data.outcome(o),
+                                                     **common)
+        else:
+            estimates[name, o] = t_learner_benefit(
+                data.X, data.treated, data.outcome(o), learner=learners[name], name=name,
+                kind=OUTCOME_KINDS[o], n_bootstrap=n_bootstrap, n_jobs=n_jobs, **common)
+        on_step()
+    y = data.outcome(outcome)
+    roles = prognostic_predictive(data.X, data.treated, y, features=features,
+                                  ci_level=ci_level, alpha=alpha, labels=labels)
+    qini_areas, curves, calibration, loading = {}, {}, {}, {}
+    for name in dict.fromkeys(n for n, _ in jobs):
+        estimate = estimates[name, outcome]
+        curves[name], qini_areas[name] = qini(estimate.benefit, data.treated, y,
+                                              n_bootstrap=n_qini_bootstrap,
+                                              ci_level=ci_level, seed=seed)
+        calibration[name] = benefit_calibration(estimate.benefit, data.treated, y,
+                                                n_groups=n_groups, ci_level=ci_level)
+        loading[name] = benefit_loading(estimate, data.treated, y, ci_level=ci_level)
+    return EffectAnalysis(
+        outcome, {o: treatment_effect(data.treated, data.outcome(o), ci_level=ci_level)
+                  for o in usable},
+        estimates, roles, summarise_roles(roles, alpha=alpha, treatment=treatment),
+        qini_areas, curves, calibration, loading, notes)
+
+
+# -------------------------------------------------------- calibration, planning
+@dataclass(frozen=True)
+class BenefitLoading:
+    """The best linear predictor of the benefit from its cross-fitted estimate
+    (Chernozhukov, Demirer, Duflo, Fernandez-Val. Generic machine learning inference on
+    heterogeneous treatment effects in randomized experiments. 2018, arXiv:1712.04802):
+
+    ``y = a0 + a1 mu0(x) + b1 (t - p) + b2 (t - p) (S(x) - mean S) + e``
+
+    fitted by least squares (HC3) on the patients with the outcome, ``S`` the estimated
+    benefit, ``p`` the treated share. ``b1`` is the average effect; ``b2`` the
+    heterogeneity loading: 1 when the estimate's spread between patients is real, 0 when
+    none of it is. The calibrated benefit ``b1 + b2 (S - mean S)`` is what enrichment
+    plans with: a ranking that only reflects noise gains nothing.
+    """
+
+    average: MetricCI
+    loading: MetricCI
+    params: np.ndarray
+    cov: np.ndarray
+    mean_benefit: float
+    dof: float
+
+    def calibrated(self, benefit: np.ndarray) -> np.ndarray:
+        b1, b2 = self.params[2], self.params[3] if len(self.params) > 3 else 0.0
+        return b1 + b2 * (np.asarray(benefit, dtype="float64") - self.mean_benefit)
+
+    def mean_ci(self, mean_benefit: float, *, ci_level: float) -> MetricCI:
+        """Calibrated mean benefit of a group whose mean estimated benefit is given."""
+        g = np.zeros(len(self.params))
+        g[2] = 1.0
+        if len(self.params) > 3:
+            g[3] = mean_benefit - self.mean_benefit
+        estimate = float(g @ self.params)
+        se = float(np.sqrt(g @ self.cov @ g))
+        q = float(stats.t.ppf(0.5 + ci_level / 2, max(self.dof, 1)))
+        return MetricCI(estimate, estimate - q * se, estimate + q * se)
+
+
+def benefit_loading(estimate: BenefitEstimate, treated: np.ndarray, y: np.ndarray, *,
+                    ci_level: float) -> BenefitLoading:
+    """Fit :class:`BenefitLoading` (without ``b2`` when the estimate does not vary)."""
+    import statsmodels.api as sm
+
     treated = np.asarray(treated, bool)
     y = np.asarray(y, dtype="float64")
-    predicted = np.where(treated, estimate.mu1, estimate.mu0)
-    ok = np.isfinite(y) & np.isfinite(predicted)
-    residual = y[ok] - predicted[ok]
-    return float(np.sqrt(np.mean(residual**2))) if ok.any() else np.nan
+    ok = np.isfinite(y) & np.isfinite(estimate.benefit) & np.isfinite(estimate.mu0)
+    t = treated[ok].astype("float64")
+    centred_t = t - t.mean()
+    benefit = estimate.benefit[ok]
+    mean_benefit = float(benefit.mean())
+    mu0 = estimate.mu0[ok]
+    # a constant mu0 says nothing the intercept does not (least squares by pseudo-inverse
+    # gives its column a zero coefficient)
+    columns = [np.ones(ok.sum()), mu0 if mu0.std() > 1e-12 else np.zeros_like(mu0),
+               centred_t]
+    if benefit.std() > 1e-12:
+        columns.append(centred_t * (benefit - mean_benefit))
+    fit = sm.OLS(y[ok], np.column_stack(columns)).fit(cov_type="HC3", use_t=True)
+    params, cov = np.asarray(fit.params), np.nan_to_num(np.asarray(fit.cov_params()))
+    q = float(stats.t.ppf(0.5 + ci_level / 2, fit.df_resid))
+    se = np.sqrt(np.diag(cov))
+
+    def ci(k: int) -> MetricCI:
+        if k >= len(params):
+            return MetricCI(np.nan, np.nan, np.nan)
+        return MetricCI(float(params[k]), float(params[k] - q * se[k]),
+                        float(params[k] + q * se[k]))
+    return BenefitLoading(ci(2), ci(3), params, cov, mean_benefit, float(fit.df_resid))
+
+
+def arm_residual_sds(treated: np.ndarray, y: np.ndarray, mu0: np.ndarray, mu1: np.ndarray
+                     ) -> tuple[float, float]:
+    """SD of the outcome around the model's mean in each arm (control, treated), such
+    that a simulated patient's outcome varies as much as the observed ones: the root of
+    the arm's outcome variance minus the variance of its patients' model means, and at
+    least half the outcome SD (a model whose means spread nearly as much as the outcomes,
+    as an overfitted one on a small cohort may, would otherwise simulate trials with
+    next to no noise). Residuals around cross-fitted predictions would count the models'
+    estimation error twice."""
+    treated = np.asarray(treated, bool)
+    y = np.asarray(y, dtype="float64")
+    sds = []
+    for arm, mu in ((False, mu0), (True, mu1)):
+        rows = (treated == arm) & np.isfinite(y) & np.isfinite(mu)
+        if rows.sum() < 2:
+            sds.append(np.nan)
+            continue
+        variance = y[rows].var(ddof=1)
+        sds.append(float(np.sqrt(max(variance - mu[rows].var(ddof=1), variance / 4))))
+    return sds[0], sds[1]
+
+
+def plan_enrichment(data: EffectData, planned: BenefitEstimate, score: np.ndarray, *,
+                    n_thresholds: int, powers: Sequence[float], alpha: float, n_trials: int,
+                    ci_level: float, n_bootstrap: int, seed: int, n_max_cap: int
+                    ) -> tuple[pd.DataFrame, BenefitLoading, list[str]]:
+    """Enrichment table of the rule "enrol if ``score`` >= t", on the cohort's patients.
+
+    Trials are simulated from the fitted models (:func:`csf_responder.enrichment.
+    enrichment_table`): each enrolled patient's outcome under control is the cross-fitted
+    ``mu0``, under treatment ``mu0`` plus the **calibrated** benefit
+    (:class:`BenefitLoading`), with the noise of :func:`arm_residual_sds`. The effect
+    among the enrolled and its interval come from the calibration fit (so they carry
+    the uncertainty of the whole fit, and selection on noise in the estimates adds
+    nothing); ``observed``, ``observed_low``, ``observed_high`` and ``n_observed`` are
+    the observed treated-minus-control difference among the enrolled patients with the
+    outcome (Welch), as a check.
+
+    Returns
+    -------
+    table, loading, notes
+        The table (``enrichment_table`` columns plus the observed ones), the calibration
+        fit, and what was left out, in words.
+    """
+    from csf_responder.enrichment import enrichment_table, threshold_grid
+
+    y = data.outcome(planned.outcome)
+    score = np.asarray(score, dtype="float64")
+    loading = benefit_loading(planned, data.treated, y, ci_level=ci_level)
+    usable = np.isfinite(score) & np.isfinite(planned.mu0) & np.isfinite(planned.benefit)
+    notes = []
+    if (~usable).any():
+        notes.append(f"{int((~usable).sum())} patients without an enrichment score or a "
+                     f"model prediction are not in the enrichment pool")
+    mu0 = planned.mu0[usable]
+    mu1 = mu0 + loading.calibrated(planned.benefit[usable])
+    sds = arm_residual_sds(data.treated[usable], y[usable], mu0, mu1)
+    table = enrichment_table(
+        score[usable], mu0, mu1, sds, thresholds=threshold_grid(score[usable], n=n_thresholds),
+        powers=tuple(powers), alpha=alpha, n_trials=n_trials, ci_level=ci_level,
+        n_bootstrap=n_bootstrap, seed=seed, n_max_cap=n_max_cap)
+    observed = []
+    for i, threshold in enumerate(table["threshold"]):
+        enrolled = score[usable] >= threshold
+        fit = loading.mean_ci(float(planned.benefit[usable][enrolled].mean()),
+                              ci_level=ci_level)
+        table.loc[i, ["effect", "effect_ci_low", "effect_ci_high"]] = (
+            fit.estimate, fit.low, fit.high)
+        seen = treatment_effect(data.treated[usable][enrolled], y[usable][enrolled],
+                                ci_level=ci_level)
+        observed.append((seen.estimate, seen.low, seen.high,
+                         int(np.isfinite(y[usable][enrolled]).sum())))
+    table[["observed", "observed_low", "observed_high", "n_observed"]] = observed
+    return table, loading, notes
 
 
 # ------------------------------------------------------------------ study size

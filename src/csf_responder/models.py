@@ -10,7 +10,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from csf_responder.config import FeatureSpec, IndicationSpec, ModelSpec, PanelSpec
+from csf_responder.config import (
+    EffectFeatureSpec,
+    FeatureSpec,
+    IndicationSpec,
+    ModelSpec,
+    PanelSpec,
+)
 from csf_responder.features import (
     BridgeNormalization,
     CensoredValueImputer,
@@ -18,7 +24,7 @@ from csf_responder.features import (
     PlateCentering,
 )
 
-__all__ = ["RIDGE_ALPHAS", "feature_steps", "make_classifier", "make_pipeline",
+__all__ = ["RIDGE_ALPHAS", "baseline_features", "feature_steps", "make_classifier", "make_pipeline",
            "make_regressor", "prevalence_pipeline"]
 
 
@@ -114,6 +120,18 @@ def feature_steps(
         ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
         ("scale", StandardScaler()),
     ]
+
+
+def baseline_features(*, panel: PanelSpec, indication: IndicationSpec,
+                      features: EffectFeatureSpec, csf: bool = True) -> Pipeline:
+    """The effect analysis' feature steps (:func:`feature_steps`, pandas out): what is
+    known before treatment, the CSF levels and ratios at the first timepoint (none with
+    ``csf=False``) and the clinical features."""
+    return Pipeline(feature_steps(
+        panel=panel, indication=indication, analytes=features.analytes if csf else (),
+        ratios=features.ratios if csf else (), clinical=features.clinical,
+        censoring=features.censoring, plate_correction=features.plate_correction,
+        levels=panel.timepoints[:1])).set_output(transform="pandas")
 
 
 def make_pipeline(

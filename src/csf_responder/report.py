@@ -804,12 +804,13 @@ class EffectReportInputs:
     csf_per_arm: dict[str, int]
     csf_separable: bool
     limits: list[str]                           # what the data cannot answer, in words
+    notes: list[str]                            # what was left out, in words
     summary: str                                # the prognostic/predictive calls in words
     average: dict[str, MetricCI]                # outcome -> treated minus control
     roles: Any                                  # effect.prognostic_predictive table
     qini: dict[str, MetricCI]                   # estimator -> Qini area
-    calibration: dict[str, Any]                 # estimator -> benefit_calibration table
-    enrichment: Any                             # enrichment.enrichment_table
+    loading: dict[str, MetricCI]                # estimator -> heterogeneity loading
+    enrichment: Any                             # effect.plan_enrichment table
     learning_curve: Any                         # effect.learning_curve table
     riley: dict[str, float]
     n_folds: int
@@ -842,9 +843,12 @@ def _effect_data(r: EffectReportInputs) -> str:
     averages = _table(["outcome", f"{r.treated_arm} minus {r.control_arm} ({r.ci_level:.0%} CI)"],
                       [[_e(_OUTCOME_WORDS[o][0]), f"{format_ci(ci)} {_OUTCOME_WORDS[o][1]}"]
                        for o, ci in r.average.items()])
-    return (table + "<p>Outcomes are oriented so that a higher value is better; patients "
-            "without an outcome (dropped out before the horizon, too few visits) are left "
-            "out of the fits that need it and listed in the run's rejects.</p>" + averages)
+    notes = "".join(f"<li>{_e(note)}</li>" for note in r.notes)
+    return (table + "<p>Outcomes are oriented so that a higher value is better. A patient "
+            "without an outcome (dropped out before the horizon, too few visits) still gets "
+            "an estimated benefit from their covariates but enters no fit that needs the "
+            "outcome; those without a label are listed, with the reason, in the run's "
+            "rejects table.</p>" + averages + (f"<ul>{notes}</ul>" if notes else ""))
 
 
 def _effect_methods(r: EffectReportInputs) -> str:
@@ -858,7 +862,15 @@ def _effect_methods(r: EffectReportInputs) -> str:
         f"interval from heteroskedasticity-robust HC3 standard errors); and T-learners "
         f"({_e(', '.join(n for n in r.estimators if n != 'interaction'))}), one model per "
         f"arm, benefit = prediction under {_e(r.treated_arm)} minus under "
-        f"{_e(r.control_arm)} ({r.interval_level:.0%} interval from bootstrap refits).</p>"
+        f"{_e(r.control_arm)} ({r.interval_level:.0%} interval from the SD of bootstrap "
+        f"refits). Both intervals are of the <em>expected</em> benefit of patients with "
+        f"these covariates, not of one patient's own response.</p>"
+        f"<p>The benefit estimates are calibrated by their best linear predictor "
+        f"(Chernozhukov et al. 2018): the outcome is regressed on the control prediction, "
+        f"treatment, and treatment x estimated benefit; the last coefficient, the "
+        f"<b>heterogeneity loading</b>, is 1 when the estimates' spread between patients is "
+        f"real and 0 when none of it is. Enrichment plans with the calibrated benefit, so "
+        f"a ranking that only reflects noise gains nothing.</p>"
         f"<p>Prognostic and predictive effects come from one interaction model on all "
         f"patients with the outcome; p-values from HC3 standard errors are Holm-adjusted "
         f"over the features (family-wise error {r.alpha:g} for each kind).</p>")
@@ -878,10 +890,14 @@ def _effect_roles(r: EffectReportInputs) -> str:
 
 
 def _effect_ranking(r: EffectReportInputs) -> str:
-    rows = [[_e(name), format_ci(r.qini.get(name), digits=3)] for name in r.estimators]
+    rows = [[_e(name), format_ci(r.qini.get(name), digits=3),
+             format_ci(r.loading.get(name))] for name in r.estimators]
     return ("<p>The Qini area is the area between the uplift curve and random targeting "
             "(outcome units per patient): above 0 when the ranking puts patients who benefit "
-            "first.</p>" + _table(["estimator", f"Qini area ({r.ci_level:.0%} CI)"], rows))
+            "first. The heterogeneity loading is 1 for a well-calibrated benefit ranking, 0 "
+            "for one that carries no information.</p>"
+            + _table(["estimator", f"Qini area ({r.ci_level:.0%} CI)",
+                      f"heterogeneity loading ({r.ci_level:.0%} CI)"], rows))
 
 
 def _effect_enrichment(r: EffectReportInputs) -> str:
@@ -889,19 +905,26 @@ def _effect_enrichment(r: EffectReportInputs) -> str:
     if table is None or len(table) == 0:
         return '<p class="note">No enrichment table.</p>'
     columns = [c for c in table.columns if c.startswith("n_per_arm_")]
-    head = ["threshold", "screened out", "effect (CI)", *columns]
+    head = ["threshold", "screened out", "expected effect (CI)", "observed (CI), n",
+            *(c.removeprefix("n_per_arm_").replace("_", "% ", 1) + " per arm"
+              for c in columns)]
     rows = []
     for _, row in table.iterrows():
-        effect = MetricCI(row.get("effect", math.nan), row.get("effect_ci_low", math.nan),
-                          row.get("effect_ci_high", math.nan))
+        expected = MetricCI(row.get("effect", math.nan), row.get("effect_ci_low", math.nan),
+                            row.get("effect_ci_high", math.nan))
+        observed = MetricCI(row.get("observed", math.nan), row.get("observed_low", math.nan),
+                            row.get("observed_high", math.nan))
         rows.append([_number(row.get("threshold")),
                      f"{100 * row.get('fraction_screened_out', math.nan):.0f}%",
-                     format_ci(effect),
+                     format_ci(expected),
+                     f"{format_ci(observed)}, {_number(row.get('n_observed'), 0)}",
                      *(_number(row.get(c), 0) for c in columns)])
-    return ("<p>Rule: enrol patients whose score is at least the threshold. Effect: "
-            "expected change at the horizon, treated minus control, among the enrolled, from "
-            "the fitted models. Sample sizes per arm for a two-sided test, by simulation from "
-            "the fitted models and by the closed-form two-sample formula.</p>"
+    return ("<p>Rule: enrol patients whose score is at least the threshold (the first row: "
+            "everyone). Expected effect: change at the horizon, treated minus control, "
+            "among the enrolled, from the calibrated benefit (its interval from the "
+            "calibration fit); observed: the difference in this cohort's enrolled patients "
+            "with the outcome. Patients per arm for a two-sided test, by simulating trials "
+            "from the fitted models and by the closed-form two-sample formula.</p>"
             + _table(head, rows, cls="metrics"))
 
 

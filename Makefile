@@ -17,12 +17,13 @@ PORT ?= 5000
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 
-.PHONY: help venv data validate train effect score promote test lint ui bench clean
+.PHONY: help venv data validate train effect score promote test lint ui server bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: COHORT=dir CONFIG=file SET='--set key.path=value ...' (make train)"
 	@echo "             COHORT=dir MODEL=uri OUT=dir FORCE=1 PLOTS=n (make score)"
+	@echo "             HOST= PORT= SERVER_STORE=uri SERVER_ARTIFACTS=dir|uri SERVER_WORKERS=n (make server)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +84,22 @@ ui: $(STAMP) ## Open the MLflow UI over the local store (http://127.0.0.1:5000; 
 	@mkdir -p mlruns/artifacts
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root mlruns/artifacts --host $(HOST) --port $(PORT)
+
+# make server: the MLflow tracking server (docs/tracking-server.md). Its store is SQL
+# (SQLite by default; SERVER_STORE=postgresql://user@host/db for PostgreSQL, driver
+# psycopg2 in .venv) and it serves the artifacts itself (clients upload and download
+# through it). It listens on HOST (127.0.0.1) and on PORT when given, else 5001, so
+# that it can run beside make ui (5000). Clients: MLFLOW_TRACKING_URI=http://HOST:port.
+SERVER_STORE ?= sqlite:///mlruns/server/mlflow.db
+SERVER_ARTIFACTS ?= mlruns/server/artifacts
+SERVER_WORKERS ?= 2
+SERVER_PORT = $(if $(filter file,$(origin PORT)),5001,$(PORT))
+
+server: $(STAMP) ## MLflow tracking server, SQL store + served artifacts (http://127.0.0.1:5001; HOST, PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+	$(BIN)/mlflow server --backend-store-uri '$(SERVER_STORE)' \
+		--artifacts-destination '$(if $(findstring :/,$(SERVER_ARTIFACTS)),$(SERVER_ARTIFACTS),$(abspath $(SERVER_ARTIFACTS)))' \
+		--serve-artifacts --host $(HOST) --port $(SERVER_PORT) --workers $(SERVER_WORKERS)
 
 bench: $(STAMP) ## Speed and memory figures into benchmarks/*.json (train, --help, ingest, scoring, effect)
 	$(BIN)/python benchmarks/bench.py --out benchmarks/results.json

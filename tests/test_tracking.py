@@ -1,14 +1,31 @@
-"""Tracking helpers, and the background run that logs while training computes (on a
-temporary SQLite store)."""
+"""Tracking helpers, the background run that logs while training computes (on a
+temporary SQLite store), the store's lock, and training runs interrupted by SIGTERM and
+SIGKILL."""
 
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
 import time
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
-from csf_responder.tracking import BackgroundRun, config_digest, flatten, resolve_uri, run
+from csf_responder.tracking import (
+    BackgroundRun,
+    config_digest,
+    flatten,
+    resolve_uri,
+    run,
+    sqlite_path,
+    store_lock,
+)
+from tests.conftest import CONFIGS
 
 
 def test_config_digest_ignores_key_order_and_sees_every_value():
@@ -113,3 +130,202 @@ def test_waiting_for_the_worker_is_counted(tmp_path):
         assert background.call(_slow, 0.3) == 0.3
         waited = background.waited_seconds
     assert waited >= 0.3
+
+
+def test_sigterm_ends_the_run_killed(tmp_path):
+    """What ``kill <pid>`` does to a process inside a background run."""
+    with pytest.raises(SystemExit) as stopped, _open(tmp_path) as background:
+        background.call(_tag, "started", "yes")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal interrupts this
+    assert stopped.value.code == 143
+    assert _runs()["train test"].info.status == "KILLED"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is undone
+
+
+# ------------------------------------------------------------------- store lock
+def test_sqlite_path_of_relative_and_absolute_uris():
+    assert sqlite_path("sqlite:///mlruns/mlflow.db") == Path("mlruns/mlflow.db")
+    assert sqlite_path("sqlite:////tmp/x/mlflow.db?timeout=5") == Path("/tmp/x/mlflow.db")
+    assert sqlite_path("sqlite://") is None
+    assert sqlite_path("http://127.0.0.1:5001") is None
+    assert sqlite_path("postgresql://u@host/mlflow") is None
+
+
+def test_the_store_lock_lets_one_holder_in_at_a_time(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    held, order = threading.Event(), []
+
+    def first():
+        with store_lock(uri):
+            held.set()
+            time.sleep(0.5)
+            order.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait(5)
+    with store_lock(uri):
+        order.append("second in")
+    thread.join()
+    assert order == ["first out", "second in"]
+    assert (tmp_path / "store" / "mlflow.db.lock").exists()
+    with store_lock("http://127.0.0.1:1"):  # a server: nothing to lock
+        pass
+
+
+# ---------------------------------------------------------------- interrupted runs
+BIN = Path(sys.executable).parent
+#: A fast training (tests/test_server.py): one family, the gate without bounds.
+FAST = ["validation.n_jobs=1", "validation.n_repeats=1", "validation.n_splits=3",
+        "validation.inner_splits=2", "validation.n_bootstrap=100", "validation.n_optimism=5",
+        "validation.n_interval_models=2", "models={logistic_l2: models/logistic_l2.yaml}",
+        "registry.thresholds={}"]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Processes whose parent chain leads to ``pid`` (Linux /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _state(client) -> dict:
+    """Runs by status, versions and the alias of the store."""
+    experiment = client.get_experiment_by_name("csf-responder")
+    runs = client.search_runs([experiment.experiment_id])
+    versions = sorted(int(v.version) for v in
+                      client.search_model_versions("name = 'csf-responder'"))
+    aliases = client.get_registered_model("csf-responder").aliases
+    return {"runs": {r.info.run_id: r for r in runs}, "versions": versions,
+            "champion": str(aliases.get("champion"))}
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """Train once (version 1, the champion); start a training and SIGTERM it, another and
+    SIGKILL it, each as soon as its parent run is in the store; then train again.
+    Returns what the store held after each step."""
+    from mlflow import MlflowClient
+
+    work = tmp_path_factory.mktemp("interrupted")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+           "COLUMNS": "200"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cli = str(BIN / "csf-responder")
+    subprocess.run([cli, "simulate", "--out", "cohort", "--truth", "truth/cohort.csv",
+                    "--n-msc", "32", "--n-control", "8",
+                    "--config", str(CONFIGS / "simulate.yaml")],
+                   cwd=work, env=env, check=True, capture_output=True, timeout=300)
+    uri = f"sqlite:///{work / 'store' / 'mlflow.db'}"
+    train = [cli, "train", "--cohort", "cohort", "--config", str(CONFIGS / "train.yaml"),
+             "--set", f"tracking.uri={uri}",
+             "--set", f"tracking.artifact_root={work / 'store' / 'artifacts'}",
+             *[arg for item in FAST for arg in ("--set", item)]]
+
+    def complete(name: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(train, cwd=work, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def interrupt(name: str, sig: int, client, before: dict) -> dict:
+        log = (work / f"{name}.log").open("w")
+        process = subprocess.Popen(train, cwd=work, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        family = []
+        try:
+            deadline = time.monotonic() + 300
+            while True:  # until its parent run is in the store
+                new = [r for r in _state(client)["runs"].values()
+                       if r.info.run_id not in before["runs"]
+                       and "mlflow.parentRunId" not in r.data.tags]
+                if new or process.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert new and process.poll() is None, (work / f"{name}.log").read_text()
+            family = _descendants(process.pid)
+            process.send_signal(sig)
+            code = process.wait(timeout=120)
+            deadline = time.monotonic() + 120  # an orphaned worker cleans up, then exits
+            while any(_alive(pid) for pid in family) and time.monotonic() < deadline:
+                time.sleep(0.3)
+            lingering = [pid for pid in family if _alive(pid)]
+        finally:
+            log.close()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            for pid in family:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        return {"code": code, "parent": new[0].info.run_id, "lingering": lingering,
+                "log": (work / f"{name}.log").read_text()}
+
+    complete("first")
+    client = MlflowClient(tracking_uri=uri)
+    states = {"first": _state(client)}
+    steps = {}
+    for name, sig in (("sigterm", signal.SIGTERM), ("sigkill", signal.SIGKILL)):
+        steps[name] = interrupt(name, sig, client, states[list(states)[-1]])
+        states[name] = _state(client)
+    steps["next"] = complete("next")
+    states["next"] = _state(client)
+    return work, states, steps
+
+
+def test_a_sigterm_run_ends_killed_and_leaves_the_registry_alone(interrupted):
+    _, states, steps = interrupted
+    step, before, after = steps["sigterm"], states["first"], states["sigterm"]
+    assert step["code"] == 143, step["log"][-3000:]
+    assert step["lingering"] == []
+    assert after["runs"][step["parent"]].info.status == "KILLED"
+    assert all(r.info.status != "RUNNING" for r in after["runs"].values())
+    assert after["versions"] == before["versions"] == [1]
+    assert after["champion"] == before["champion"] == "1"
+
+
+def test_a_sigkill_run_is_marked_killed_by_its_orphaned_worker(interrupted):
+    """SIGKILL gives the training process no chance; its logging worker outlives it,
+    marks the run KILLED and exits. The store stays whole."""
+    work, states, steps = interrupted
+    step, before, after = steps["sigkill"], states["sigterm"], states["sigkill"]
+    assert step["code"] == -signal.SIGKILL
+    assert step["lingering"] == []  # the worker did not wait forever
+    assert after["runs"][step["parent"]].info.status == "KILLED"
+    assert all(r.info.status != "RUNNING" for r in after["runs"].values())
+    assert after["versions"] == before["versions"] == [1]
+    assert after["champion"] == "1"
+    with closing(sqlite3.connect(work / "store" / "mlflow.db")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_the_next_training_works_after_both(interrupted):
+    _, states, steps = interrupted
+    after = states["next"]
+    assert "passed the gate" in " ".join(steps["next"].stdout.split())
+    assert after["versions"] == [1, 2]
+    assert after["champion"] == "2"
+    finished = [r for r in after["runs"].values() if r.info.status == "FINISHED"
+                and "mlflow.parentRunId" not in r.data.tags]
+    assert len(finished) == 2

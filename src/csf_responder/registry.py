@@ -251,9 +251,27 @@ def register_best(*, run_id: str, model_uri: str, metrics: dict[str, float],
     decision (``gate``: passed|failed, ``gate_champion_version``, ``gate_failed_reasons``).
     The champion is the version holding ``spec.alias``; its metrics are read from its run.
     The alias moves to the new version only when :func:`gate` passes.
+
+    On a local SQLite store, runs registering at the same time take turns (reading the
+    champion, creating the version and moving the alias is one step under
+    :func:`csf_responder.tracking.store_lock`), so a candidate is always gated against
+    the champion it replaces. A tracking server gives no such lock: two runs registering
+    within the same second may both compare with the same champion (the later alias
+    move wins); their versions are tagged with the champion they were compared with.
     """
+    from mlflow import get_tracking_uri
+
+    from csf_responder.tracking import store_lock
+
     client = _client()
     model_uri = _resolve(client, model_uri)
+    with store_lock(get_tracking_uri()):
+        return _register_and_gate(client, run_id=run_id, model_uri=model_uri,
+                                  metrics=metrics, spec=spec, tags=tags)
+
+
+def _register_and_gate(client, *, run_id: str, model_uri: str, metrics: dict[str, float],
+                       spec: RegistrySpec, tags: dict[str, str] | None) -> RegistryOutcome:
     registered = _registered_model(client, spec.model_name, create=True)
     previous = _champion_version(registered, spec.alias)
     champion = None

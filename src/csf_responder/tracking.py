@@ -21,11 +21,12 @@ from csf_responder.metrics import MetricCI
 from csf_responder.training import FamilyResult, TrainingData
 
 __all__ = [
-    "BackgroundRun", "ChildRun", "EffectChild", "LoggedChild", "ScoringModel", "flatten",
+    "BackgroundRun", "ChildRun", "EffectChild", "LoggedChild", "ScoringModel", "Terminated",
+    "flatten",
     "git_state", "log_effect_child",
     "load_scoring_model", "log_child_run", "log_family_run", "log_parent_run",
     "log_scoring_run", "resolve_uri",
-    "run", "scoring_files", "setup_tracking",
+    "run", "scoring_files", "setup_tracking", "sqlite_path", "store_lock",
 ]
 
 
@@ -38,25 +39,113 @@ def resolve_uri(uri: str) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or uri
 
 
+#: How long a connection to a local SQLite store waits for another process's write
+#: before it fails with "database is locked" (Python's sqlite3 default is 5 s; MLflow
+#: sets 20 s inside each of its own sessions, this covers the connection otherwise).
+SQLITE_BUSY_TIMEOUT_MS = 120_000
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///...`` URI (relative or absolute), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on a local SQLite store (``<db>.lock`` beside the database,
+    ``fcntl.flock``) while the block runs; other stores: no lock.
+
+    Processes sharing one SQLite file take it to create the store (MLflow's schema
+    migrations must run once, not race) and to move the registry alias (gate, new
+    version and alias, as one step). The kernel releases it when its process dies.
+    """
+    path = sqlite_path(uri)
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one process at a time is on the user
+        fcntl = None
+    if path is None or fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_SQLITE_CONFIGURED = False
+
+
+def _configure_sqlite() -> None:
+    """Give every SQLite connection SQLAlchemy opens in this process (MLflow's among
+    them) a busy timeout of :data:`SQLITE_BUSY_TIMEOUT_MS` when it opens: concurrent runs
+    on one store wait for each other's writes instead of failing, also outside MLflow's
+    sessions (which set their own 20 s: schema checks, migrations). Once per process."""
+    global _SQLITE_CONFIGURED
+    if _SQLITE_CONFIGURED:
+        return
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    def busy_timeout(connection, _record) -> None:
+        if isinstance(connection, sqlite3.Connection):
+            connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+
+    event.listen(Pool, "connect", busy_timeout)
+    _SQLITE_CONFIGURED = True
+
+
+def _write_ahead_log(path: Path) -> None:
+    """Put the SQLite database in WAL mode (kept in the file; creates it when missing):
+    readers never block the writer nor the writer them. Best effort: a store another
+    program holds open in a transaction keeps its mode. Called under :func:`store_lock`."""
+    import sqlite3
+    from contextlib import closing
+
+    try:
+        with closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)) as db:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError:
+        return
+
+
 def setup_tracking(uri: str, *, artifact_root: str, experiment: str) -> str:
     """Point MLflow at the store and make sure the experiment exists; return the URI used.
 
     ``MLFLOW_TRACKING_URI``, when set, wins over ``uri``. For a local SQLite store the
-    folder is created and a new experiment keeps its artifacts under ``artifact_root``.
+    folder is created, the database is in WAL mode with a long busy timeout, the store
+    is created (MLflow's migrations) under :func:`store_lock` so that runs started
+    together create it once, and a new experiment keeps its artifacts under
+    ``artifact_root``. On a tracking server (``http://...``) the server decides where
+    artifacts go (with ``--serve-artifacts``, through the server).
     """
     import mlflow
 
     uri = resolve_uri(uri)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        location = None
-        if uri.startswith("sqlite:") or "://" not in uri:
-            root = Path(artifact_root).resolve()
-            root.mkdir(parents=True, exist_ok=True)
-            location = root.as_uri()
-        mlflow.create_experiment(experiment, artifact_location=location)
+    database = sqlite_path(uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        _configure_sqlite()
+    with store_lock(uri):
+        if database is not None:
+            _write_ahead_log(database)
+        mlflow.set_tracking_uri(uri)
+        if mlflow.get_experiment_by_name(experiment) is None:
+            location = None
+            if uri.startswith("sqlite:") or "://" not in uri:
+                root = Path(artifact_root).resolve()
+                root.mkdir(parents=True, exist_ok=True)
+                location = root.as_uri()
+            mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
     return uri
 
@@ -127,8 +216,16 @@ class BackgroundRun:
     returns its future; :meth:`wait` waits for every job queued so far, returns their
     results in order, raises the first error, and adds the time the caller spent waiting
     to ``waited_seconds``: the wall time tracking added. On exit the run ends FINISHED,
-    or FAILED (KILLED on Ctrl-C) when the block raised; jobs not started by then are
-    dropped. One worker: one writer to the store at a time.
+    or FAILED (KILLED on Ctrl-C or SIGTERM) when the block raised; jobs not started by
+    then are dropped, the job in progress finishes. One worker: one writer to the store
+    at a time.
+
+    Interruptions: while the block runs in the main thread, SIGTERM raises
+    :class:`Terminated` there (a second SIGTERM, once the run is ending, kills the
+    process). If the caller dies without ending the run (SIGKILL), the worker, orphaned,
+    lets its job in progress finish, marks the run and any child run still open KILLED
+    and exits (:func:`csf_responder.background.at_orphan`); only if the worker dies too
+    does the run stay RUNNING in the store.
     """
 
     def __init__(self, name: str, *, uri: str, artifact_root: str, experiment: str,
@@ -138,20 +235,31 @@ class BackgroundRun:
         self._jobs: list = []
         self._pool: Executor | None = None
         self._run_id = None
+        self._signals = None
         self.waited_seconds = 0.0
 
     @staticmethod
     def _open(name: str, uri: str, artifact_root: str, experiment: str) -> str:
         import mlflow
 
-        setup_tracking(uri, artifact_root=artifact_root, experiment=experiment)
-        return mlflow.start_run(run_name=name).info.run_id
+        from csf_responder.background import at_orphan
+
+        uri = setup_tracking(uri, artifact_root=artifact_root, experiment=experiment)
+        run_id = mlflow.start_run(run_name=name).info.run_id
+        _OPEN_RUNS[run_id] = uri
+        at_orphan(_kill_open_runs)
+        return run_id
 
     def __enter__(self) -> BackgroundRun:
-        from csf_responder.background import start_worker
+        from csf_responder.background import guarded, start_worker
 
         self._pool = self._given or start_worker()
-        self._run_id = self._pool.submit(self._open, *self._start)
+        self._signals = _terminate_on_sigterm()  # before the run can exist
+        try:
+            self._run_id = self._pool.submit(guarded, self._open, *self._start)
+        except BaseException:
+            _restore_signals(self._signals)
+            raise
         return self
 
     @property
@@ -183,15 +291,19 @@ class BackgroundRun:
             self.waited_seconds += time.perf_counter() - start
 
     def __exit__(self, kind, error, traceback) -> None:
+        from csf_responder.background import guarded
+
+        _restore_signals(self._signals)  # a second SIGTERM, from here on, kills at once
         status = ("FINISHED" if kind is None
-                  else "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+                  else "KILLED" if issubclass(kind, KeyboardInterrupt | Terminated)
+                  else "FAILED")
         if kind is not None:
             from csf_responder.background import drop_queued
 
             for job in self._jobs:
                 job.cancel()
             drop_queued(self._pool)  # also those already handed to the process
-        ended = self._pool.submit(_end_run, status)
+        ended = self._pool.submit(guarded, _end_run, status)
         if self._given is None:
             self._pool.shutdown(wait=True)
         ended.exception()  # waits for the run to end, whoever owns the worker
@@ -199,10 +311,63 @@ class BackgroundRun:
             ended.result()
 
 
+class Terminated(SystemExit):
+    """SIGTERM arrived while a :class:`BackgroundRun` was open: the run ends KILLED and
+    the process exits with status 143 (128 + SIGTERM)."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + 15)
+
+
+def _terminate_on_sigterm():
+    """Make SIGTERM raise :class:`Terminated` in the main thread; return what to restore
+    (None when not in the main thread, where signal handlers cannot be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
+def _restore_signals(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+#: In the logging worker: runs it opened and has not ended (run id -> tracking URI).
+_OPEN_RUNS: dict[str, str] = {}
+
+
 def _end_run(status: str) -> None:
     import mlflow
 
+    active = mlflow.active_run()
     mlflow.end_run(status)
+    if active is not None:
+        _OPEN_RUNS.pop(active.info.run_id, None)
+
+
+def _kill_open_runs() -> None:
+    """The process that opened these runs died without ending them: mark them, and any
+    of their child runs still running, KILLED (best effort)."""
+    from mlflow import MlflowClient
+
+    for run_id, uri in list(_OPEN_RUNS.items()):
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_run(run_id).info.experiment_id
+        for child in client.search_runs(
+                [experiment], filter_string=f"tags.mlflow.parentRunId = '{run_id}' "
+                                            "AND attributes.status = 'RUNNING'"):
+            client.set_terminated(child.info.run_id, "KILLED")
+        client.set_terminated(run_id, "KILLED")
+        _OPEN_RUNS.pop(run_id, None)
 
 
 def log_metrics(run_id: str, metrics: dict[str, MetricCI | float]) -> None:

@@ -155,9 +155,8 @@ def print_train_summary(outcome: TrainOutcome, console: Console) -> None:
     console.print(f"Report: [bold]{outcome.report}[/bold]", highlight=False)
     console.print(f"MLflow run [bold]{outcome.parent_run_id}[/bold] in experiment "
                   f"'{config.tracking.experiment}' ({outcome.tracking_uri}).")
-    if outcome.tracking_uri.startswith("sqlite:"):
-        console.print("Open it with [bold]make ui[/bold], then http://127.0.0.1:5000 "
-                      f"-> Experiments -> {config.tracking.experiment}.")
+    console.print(_where_to_look(outcome.tracking_uri, config.tracking.experiment),
+                  highlight=False)
 
 
 def _size(n_bytes: int) -> str:
@@ -205,8 +204,8 @@ def print_score_summary(outcome: ScoreOutcome, console: Console) -> None:
     table.add_row("seconds", f"{outcome.seconds:.1f}")
     console.print(table)
     console.print(f"MLflow run {outcome.run_id} in experiment '{outcome.experiment}' "
-                  f"({outcome.tracking_uri}). Open it with make ui, then "
-                  f"http://127.0.0.1:5000 -> Experiments -> {outcome.experiment}.",
+                  f"({outcome.tracking_uri}). "
+                  + _where_to_look(outcome.tracking_uri, outcome.experiment),
                   highlight=False)
 
 
@@ -258,6 +257,14 @@ def print_effect_summary(outcome: EffectOutcome, console: Console) -> None:
                       highlight=False)
     console.print(f"Report: [bold]{outcome.report}[/bold]", highlight=False)
     console.print(f"MLflow run [bold]{outcome.parent_run_id}[/bold] in experiment "
-                  f"'{config.tracking.experiment}' ({outcome.tracking_uri}). Open it with "
-                  f"make ui, then http://127.0.0.1:5000 -> Experiments -> "
-                  f"{config.tracking.experiment}.", highlight=False)
+                  f"'{config.tracking.experiment}' ({outcome.tracking_uri}). "
+                  + _where_to_look(outcome.tracking_uri, config.tracking.experiment),
+                  highlight=False)
+
+
+def _where_to_look(uri: str, experiment: str) -> str:
+    """How to open a run's experiment in the MLflow UI: the local store through make ui,
+    a tracking server at its own address."""
+    if uri.startswith(("http://", "https://")):
+        return f"Open {uri} -> Experiments -> {experiment}."
+    return f"Open it with make ui, then http://127.0.0.1:5000 -> Experiments -> {experiment}."

@@ -174,12 +174,13 @@ def train(
     set_: SetOption = None,
 ) -> None:
     """Derive responder labels, cross-validate the models and log them to MLflow."""
-    from csf_responder.background import import_modules, start_worker
+    from csf_responder.background import call, import_modules, start_worker
 
     # The MLflow worker starts first and imports what logging needs on the idle core
     # while this process imports the training stack.
     with start_worker() as worker:
         worker.submit(import_modules, *LOGGING_MODULES)
+        worker.submit(call, "csf_responder.tracking:warm_up")
         from rich.console import Console
 
         from csf_responder.errors import CsfResponderError

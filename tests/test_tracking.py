@@ -329,3 +329,24 @@ def test_the_next_training_works_after_both(interrupted):
     finished = [r for r in after["runs"].values() if r.info.status == "FINISHED"
                 and "mlflow.parentRunId" not in r.data.tags]
     assert len(finished) == 2
+
+
+def _packages_map_ready() -> bool:
+    from mlflow.utils import requirements_utils
+
+    return requirements_utils._MODULES_TO_PACKAGES is not None
+
+
+def test_warm_up_readies_what_logging_does_once_per_process():
+    """A fresh logging worker runs tracking.warm_up (named by path: the CLI need not
+    import tracking) before the run's jobs: MLflow's installed-packages map is built."""
+    from csf_responder.background import call, import_modules, start_worker
+
+    packages_map_ready = _packages_map_ready
+    with start_worker() as worker:
+        assert worker.submit(import_modules, "mlflow").result() == ["mlflow"]
+        assert worker.submit(call, "mlflow.utils.requirements_utils:_normalize_package_name",
+                             "Scikit_Learn").result() == "scikit-learn"
+        before = worker.submit(packages_map_ready).result()
+        worker.submit(call, "csf_responder.tracking:warm_up").result()
+        assert not before and worker.submit(packages_map_ready).result()

@@ -133,3 +133,10 @@ def import_modules(*names: str) -> list[str]:
     for name in names:
         importlib.import_module(name)
     return list(names)
+
+
+def call(target: str, /, *args, **kwargs):
+    """Import ``module:function`` and call it: a job named by its path, so that the
+    submitting process need not import its module."""
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)(*args, **kwargs)

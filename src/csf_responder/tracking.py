@@ -26,7 +26,7 @@ __all__ = [
     "git_state", "log_effect_child",
     "load_scoring_model", "log_child_run", "log_family_run", "log_parent_run",
     "log_scoring_run", "resolve_uri",
-    "run", "scoring_files", "setup_tracking", "sqlite_path", "store_lock",
+    "run", "scoring_files", "setup_tracking", "sqlite_path", "store_lock", "warm_up",
 ]
 
 
@@ -116,6 +116,24 @@ def _write_ahead_log(path: Path) -> None:
                 db.execute("PRAGMA journal_mode = WAL")
     except sqlite3.OperationalError:
         return
+
+
+def warm_up() -> None:
+    """Do ahead, in a fresh logging worker, what every run's logging does once per
+    process, while the caller is still importing and reading its data: MLflow's map of
+    the installed packages (read when it checks a logged model's requirements; about
+    1.3 s) and matplotlib's fonts (the first text drawn)."""
+    from csf_responder.figures import _canvas
+
+    try:
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()
+    except (ImportError, AttributeError):  # a private helper: gone in some MLflow version
+        pass
+    figure, ax = _canvas()
+    ax.set_title("warm-up")
+    figure.canvas.draw()
 
 
 def setup_tracking(uri: str, *, artifact_root: str, experiment: str) -> str:

@@ -10,6 +10,7 @@ from csf_responder.cohort import (
     BRIDGE_SUFFIX,
     FLAG_SUFFIX,
     VISIT_COLUMNS,
+    _join_lead_in,
     cohort_table,
     csf_columns,
 )
@@ -158,3 +159,40 @@ def test_inputs_are_not_mutated(patients, lead_in, csf):
 
 def test_csf_columns_orders_by_analyte_then_timepoint():
     assert csf_columns(["a", "b"], ["t0", "t1"]) == ["a_t0", "a_t1", "b_t0", "b_t1"]
+
+
+# ------------------------------------------------------------------------ internals
+def test_categorical_csf_gives_the_same_table(patients, lead_in, csf):
+    categorical = csf.astype({c: "category" for c in ("subject_id", "timepoint", "analyte")})
+    pd.testing.assert_frame_equal(build(patients, lead_in, categorical),
+                                  build(patients, lead_in, csf))
+
+
+def test_lead_in_join_is_the_one_to_one_left_merge(patients, lead_in):
+    joined = _join_lead_in(patients, lead_in.iloc[:2])  # P02 has no lead-in row
+    expected = patients.merge(lead_in.iloc[:2][["subject_id", *VISIT_COLUMNS]],
+                              on="subject_id", how="left", validate="one_to_one")
+    pd.testing.assert_frame_equal(joined, expected)
+    with pytest.raises(pd.errors.MergeError):  # duplicates: the merge says so
+        _join_lead_in(patients, pd.concat([lead_in, lead_in.iloc[:1]]))
+
+
+def test_two_rows_of_one_sample_are_refused(patients, lead_in, csf):
+    with pytest.raises(ValueError, match="duplicate entries"):
+        build(patients, lead_in, pd.concat([csf, csf.iloc[:1]], ignore_index=True))
+
+
+def test_a_blank_flag_reads_missing(patients, lead_in, csf):
+    table = build(patients, lead_in, csf.assign(flag=[None, *csf["flag"][1:]]))
+    assert table.loc[0, "tgf_beta1_baseline_flag"] == "missing"
+    assert table.loc[0, "tgf_beta1_baseline"] == 1200.0
+
+
+def test_plate_is_the_first_row_of_each_sample(patients, lead_in, csf):
+    plates = csf.assign(plate=["A", "B", "C", None, "E"])
+    table = build(patients, lead_in, plates).set_index("subject_id")
+    assert table.loc["P01", "plate_baseline"] == "A"      # rows 0 and 2: the first
+    assert table.loc["P01", "plate_week4"] == "B"
+    assert table.loc["P02", "plate_baseline"] == ""       # no plate given
+    assert table.loc["P03", "plate_week4"] == ""          # no sample
+    assert table["plate_baseline"].dtype == build(patients, lead_in, csf)["plate_baseline"].dtype

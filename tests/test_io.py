@@ -8,7 +8,16 @@ import pandas as pd
 import pytest
 
 from csf_responder.errors import CohortError
-from csf_responder.io import COHORT_FILES, LINE, cohort_digest, read_cohort, write_table
+from csf_responder.io import (
+    COHORT_FILES,
+    LINE,
+    _chunk_rows,
+    _distinct_ids,
+    cohort_digest,
+    read_cohort,
+    read_cohort_chunks,
+    write_table,
+)
 
 PATIENTS = "subject_id,arm,age\nP01,MSC,54\nP02,control,61\n"
 ALSFRS = "subject_id,day,alsfrs_r\nP01,-84,40\nP01,0,37\nP02,0,41\n"
@@ -129,3 +138,22 @@ def test_cohort_digest_depends_on_which_file_holds_the_bytes(cohort_dir, tmp_pat
     # the same bytes under another file name are other data
     (other / "csf.csv").rename(other / "csf.txt")
     assert digest(other) != digest(cohort_dir)
+
+
+# -------------------------------------------------------------------------- chunks
+def test_rows_in_chunk_order_are_sliced_others_gathered():
+    index = _distinct_ids(pd.Series(["A", "B", "", "C", "B"], dtype="str"))
+    assert index.to_pylist() == ["A", "B", "C"]
+    ordered = _chunk_rows(pd.Series(["A", "A", "B", "C", "X"], dtype="str"), 5, index, 2, 2)
+    assert ordered == [slice(0, 3), slice(3, 5)]
+    mixed = _chunk_rows(pd.Series(["C", "A", "X", "B"], dtype="str"), 4, index, 2, 2)
+    assert [list(rows) for rows in mixed] == [[1, 3], [0, 2]]
+
+
+def test_chunks_hold_every_row_of_their_patients_whatever_the_order(cohort_dir):
+    (cohort_dir / "alsfrs.csv").write_text(
+        "subject_id,day,alsfrs_r\nP02,0,41\nP01,-84,40\nGHOST,0,1\nP01,0,37\n")
+    chunks = list(read_cohort_chunks(cohort_dir, visits_file="alsfrs.csv", chunk_size=1))
+    assert [c.patients["subject_id"].tolist() for c in chunks] == [["P01"], ["P02"]]
+    assert [c.visits[LINE].tolist() for c in chunks] == [[3, 5], [2, 4]]
+    assert [c.csf["subject_id"].tolist() for c in chunks] == [["P01"], []]

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import openpyxl
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from csf_responder.errors import CohortError
 from csf_responder.readers import (
     LINE,
     SOURCE_COLUMN,
+    arrow_text,
     csf_to_long,
+    index_in,
     read_table,
     strip_unit,
+    take_text,
 )
 
 HEADER = ["subject_id", "timepoint", "analyte", "value", "unit"]
@@ -330,3 +335,41 @@ def test_empty_unnamed_trailing_column_is_dropped(tmp_path):
     table = read_table(path).table
     assert list(table.columns) == ["subject_id", "value", LINE]
     assert table[LINE].tolist() == [2, 3]
+
+
+def test_take_text_gives_str_columns_of_the_taken_values():
+    chunked = pa.chunked_array([pa.array(["a", "bb"], pa.large_string()),
+                                pa.array(["", None], pa.large_string())])
+    taken = take_text(chunked, np.array([3, 1, 2, 0, 1]))
+    assert pd.isna(taken.iloc[0])
+    assert taken.iloc[1:].tolist() == ["bb", "", "a", "bb"]
+    assert taken.dtype == pd.Series(["x"], dtype="str").dtype
+    assert taken.array._pa_array.type == pa.large_string()
+
+
+def test_arrow_text_is_the_column_storage_or_its_str_values():
+    text = pd.Series(["a", "b"], dtype="str")
+    assert arrow_text(text) is text.array._pa_array  # no copy
+    assert arrow_text(text).to_pylist() == ["a", "b"]
+    assert arrow_text(pd.Series([1, 2], dtype=object)).to_pylist() == ["1", "2"]
+    assert arrow_text(pd.Index(["x"], dtype="str")).to_pylist() == ["x"]
+
+
+def test_wide_melt_orders_rows_by_source_row_then_column():
+    table = pd.DataFrame({"subject_id": ["P1", "P2"], "timepoint": ["baseline", "week4"],
+                          "MCP-1 (pg/mL)": ["1", "2"], "VEGF (pg/mL)": ["3", ""],
+                          LINE: [2, 3]}).astype({c: "str" for c in ("subject_id", "timepoint")})
+    long, _ = csf_to_long(table, file="csf.csv", is_analyte=lambda name: True)
+    assert long["subject_id"].tolist() == ["P1", "P1", "P2", "P2"]
+    assert long["value"].tolist() == ["1", "3", "2", ""]
+    assert long["analyte"].tolist() == ["MCP-1", "VEGF"] * 2
+    assert long[LINE].tolist() == [2, 2, 3, 3]
+    assert long["_column"].tolist() == ["MCP-1 (pg/mL)", "VEGF (pg/mL)"] * 2
+    assert all(long[c].dtype == "str" for c in ("subject_id", "value", "unit", "_column"))
+
+
+def test_index_in_gives_positions_or_minus_one():
+    distinct = pd.Index(["a", "b"], dtype="str")
+    found = index_in(pd.Series(["b", "x", "a", "b", ""], dtype="str"), distinct)
+    assert found.tolist() == distinct.get_indexer(["b", "x", "a", "b", ""]).tolist()
+    assert index_in(pd.Series(["b"], dtype="str"), pa.array(["a", "b"])).tolist() == [1]

@@ -281,3 +281,73 @@ def test_psi_bins_shrink_with_few_training_values():
     assert len(fractions) == 5 and sum(fractions) == pytest.approx(1)
     edges, fractions = scoring._psi_edges(np.arange(1000.0))
     assert len(fractions) == scoring.PSI_BINS
+
+
+# ------------------------------------------------------------------- scoring internals
+def test_xgboost_predicts_the_same_from_a_matrix_as_from_its_frame(cohort, xgb):
+    _, _, data = cohort
+    model, refits, _ = xgb
+    for m in [model, *refits]:
+        frame = m[:-1].transform(data.X)
+        expected = m[-1].predict_proba(frame)[:, 1]
+        assert np.array_equal(scoring._predict(m[-1], frame), expected)
+
+
+def test_a_linear_model_predicts_from_its_frame_without_warning(cohort, linear):
+    import warnings
+
+    _, _, data = cohort
+    model, _ = linear
+    frame = model[:-1].transform(data.X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "X does not have valid feature names"
+        probability = scoring._predict(model[-1], frame)
+    assert np.array_equal(probability, model.predict_proba(data.X)[:, 1])
+
+
+def test_before_classifier_runs_the_steps_between(cohort, xgb):
+    _, _, data = cohort
+    model, _, _ = xgb
+    head = model[:1].transform(data.X)
+    pd.testing.assert_frame_equal(scoring._before_classifier(model, 1, head),
+                                  model[:-1].transform(data.X))
+    only = prevalence_pipeline().fit(data.X, data.y)  # the classifier alone
+    assert scoring._before_classifier(only, 0, data.X) is data.X
+
+
+def test_effect_codes_name_the_direction():
+    codes = scoring._effect_codes(np.array([0.3, -0.2, 0.0, -0.0, np.nan]))
+    assert [scoring.EFFECTS[c] for c in codes] == [
+        "raises the chance", "lowers the chance", "does not change the chance",
+        "does not change the chance", "lowers the chance"]
+
+
+@pytest.mark.parametrize("kind", ["log", "fold", "number", "indicator"])
+def test_phrases_are_the_words_of_every_row(kind):
+    info = {"label": "TGF-beta1 at baseline", "unit": "pg/mL" if kind == "log" else "",
+            "kind": kind, "tertiles": [0.5, 2.0]}
+    rng = np.random.default_rng(0)
+    shown = np.round(rng.lognormal(size=400), 2)
+    shown[:5] = [np.nan, 0.5, 2.0, 0.0, -0.0]
+    shown = np.concatenate([shown, shown[:50]])  # repeated values
+    contribution = rng.normal(size=len(shown))
+    contribution[:4] = 0.0
+    phrases, which = scoring.Scorer._phrases(info, shown, contribution)
+    assert len(phrases) < len(shown)
+    assert list(phrases[which]) == list(scoring.Scorer._words(info, shown, contribution))
+
+
+def test_text_columns_are_str_and_empty_ones_object():
+    column = scoring._text_column(["a", "bb"], np.array([1, 0, 1]))
+    assert column.tolist() == ["bb", "a", "bb"]
+    assert column.dtype == pd.DataFrame({"x": np.array(["a"], dtype=object)})["x"].dtype
+    assert scoring._text_column(["a"], np.zeros(0, dtype=np.int64)).dtype == object
+
+
+def test_scores_of_one_row_and_of_many_agree(cohort, xgb):
+    _, _, data = cohort
+    model, refits, profile = xgb
+    scorer = scoring.Scorer(model, profile, refits)
+    many = scorer.score(data.X)
+    one = pd.concat([scorer.score(data.X.iloc[[i]]) for i in range(5)], ignore_index=True)
+    pd.testing.assert_frame_equal(one, many.head(5))

@@ -6,8 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from csf_responder.config import AnalyteSpec
+from csf_responder.readers import arrow_text, index_in, take_text
 
 __all__ = ["BRIDGE_SUFFIX", "FLAG_SUFFIX", "VISIT_COLUMNS", "cohort_table", "csf_columns"]
 
@@ -69,38 +72,115 @@ def cohort_table(
         ``{key}_{timepoint}_bridge``: the bridging sample's value for that analyte on
         that plate (NaN without one), for bridging-sample normalisation.
     """
-    table = patients.merge(lead_in[["subject_id", *VISIT_COLUMNS]],
-                           on="subject_id", how="left", validate="one_to_one")
+    table = _join_lead_in(patients, lead_in)
     table = table[["subject_id", "arm", *covariates, *VISIT_COLUMNS]].copy()
-    index = pd.Index(table["subject_id"])
     by_name = {spec.name: spec.column_key for spec in analytes}
-    wide_value = csf.pivot(index="subject_id", columns=["analyte", "timepoint"], values="value")
-    wide_flag = csf.pivot(index="subject_id", columns=["analyte", "timepoint"], values="flag")
-    columns: dict[str, np.ndarray] = {}
-    for name, key in by_name.items():
-        for tp in timepoints:
-            if (name, tp) in wide_value.columns:
-                value = wide_value[(name, tp)].reindex(index).to_numpy(dtype="float64")
-                flag = wide_flag[(name, tp)].reindex(index).fillna("missing").to_numpy(object)
-            else:
-                value = np.full(len(index), np.nan)
-                flag = np.full(len(index), "missing", dtype=object)
-            columns[f"{key}_{tp}"] = value
-            columns[f"{key}_{tp}{FLAG_SUFFIX}"] = flag
-    plates = (csf.drop_duplicates(["subject_id", "timepoint"])
-              .pivot(index="subject_id", columns="timepoint", values="plate")
-              if "plate" in csf else pd.DataFrame(index=index))
-    for tp in timepoints:
-        plate = (plates[tp].reindex(index) if tp in plates
-                 else pd.Series(index=index, dtype=object))
-        columns[f"plate_{tp}"] = plate.astype(object).fillna("").astype(str).to_numpy(object)
+    subject, subjects = _codes(csf["subject_id"])
+    row = index_in(table["subject_id"], subjects)  # -1: no CSF row
+    analyte = _positions(csf["analyte"], list(by_name))
+    timepoint = _positions(csf["timepoint"], list(timepoints))
+    _refuse_repeats(subject, analyte, timepoint, len(by_name), len(timepoints))
+    known = (analyte >= 0) & (timepoint >= 0)
+    cell = analyte * len(timepoints) + timepoint
+    values = _scatter(csf["value"].to_numpy(dtype="float64"), subject, cell, known,
+                      (len(subjects), len(by_name) * len(timepoints)), np.nan)
+    flag_code, flag_names = _codes(csf["flag"])
+    flag_names = [*flag_names, "missing"]  # a NaN flag: missing
+    flag_code = np.where(flag_code < 0, len(flag_names) - 1, flag_code)
+    flags = _scatter(flag_code, subject, cell, known,
+                     (len(subjects), len(by_name) * len(timepoints)), len(flag_names) - 1)
+    columns: dict[str, np.ndarray | pd.Series] = {}
+    for a, key in enumerate(by_name.values()):
+        for t, tp in enumerate(timepoints):
+            columns[f"{key}_{tp}"] = values[row, a * len(timepoints) + t]
+            columns[f"{key}_{tp}{FLAG_SUFFIX}"] = _text(flag_names,
+                                                        flags[row, a * len(timepoints) + t])
+    plate_code, plate_names = _plates(csf, subject, timepoint, len(subjects), len(timepoints))
+    for t, tp in enumerate(timepoints):
+        columns[f"plate_{tp}"] = _text(plate_names, plate_code[row, t])
     has_bridges = bridges is not None and not bridges.empty
     for name, key in by_name.items():
         mine = bridges.loc[bridges["analyte"] == name] if has_bridges else None
         by_plate = (pd.Series(mine["value"].to_numpy(), index=mine["plate"].astype(str))
                     if has_bridges else None)
-        for tp in timepoints:
+        of_plate = (pd.Series(plate_names).map(by_plate).to_numpy(dtype="float64")
+                    if by_plate is not None and len(by_plate) else None)
+        for t, tp in enumerate(timepoints):
             columns[f"{key}_{tp}{BRIDGE_SUFFIX}"] = (
-                pd.Series(columns[f"plate_{tp}"]).map(by_plate).to_numpy(dtype="float64")
-                if by_plate is not None and len(by_plate) else np.full(len(index), np.nan))
+                of_plate[plate_code[row, t]] if of_plate is not None
+                else np.full(len(row), np.nan))
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(columns)], axis=1)
+
+
+def _join_lead_in(patients: pd.DataFrame, lead_in: pd.DataFrame) -> pd.DataFrame:
+    """``patients`` with the :data:`VISIT_COLUMNS` of ``lead_in`` by subject_id: the left
+    merge that validates one-to-one, matched by Arrow hashing in the usual case (distinct
+    ids on both sides, float columns); otherwise by ``DataFrame.merge`` itself."""
+    ids, theirs = (arrow_text(t["subject_id"]) for t in (patients, lead_in))
+    if (set(VISIT_COLUMNS) & set(patients.columns)
+            or any(lead_in[c].dtype != np.float64 for c in VISIT_COLUMNS)
+            or any(pc.count_distinct(a, mode="all").as_py() < len(a) for a in (ids, theirs))):
+        return patients.merge(lead_in[["subject_id", *VISIT_COLUMNS]], on="subject_id",
+                              how="left", validate="one_to_one")
+    where = index_in(patients["subject_id"], lead_in["subject_id"])
+    joined = {c: np.append(lead_in[c].to_numpy(dtype="float64"), np.nan)[where]
+              for c in VISIT_COLUMNS}  # position -1 (no lead-in row): the NaN appended
+    return patients.reset_index(drop=True).assign(**joined)
+
+
+def _text(names: Sequence[str], codes: np.ndarray) -> pd.Series:
+    """``names[codes]`` as a pandas ``str`` column, built in Arrow (what a column of
+    Python strings becomes in a DataFrame, without a pass over Python objects)."""
+    return take_text(pa.array(list(names), pa.large_string()), codes)
+
+
+def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes (-1: missing) and distinct values of a column; a categorical column's own
+    codes and categories (no hashing)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return np.asarray(values.cat.codes, dtype=np.int64), values.cat.categories
+    codes, uniques = pd.factorize(values)
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
+def _positions(values: pd.Series, wanted: Sequence[str]) -> np.ndarray:
+    """Each row's position in ``wanted`` (-1: missing or not wanted)."""
+    codes, uniques = _codes(values)
+    where = np.append(pd.Index(wanted).get_indexer(uniques), -1)  # code -1: the last
+    return where[codes]
+
+
+def _refuse_repeats(subject: np.ndarray, analyte: np.ndarray, timepoint: np.ndarray,
+                    n_analytes: int, n_timepoints: int) -> None:
+    """Raise, as a pivot would, when two CSF rows of the panel share subject, analyte
+    and timepoint (the contract combines replicates before, so this is a bug)."""
+    ok = (subject >= 0) & (analyte >= 0) & (timepoint >= 0)
+    key = (subject[ok] * n_analytes + analyte[ok]) * n_timepoints + timepoint[ok]
+    if len(key) and np.bincount(key).max() > 1:
+        raise ValueError("Index contains duplicate entries, cannot reshape")
+
+
+def _scatter(values: np.ndarray, subject: np.ndarray, cell: np.ndarray, rows: np.ndarray,
+             shape: tuple[int, int], fill) -> np.ndarray:
+    """A (subjects + 1, cells) matrix holding ``values[rows]`` at (subject, cell) and
+    ``fill`` elsewhere; the extra last row (all ``fill``) is what position -1 takes."""
+    out = np.full((shape[0] + 1, shape[1]), fill, dtype=values.dtype)
+    ok = rows & (subject >= 0)
+    out[subject[ok], cell[ok]] = values[ok]
+    return out
+
+
+def _plates(csf: pd.DataFrame, subject: np.ndarray, timepoint: np.ndarray,
+            n_subjects: int, n_timepoints: int) -> tuple[np.ndarray, list[str]]:
+    """The plate of each subject's first CSF row at each timepoint: (a (subjects + 1,
+    timepoints) matrix of codes into the plate names, and the names, "" last: the code
+    of no plate)."""
+    if "plate" not in csf:
+        return np.zeros((n_subjects + 1, n_timepoints), dtype=np.int64), [""]
+    plate, names = _codes(csf["plate"])
+    plate = np.where(plate < 0, len(names), plate)  # a missing plate: ""
+    code = np.full((n_subjects + 1, n_timepoints), len(names), dtype=np.int64)
+    ok = np.flatnonzero((subject >= 0) & (timepoint >= 0))
+    first = ok[~pd.Series(subject[ok] * n_timepoints + timepoint[ok]).duplicated().to_numpy()]
+    code[subject[first], timepoint[first]] = plate[first]
+    return code, [*(str(v) for v in names), ""]

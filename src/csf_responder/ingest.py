@@ -209,10 +209,11 @@ def _scoring_chunk(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSp
         "subject_id": subjects[excluded].to_numpy(), "line": "",
         "rule": reason[excluded].to_numpy(dtype=object), "column": indication.score.column,
         "value": "", "detail": [EXCLUSIONS[r] for r in reason[excluded]]})
-    table = cohort_table(checked.patients, summary, checked.csf,
-                         covariates=list(indication.covariates), analytes=panel.analytes,
-                         timepoints=panel.timepoints, bridges=checked.bridges)
-    table = table.loc[~excluded].reset_index(drop=True)
+    # the wide table of the patients kept only (each row is its patient's alone)
+    table = cohort_table(checked.patients.loc[~excluded].reset_index(drop=True), summary,
+                         checked.csf, covariates=list(indication.covariates),
+                         analytes=panel.analytes, timepoints=panel.timepoints,
+                         bridges=checked.bridges)
     p_file = raw.file("patients.csv")
     parts = [part for part in (_patient_rejects(checked, p_file), exclusions) if len(part)]
     rejects = (pd.concat(parts, ignore_index=True)[list(SCORING_REJECT_COLUMNS)] if parts

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from csf_responder.errors import CohortError, CsfResponderError
-from csf_responder.readers import LINE, csf_to_long, read_table
+from csf_responder.readers import LINE, arrow_text, csf_to_long, index_in, read_table
 
 __all__ = [
     "COHORT_FILES", "CSF_SUFFIXES", "LINE", "RawCohort", "StagedDirectory", "TableStream",
@@ -109,15 +111,25 @@ def subject_ids(table: pd.DataFrame) -> pd.Series | None:
     return None
 
 
-def _chunk_rows(ids: pd.Series | None, n_rows: int, index: pd.Index, n_chunks: int,
-                size: int) -> list[np.ndarray]:
+def _distinct_ids(ids: pd.Series) -> pa.Array:
+    """The distinct non-blank ids in order of first appearance (``pd.unique``)."""
+    array = arrow_text(ids)
+    return pc.unique(array.filter(pc.fill_null(pc.not_equal(array, ""), True)))
+
+
+def _chunk_rows(ids: pd.Series | None, n_rows: int, index: pa.Array, n_chunks: int,
+                size: int) -> list[np.ndarray | slice]:
     """Row positions of each chunk: a row goes with its subject's chunk (the subject's
     position among ``index`` // ``size``); rows of unknown or blank subjects, and every
-    row of a table without subject_id, go last."""
+    row of a table without subject_id, go last. When the rows are in chunk order already
+    (a file sorted like patients.csv), each chunk is a slice (no copy of the rows)."""
     if ids is None:
         return [np.arange(0)] * (n_chunks - 1) + [np.arange(n_rows)]
-    position = index.get_indexer(ids)
+    position = index_in(ids, index)
     chunk = np.where(position >= 0, position // size, n_chunks - 1)
+    if (chunk[1:] >= chunk[:-1]).all():
+        bounds = np.searchsorted(chunk, np.arange(n_chunks + 1))
+        return [slice(int(bounds[k]), int(bounds[k + 1])) for k in range(n_chunks)]
     order = np.argsort(chunk, kind="stable")
     bounds = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
     return [order[bounds[k]:bounds[k + 1]] for k in range(n_chunks)]
@@ -147,13 +159,13 @@ def read_cohort_chunks(directory: str | Path, *, visits_file: str,
     if ids is None:  # one chunk (a missing subject_id: the contract check names it)
         groups = {"patients": [None], "visits": [None], "csf": [None]}
     else:
-        index = pd.Index(pd.unique(ids[ids.ne("")]))
+        index = _distinct_ids(ids)
         n_chunks = max(1, -(-len(index) // chunk_size))
         groups = {name: _chunk_rows(subject_ids(table), len(table), index, n_chunks,
                                     chunk_size)
                   for name, table in (("patients", patients), ("visits", visits),
                                       ("csf", csf))}
-    def part(table: pd.DataFrame, rows: np.ndarray | None) -> pd.DataFrame:
+    def part(table: pd.DataFrame, rows: np.ndarray | slice | None) -> pd.DataFrame:
         return table if rows is None else table.iloc[rows].reset_index(drop=True)
 
     for k in range(len(groups["patients"])):

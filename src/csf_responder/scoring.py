@@ -342,6 +342,56 @@ def _shap_contributions(classifier, matrix: np.ndarray, background_mean: np.ndar
     return values, np.broadcast_to(base, (len(matrix),))
 
 
+def _as_matrix(frame) -> np.ndarray:
+    """A Pipeline step's output as a float64 matrix (a view when it already is one)."""
+    return frame.to_numpy(dtype="float64") if hasattr(frame, "to_numpy") else np.asarray(
+        frame, dtype="float64")
+
+
+def _before_classifier(pipeline: Pipeline, start: int, X):
+    """``X`` (the output of the Pipeline's first ``start`` steps) through the rest of its
+    steps but the classifier; ``X`` itself when there are none."""
+    return pipeline[start:-1].transform(X) if start < len(pipeline) - 1 else X
+
+
+def _predict(classifier, frame) -> np.ndarray:
+    """The classifier's probability of the positive class for the rows of ``frame`` (the
+    output of the Pipeline's steps before it).
+
+    An xgboost model gets the rows as one float64 matrix (its fastest input; the values
+    it compares are the same); any other classifier gets ``frame`` as it is, with the
+    feature names it was fitted with.
+    """
+    if hasattr(classifier, "get_booster"):
+        frame = _as_matrix(frame)
+    return np.asarray(classifier.predict_proba(frame))[:, 1]
+
+
+def _text_column(texts: Sequence[str], codes: np.ndarray) -> pd.Series:
+    """``texts[codes]`` as a pandas ``str`` column, built in Arrow (what a column of
+    Python strings becomes in a DataFrame, without a pass over Python objects); without
+    rows, an ``object`` column (as an empty one of Python strings becomes)."""
+    import pyarrow as pa
+
+    from csf_responder.readers import take_text
+
+    if not len(codes):
+        return pd.Series(np.array([], dtype=object), dtype=object)
+    return take_text(pa.array(list(texts), pa.large_string()), codes)
+
+
+#: How a contribution moves the chance of response, by :func:`_effect_codes`.
+EFFECTS = ("raises the chance", "lowers the chance", "does not change the chance")
+
+
+def _effect_codes(contribution: np.ndarray) -> np.ndarray:
+    """Index into :data:`EFFECTS` of each contribution: positive raises, zero does not
+    change, anything else (negative) lowers the chance."""
+    codes = np.where(contribution > 0, 0, 1)
+    codes[contribution == 0] = 2
+    return codes
+
+
 def _format(values: np.ndarray) -> np.ndarray:
     """Three significant digits, as text (NaN: ``missing``)."""
     out = np.char.mod("%.3g", np.nan_to_num(values, nan=0.0)).astype(object)
@@ -385,12 +435,13 @@ class Scorer:
         """One row per row of ``table``: the columns described in docs/scoring.md."""
         X = table[self.profile["inputs"]]
         head = self.model[:self._head].transform(X) if self._head else X
-        probability = self.model[self._head:].predict_proba(head)[:, 1].astype("float64")
+        final = _before_classifier(self.model, self._head, head)
+        probability = _predict(self.model[-1], final).astype("float64")
         out = pd.DataFrame({"subject_id": table["subject_id"].to_numpy(),
                             "probability": probability})
         level = self.profile["interval_level"]
         if len(self.interval_models):
-            spread = np.column_stack([m[self._head:].predict_proba(head)[:, 1]
+            spread = np.column_stack([_predict(m[-1], _before_classifier(m, self._head, head))
                                       for m in self.interval_models])
             tail = (1 - level) / 2
             low, high = np.quantile(spread, [tail, 1 - tail], axis=1)
@@ -401,9 +452,12 @@ class Scorer:
         step = _feature_step(self.model)
         if step is None:
             return self._without_features(out)
-        frame = head if step + 1 == self._head else self.model[:step + 1].transform(X)
+        if step + 1 == self._head:  # the final model's tail ran on the features already
+            frame, matrix = head, _as_matrix(final)
+        else:
+            frame = self.model[:step + 1].transform(X)
+            matrix = _as_matrix(self.model[step + 1:-1].transform(frame))
         engineered = frame.to_numpy(dtype="float64")
-        matrix = self.model[step + 1:-1].transform(frame).to_numpy(dtype="float64")
         contributions, _ = _shap_contributions(
             self.model[-1], matrix, np.asarray(self.profile["background_mean"]))
         out = pd.concat([out, self._reasons(engineered, contributions)], axis=1)
@@ -459,45 +513,84 @@ class Scorer:
         chosen_shap = contributions[rows, order]
         chosen_value = engineered[rows, order]
         columns: dict[str, Any] = {}
-        names = np.asarray(self._features, dtype=object)
         for r in range(self.n_reasons):
-            text = np.full(n, "", dtype=object)
-            feature = np.full(n, "", dtype=object)
             shown = np.full(n, np.nan)
             contribution = np.full(n, np.nan)
             if r < k:
-                feature = names[order[:, r]]
                 contribution = chosen_shap[:, r]
+                phrases, code = [], np.empty(n, dtype=np.int64)
                 for j in np.unique(order[:, r]):
                     rows_j = order[:, r] == j
                     info = self._info[j]
                     shown[rows_j] = _display(info["kind"], chosen_value[rows_j, r])
-                    text[rows_j] = self._words(info, shown[rows_j], contribution[rows_j])
+                    distinct, which = self._phrases(info, shown[rows_j], contribution[rows_j])
+                    code[rows_j] = which + sum(len(p) for p in phrases)
+                    phrases.append(distinct)
+                text = _text_column(np.concatenate(phrases) if phrases else [], code)
+                feature = _text_column(self._features, order[:, r])
+            else:
+                text = feature = _text_column([""], np.zeros(n, dtype=np.int64))
             columns[f"reason_{r + 1}"] = text
             columns[f"reason_{r + 1}_feature"] = feature
             columns[f"reason_{r + 1}_value"] = shown
             columns[f"reason_{r + 1}_shap"] = contribution
-        return pd.DataFrame(columns)
+        return pd.DataFrame(columns, copy=False)
+
+    @classmethod
+    def _phrases(cls, info: dict[str, Any], shown: np.ndarray, contribution: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_words` of the rows, each distinct phrase made once: (the phrases, each
+        row's index among them). A phrase is made of the value's words (from the value
+        itself: each distinct value, compared bit for bit, is put in words once) and the
+        effect of the contribution (its sign)."""
+        _, first, value = np.unique(np.ascontiguousarray(shown, dtype="float64").view(
+            np.int64), return_index=True, return_inverse=True)
+        text, level = cls._value_words(info, shown[first])
+        text_code = pd.factorize(text)[0]
+        level_code = (pd.factorize(level)[0] if level is not None
+                      else np.zeros(len(text), dtype=np.int64))
+        said = (text_code * (level_code.max(initial=0) + 1) + level_code)[value.reshape(-1)]
+        key = said * len(EFFECTS) + _effect_codes(contribution)
+        _, one, which = np.unique(key, return_index=True, return_inverse=True)
+        of_row = value.reshape(-1)[one]  # a row of each phrase: its distinct value
+        return (cls._join(info, text[of_row], None if level is None else level[of_row],
+                          _effect_codes(contribution[one])), which.reshape(-1))
+
+    @classmethod
+    def _words(cls, info: dict[str, Any], shown: np.ndarray, contribution: np.ndarray
+               ) -> np.ndarray:
+        """"TGF-beta1/MCP-1 ratio at baseline 0.42, low: lowers the chance"."""
+        return cls._join(info, *cls._value_words(info, shown), _effect_codes(contribution))
 
     @staticmethod
-    def _words(info: dict[str, Any], shown: np.ndarray, contribution: np.ndarray) -> np.ndarray:
-        """"TGF-beta1/MCP-1 ratio at baseline 0.42, low: lowers the chance"."""
-        effect = np.where(contribution > 0, "raises the chance", "lowers the chance")
-        effect[contribution == 0] = "does not change the chance"
+    def _value_words(info: dict[str, Any], shown: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """How each value reads: (the value, ``yes``/``no`` for an indicator, and its
+        level among the training tertiles, None for an indicator)."""
         if info["kind"] == "indicator":
             said = np.where(shown >= 0.5, "yes", "no").astype(object)
             said[~np.isfinite(shown)] = "missing (imputed)"
-            return (info["label"] + ": " + said + ": " + effect.astype(object))
-        unit = f" {info['unit']}" if info["unit"] else ""
-        prefix = "x" if info["kind"] == "fold" else ""
-        value = prefix + _format(shown) + unit
+            return said, None
         level = np.full(len(shown), "typical", dtype=object)
         if info["tertiles"] is not None:
             low, high = info["tertiles"]
             level[shown < low] = "low"
             level[shown > high] = "high"
         level[~np.isfinite(shown)] = "missing (imputed)"
-        return info["label"] + " " + value + ", " + level + ": " + effect.astype(object)
+        return _format(shown), level
+
+    @staticmethod
+    def _join(info: dict[str, Any], text: np.ndarray, level: np.ndarray | None,
+              effect: np.ndarray) -> np.ndarray:
+        """The phrases of values in words (:meth:`_value_words`) and effect codes
+        (:func:`_effect_codes`)."""
+        effect = np.asarray(EFFECTS, dtype=object)[effect]
+        if level is None:
+            return info["label"] + ": " + text + ": " + effect
+        unit = f" {info['unit']}" if info["unit"] else ""
+        prefix = "x" if info["kind"] == "fold" else ""
+        value = prefix + text + unit
+        return info["label"] + " " + value + ", " + level + ": " + effect
 
     def _ood(self, engineered: np.ndarray, matrix: np.ndarray) -> pd.DataFrame:
         """Out-of-distribution flags: a feature outside its training range (which ones),

@@ -101,11 +101,28 @@ server: $(STAMP) ## MLflow tracking server, SQL store + served artifacts (http:/
 		--artifacts-destination '$(if $(findstring :/,$(SERVER_ARTIFACTS)),$(SERVER_ARTIFACTS),$(abspath $(SERVER_ARTIFACTS)))' \
 		--serve-artifacts --host $(HOST) --port $(SERVER_PORT) --workers $(SERVER_WORKERS)
 
+# make cluster: a dask.distributed scheduler and CLUSTER_WORKERS single-threaded worker
+# processes on 127.0.0.1, in the foreground (Ctrl-C stops them), for execution.backend:
+# dask. Point a run at it: SET='--set execution.backend=dask
+# --set execution.address=tcp://127.0.0.1:8786' (CLUSTER_PORT if changed).
+CLUSTER_PORT ?= 8786
+CLUSTER_WORKERS ?= 2
+.PHONY: cluster
+cluster: $(STAMP) ## Local dask scheduler + 2 workers for execution.backend=dask (tcp://127.0.0.1:8786; CLUSTER_PORT)
+	@echo "dask scheduler at tcp://127.0.0.1:$(CLUSTER_PORT), $(CLUSTER_WORKERS) workers; in another shell:"
+	@echo "  make train SET='--set execution.backend=dask --set execution.address=tcp://127.0.0.1:$(CLUSTER_PORT)'"
+	@$(BIN)/dask scheduler --host 127.0.0.1 --port $(CLUSTER_PORT) --dashboard-address 127.0.0.1:0 & scheduler=$$!; \
+	trap 'kill $$scheduler 2>/dev/null; wait $$scheduler' EXIT; \
+	$(BIN)/dask worker tcp://127.0.0.1:$(CLUSTER_PORT) --host 127.0.0.1 --nworkers $(CLUSTER_WORKERS) \
+		--nthreads 1 --dashboard-address 127.0.0.1:0
+
 bench: $(STAMP) ## Speed and memory figures into benchmarks/*.json (train, --help, ingest, scoring, effect)
 	$(BIN)/python benchmarks/bench.py --out benchmarks/results.json
 	$(BIN)/python benchmarks/ingest_bench.py --out benchmarks/ingest_results.json
 	$(BIN)/python benchmarks/score_bench.py --out benchmarks/score_results.json
 	$(BIN)/python benchmarks/effect_bench.py --out benchmarks/effect_results.json
+	$(BIN)/python benchmarks/parallel_bench.py --out benchmarks/parallel_results.json
 
 clean: ## Remove generated data, runs and caches (keeps .venv)
-	rm -rf data mlruns/mlflow.db mlruns/artifacts reports .pytest_cache .ruff_cache
+	rm -rf data mlruns/mlflow.db mlruns/mlflow.db-wal mlruns/mlflow.db-shm mlruns/mlflow.db.lock \
+		mlruns/artifacts reports .pytest_cache .ruff_cache

@@ -18,6 +18,7 @@ from csf_responder import effect, figures
 from csf_responder.cohort import csf_columns
 from csf_responder.config import EffectConfig, SimulationConfig, load_config
 from csf_responder.errors import CohortError
+from csf_responder.execution import execution
 from csf_responder.ingest import IngestedCohort, ingest_cohort
 from csf_responder.io import cohort_digest, write_cohort
 from csf_responder.labels import change_at_horizon
@@ -120,8 +121,9 @@ def run(*, config_path: Path, overrides: list[str], reporter: Reporter) -> Effec
     steps = baseline_features(panel=config.panel, indication=config.indication,
                               features=config.features, csf=separable)
 
-    with reporter.progress(effect.estimator_steps(len(config.learners)),
-                           label="benefit estimators x outcomes") as advance:
+    with execution(config.execution), reporter.progress(
+            effect.estimator_steps(len(config.learners)),
+            label="benefit estimators x outcomes") as advance:
         try:
             analysis = effect.analyse(
                 data, features=steps, learners={n: _learner(config, n) for n in config.learners},

@@ -15,6 +15,7 @@ import pandas as pd
 
 from csf_responder import figures, registry
 from csf_responder.config import ModelSpec, TrainConfig, load_config
+from csf_responder.execution import execution
 from csf_responder.ingest import IngestedCohort, ingest_cohort
 from csf_responder.io import cohort_digest
 from csf_responder.metrics import MetricCI, proportion_ci
@@ -170,7 +171,8 @@ def develop(config: TrainConfig, data: TrainingData, *, reporter: Reporter,
     steps = (len(config.models) + 2) * v.n_splits * v.n_repeats  # folds, references included
     if v.permutation_test:  # every family and the clinical-only reference
         steps += (len(config.models) + 1) * v.n_permutations
-    with reporter.progress(steps, label="folds and permutations") as advance:
+    with execution(config.execution), reporter.progress(
+            steps, label="folds and permutations") as advance:
         results = {}
         for name, spec in config.models.items():
             results[name] = evaluate(name, pipeline_of(spec), spec.search, advance)

@@ -22,6 +22,7 @@ __all__ = [
     "AnalyteSpec",
     "CovariateSpec",
     "EffectConfig",
+    "ExecutionSpec",
     "IndicationSpec",
     "ScoreSpec",
     "SimulationConfig",
@@ -339,9 +340,32 @@ def _check_clinical(clinical: list[str], indication: IndicationSpec) -> None:
         raise ValueError("features.clinical delta_fs needs the covariate onset_months")
 
 
+class ExecutionSpec(_Strict):
+    """Where the parallel work (outer folds, permutations, bootstrap resamples, T-learner
+    folds) runs: ``local`` processes on this machine (joblib's default, ``n_jobs`` of
+    each section), or ``dask``, the workers of a running ``dask.distributed`` scheduler at
+    ``address`` (``tcp://host:port``; see :mod:`csf_responder.execution`). The numbers are
+    the same on either backend."""
+
+    backend: Literal["local", "dask"] = "local"
+    address: str | None = None            # the scheduler, with backend: dask
+
+    @model_validator(mode="after")
+    def _address_for_dask(self) -> ExecutionSpec:
+        if self.backend == "dask" and not self.address:
+            raise ValueError("execution.backend dask needs execution.address, the "
+                             "scheduler's tcp://host:port")
+        if self.address is not None and not re.fullmatch(r"[a-z][a-z0-9+]*://\S+",
+                                                         self.address):
+            raise ValueError(f"execution.address {self.address!r} is not a scheduler "
+                             "address such as tcp://127.0.0.1:8786")
+        return self
+
+
 class _CohortConfig(_Strict):
     """What every pipeline over a labelled cohort shares: the seed, the cohort, its
-    indication and panel (each may be a path to a YAML file), ingest and labels."""
+    indication and panel (each may be a path to a YAML file), ingest and labels, and
+    where the parallel work runs (``execution``; local processes when absent)."""
 
     INCLUDES: ClassVar[tuple[str, ...]] = ("panel", "indication")
 
@@ -351,6 +375,7 @@ class _CohortConfig(_Strict):
     panel: PanelSpec
     ingest: IngestSpec
     labels: LabelSpec
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
 
 
 class TrainConfig(_CohortConfig):

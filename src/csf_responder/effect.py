@@ -336,13 +336,15 @@ def t_learner_benefit(X: pd.DataFrame, treated: np.ndarray, y: np.ndarray, *,
     """
     from joblib import Parallel, delayed
 
+    from csf_responder.execution import serial
+
     treated = np.asarray(treated, bool)
     y = np.asarray(y, dtype="float64")
     n = len(treated)
     fold = _folds(treated, n_folds, seed)
     done = Parallel(n_jobs=n_jobs)(
-        delayed(_t_fold)(X, treated, y, fold, k, features=features, learner=learner,
-                         kind=kind, n_bootstrap=n_bootstrap, seed=seed)
+        delayed(serial(_t_fold))(X, treated, y, fold, k, features=features, learner=learner,
+                                 kind=kind, n_bootstrap=n_bootstrap, seed=seed)
         for k in np.unique(fold))
     mu0, mu1, spread = (np.full(n, np.nan) for _ in range(3))
     for test, m0, m1, boot in done:

@@ -426,6 +426,8 @@ def permutation_null(
     """
     from joblib import Parallel, delayed
 
+    from csf_responder.execution import serial
+
     y = np.asarray(y, dtype=int)
     _check_classes(y, n_splits)
     rng = np.random.default_rng(seed)
@@ -435,7 +437,7 @@ def permutation_null(
               "candidates": _candidates(search), "inner_splits": inner_splits}
     null = []
     for auc in Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_null_auc)(split, labels, kwargs) for labels in shuffled):
+            delayed(serial(_null_auc))(split, labels, kwargs) for labels in shuffled):
         null.append(auc)
         if on_permutation is not None:
             on_permutation()

@@ -1,0 +1,181 @@
+"""Where the parallel work runs (csf_responder.execution): local processes or a real
+dask.distributed cluster (a scheduler and two worker processes over TCP on loopback),
+with the same numbers on both."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from csf_responder import effect, execution
+from csf_responder.config import EffectConfig, ExecutionSpec, TrainConfig, load_config
+from csf_responder.errors import ConfigError
+from csf_responder.ingest import ingest_cohort
+from csf_responder.io import write_cohort
+from csf_responder.labels import change_at_horizon
+from csf_responder.models import baseline_features, make_classifier
+from csf_responder.simulate import simulate_trial
+from csf_responder.training import training_data
+from pipelines.console import Reporter
+from pipelines.train import develop
+from tests.conftest import CONFIGS
+from tests.test_train_e2e import FAST
+
+#: A training config small enough for a test (tests/test_train_e2e's, two families, few
+#: interval models), the permutation test on.
+TRAIN = [*FAST, "validation.permutation_test=true", "validation.n_permutations=3",
+         "validation.n_jobs=2", "validation.n_interval_models=2",
+         "models={logistic_l2: models/logistic_l2.yaml, xgboost: models/xgboost.yaml}"]
+
+
+def _train_config(*overrides: str) -> TrainConfig:
+    return load_config(CONFIGS / "train.yaml", TrainConfig, overrides=[*TRAIN, *overrides])[0]
+
+
+# ------------------------------------------------------------------------- config
+def test_default_is_local_processes():
+    config = _train_config()
+    assert config.execution == ExecutionSpec(backend="local", address=None)
+    effect_config = load_config(CONFIGS / "effect.yaml", EffectConfig)[0]
+    assert effect_config.execution.backend == "local"
+
+
+def test_dask_needs_an_address():
+    with pytest.raises(ConfigError, match="execution.address"):
+        _train_config("execution.backend=dask")
+    with pytest.raises(ConfigError, match="not a scheduler address"):
+        _train_config("execution.backend=dask", "execution.address=127.0.0.1")
+    config = _train_config("execution.backend=dask", "execution.address=tcp://127.0.0.1:8786")
+    assert config.execution.address == "tcp://127.0.0.1:8786"
+
+
+def test_local_backend_imports_no_dask():
+    code = ("import sys\n"
+            "from csf_responder.config import ExecutionSpec\n"
+            "from csf_responder.execution import execution\n"
+            "import pipelines.train, pipelines.effect, pipelines.cli\n"
+            "with execution(ExecutionSpec()):\n"
+            "    pass\n"
+            "loaded = sorted(m for m in ('dask', 'distributed') if m in sys.modules)\n"
+            "assert not loaded, loaded\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unreachable_scheduler_is_one_clear_error(monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(execution, "CONNECT_TIMEOUT_SECONDS", 2)
+    spec = ExecutionSpec(backend="dask", address=f"tcp://127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="no dask scheduler answered"), \
+            execution.execution(spec):
+        pass
+
+
+# ----------------------------------------------------------------- a real cluster
+@pytest.fixture(scope="module")
+def cluster():
+    """A dask scheduler and two single-threaded worker processes on 127.0.0.1."""
+    distributed = pytest.importorskip("distributed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", scheduler_port=0,
+                                           dashboard_address=None)
+    try:
+        yield ExecutionSpec(backend="dask", address=cluster.scheduler_address)
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """A small simulated trial (40 MSC, 10 control), through the real ingest."""
+    from csf_responder.config import SimulationConfig
+
+    path = tmp_path_factory.mktemp("cohort")
+    sim, _ = load_config(CONFIGS / "simulate.yaml", SimulationConfig,
+                         overrides=["n_msc=40", "n_control=10"])
+    trial = simulate_trial(sim)
+    write_cohort(path, patients=trial.patients, visits=trial.alsfrs, csf=trial.csf,
+                 visits_file="alsfrs.csv")
+    return path
+
+
+def _develop(path, spec: ExecutionSpec):
+    config = _train_config().model_copy(update={"execution": spec})
+    table = ingest_cohort(path, panel=config.panel, indication=config.indication,
+                          labels=config.labels, drop_columns=[]).table
+    data = training_data(table, arm="MSC", minimum=config.ingest.min_labelled)
+    return develop(config, data, reporter=Reporter(Console(file=io.StringIO())))
+
+
+def test_training_with_permutation_test_gives_the_same_numbers_on_dask(cluster, cohort):
+    local = _develop(cohort, ExecutionSpec())
+    dask = _develop(cohort, cluster)
+    assert dask.best == local.best
+    for name, ours in {**local.results, **local.references}.items():
+        theirs = {**dask.results, **dask.references}[name]
+        mine, other = ours.metric_values(), theirs.metric_values()
+        assert set(mine) == set(other), name
+        if name != "prevalence":
+            assert "permutation_p" in mine, name
+        for metric, value in mine.items():
+            assert other[metric] == pytest.approx(value, abs=1e-12, nan_ok=True), \
+                (name, metric)
+        np.testing.assert_array_equal(theirs.cv.oof, ours.cv.oof)
+        assert theirs.cv.fold_params == ours.cv.fold_params
+        assert theirs.params == ours.params
+        assert len(theirs.interval_models) == len(ours.interval_models)
+    for name, delta in local.deltas.items():
+        assert dask.deltas[name] == delta, name
+
+
+def test_t_learner_gives_the_same_benefit_on_dask(cluster, cohort):
+    config = load_config(CONFIGS / "effect.yaml", EffectConfig)[0]
+    checked = ingest_cohort(cohort, panel=config.panel, indication=config.indication,
+                            labels=config.labels, drop_columns=[])
+    change = change_at_horizon(checked.checked.visits, checked.labels, horizon_months=6,
+                               horizon_tolerance_days=21)
+    data = effect.effect_data(checked.table, checked.labels, change, treated_arm="MSC",
+                              control_arm="control", higher_is_better=True)
+    spec = config.learners["logistic_l2"]
+    steps = baseline_features(panel=config.panel, indication=config.indication,
+                              features=config.features, csf=False)
+
+    def benefit(backend: ExecutionSpec):
+        with execution.execution(backend):
+            return effect.t_learner_benefit(
+                data.X, data.treated, data.outcome("responder"), features=steps,
+                learner=lambda kind: (make_classifier(spec, seed=1), spec.search),
+                name="l2", kind="binary", outcome="responder", n_folds=3, n_bootstrap=4,
+                level=0.9, seed=1, n_jobs=2)
+
+    local, dask = benefit(ExecutionSpec()), benefit(cluster)
+    for field in ("benefit", "low", "high", "mu0", "mu1", "fold"):
+        np.testing.assert_array_equal(getattr(dask, field), getattr(local, field))
+
+
+def _nested_backend() -> str:
+    from joblib.parallel import get_active_backend
+
+    return type(get_active_backend()[0]).__name__
+
+
+def test_tasks_run_their_own_joblib_calls_serially_on_the_cluster(cluster):
+    from joblib import Parallel, delayed
+
+    with execution.execution(cluster):
+        plain = Parallel(n_jobs=2)(delayed(_nested_backend)() for _ in range(2))
+        wrapped = Parallel(n_jobs=2)(delayed(execution.serial(_nested_backend))()
+                                     for _ in range(2))
+    assert set(plain) == {"DaskDistributedBackend"}  # what serial() prevents
+    assert set(wrapped) == {"SequentialBackend"}

@@ -337,6 +337,14 @@ def _packages_map_ready() -> bool:
     return requirements_utils._MODULES_TO_PACKAGES is not None
 
 
+def _forget_packages_map() -> None:
+    """As in a fresh process (a forked worker inherits the test process's map)."""
+    from mlflow.utils import requirements_utils
+
+    requirements_utils._MODULES_TO_PACKAGES = None
+    requirements_utils._PACKAGES_TO_MODULES = None
+
+
 def test_warm_up_readies_what_logging_does_once_per_process():
     """A fresh logging worker runs tracking.warm_up (named by path: the CLI need not
     import tracking) before the run's jobs: MLflow's installed-packages map is built."""
@@ -347,6 +355,7 @@ def test_warm_up_readies_what_logging_does_once_per_process():
         assert worker.submit(import_modules, "mlflow").result() == ["mlflow"]
         assert worker.submit(call, "mlflow.utils.requirements_utils:_normalize_package_name",
                              "Scikit_Learn").result() == "scikit-learn"
+        worker.submit(_forget_packages_map).result()
         before = worker.submit(packages_map_ready).result()
         worker.submit(call, "csf_responder.tracking:warm_up").result()
         assert not before and worker.submit(packages_map_ready).result()

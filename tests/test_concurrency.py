@@ -4,7 +4,6 @@ readable and the registry gate takes turns."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, cli_env
 
 BIN = Path(sys.executable).parent
 N_PROCESSES = 4
@@ -28,9 +27,7 @@ FAMILIES = {"logistic_l2", "prevalence", "clinical_only"}
 @pytest.fixture(scope="module")
 def raced(tmp_path_factory):
     work = tmp_path_factory.mktemp("concurrency")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-           "COLUMNS": "200"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = cli_env()
     cli = str(BIN / "csf-responder")
     subprocess.run([cli, "simulate", "--out", "cohort", "--truth", "truth/cohort.csv",
                     "--n-msc", "32", "--n-control", "8",

@@ -4,7 +4,6 @@ only, where CSF features cannot be called prognostic or predictive)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, cli_env
 from tests.test_report import _render_in_chromium
 
 BIN = Path(sys.executable).parent
@@ -39,9 +38,7 @@ def _effect(work: Path, env: dict[str, str], cohort: str, *sets: str):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     work = tmp_path_factory.mktemp("effect")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-           "COLUMNS": "200"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = cli_env()
     cli = str(BIN / "csf-responder")
     for name, extra in (("both", ["--set", "design.csf_in_controls=true", "--n-msc", "60",
                                   "--n-control", "60"]),

@@ -25,7 +25,7 @@ from csf_responder.tracking import (
     sqlite_path,
     store_lock,
 )
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, cli_env
 
 
 def test_config_digest_ignores_key_order_and_sees_every_value():
@@ -229,9 +229,7 @@ def interrupted(tmp_path_factory):
     from mlflow import MlflowClient
 
     work = tmp_path_factory.mktemp("interrupted")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-           "COLUMNS": "200"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = cli_env()
     cli = str(BIN / "csf-responder")
     subprocess.run([cli, "simulate", "--out", "cohort", "--truth", "truth/cohort.csv",
                     "--n-msc", "32", "--n-control", "8",

@@ -4,7 +4,6 @@ in a fresh Python process and predict on raw wide rows."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, cli_env
 
 BIN = Path(sys.executable).parent
 FAST = ["validation.n_repeats=2", "validation.n_bootstrap=200", "validation.n_optimism=20",
@@ -34,9 +33,7 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-           "COLUMNS": "200"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = cli_env()
     cli = str(BIN / "csf-responder")
     _run([cli, "simulate", "--out", "cohort", "--truth", "truth/cohort.csv", "--n-msc", "40",
           "--n-control", "10", "--config", str(CONFIGS / "simulate.yaml")], work, env)

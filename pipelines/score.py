@@ -1,9 +1,9 @@
 """Recipe: score a new cohort with a logged model.
 
-model -> ingest (the model's own contract) -> check the cohort against the model ->
-score in chunks (probability, interval, class, reasons, out-of-distribution flags) and
-count drift -> rejects, accounting, figures, summary -> one rename makes the output
-appear -> an MLflow run in the scoring experiment.
+model -> read the cohort in chunks -> each chunk (in parallel processes): ingest with the
+model's own contract and score (probability, interval, class, reasons, out-of-distribution
+flags) -> in order: write, count drift and rejects -> rejects, accounting, figures,
+summary -> one rename makes the output appear -> an MLflow run in the scoring experiment.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import pandas as pd
 
 from csf_responder import figures, scoring, tracking
 from csf_responder.config import ScoreConfig, load_config
-from csf_responder.ingest import scoring_chunks
-from csf_responder.io import StagedDirectory, TableStream, cohort_digest
+from csf_responder.execution import process_pool
+from csf_responder.ingest import read_scoring_chunks
+from csf_responder.io import StagedDirectory, TableStream, cohort_digest, count_patients
 from pipelines.console import Reporter
 
 
@@ -58,14 +59,16 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
     config, _ = load_config(config_path, ScoreConfig, overrides=overrides)
     now = datetime.now()
     target = out or default_out(config.out_dir, cohort, now)
-    with StagedDirectory(target, force=force) as staging:  # refuses an existing output
+    workers = scoring.chunk_workers(count_patients(cohort), chunk_size=config.chunk_size,
+                                    n_jobs=config.n_jobs)
+    with StagedDirectory(target, force=force) as staging, \
+            process_pool(workers, warm_up=scoring.WORKER_IMPORTS) as pool:  # importing now
         uri = tracking.setup_tracking(config.tracking.uri,
                                       artifact_root=config.tracking.artifact_root,
                                       experiment=config.tracking.experiment)
         loaded = tracking.load_scoring_model(model or config.model)
         profile = loaded.profile
-        contract = profile["contract"]
-        panel, indication = scoring.contract_specs(profile)
+        _, indication = scoring.contract_specs(profile)
         scorer = scoring.Scorer(loaded.model, profile, loaded.interval_models,
                                 n_reasons=config.n_reasons)
         drift = scoring.DriftAccumulator(profile["drift"])
@@ -73,20 +76,17 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
         tally = scoring.ScoringTally()
         explained = 0
         with reporter.progress(None, label="scoring patients") as advance:
-            for chunk in scoring_chunks(cohort, panel=panel, indication=indication,
-                                        drop_columns=config.drop_columns,
-                                        chunk_size=config.chunk_size, **contract["lead_in"]):
-                reporter.notes(tally.new_notes(chunk.checked.notes))
-                no_csf = scoring.csf_rejects(chunk.table, profile)
-                table = chunk.table.loc[~no_csf].reset_index(drop=True)
-                scores = scorer.score(table) if len(table) else scoring.empty_scores(
-                    config.n_reasons)
-                drift.add(table, scores["probability"].to_numpy())
-                if len(scores):
-                    stream.write(scores)
-                tally.add(chunk, scores, no_csf)
-                if explained < explain_plots and len(table) and profile["features"]:
-                    shown = table.head(explain_plots - explained)
+            raws = read_scoring_chunks(cohort, indication=indication,
+                                       chunk_size=config.chunk_size)
+            for chunk in scoring.score_chunks(raws, scorer, drop_columns=config.drop_columns,
+                                              keep_rows=explain_plots, pool=pool):
+                reporter.notes(tally.new_notes(chunk.notes))
+                drift.add(chunk.drift_values, chunk.scores["probability"].to_numpy())
+                if len(chunk.scores):
+                    stream.write(chunk.scores)
+                tally.add(chunk)
+                if explained < explain_plots and len(chunk.head) and profile["features"]:
+                    shown = chunk.head.head(explain_plots - explained)
                     explained += len(shown)
                     values, labels, base = scorer.explain(shown)
                     for i, subject in enumerate(shown["subject_id"]):
@@ -96,7 +96,7 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
                             title=f"Why: {subject} ({profile['family']})")
                 advance(len(chunk.subjects))
         stream.close(empty=scoring.empty_scores(config.n_reasons))
-        csf_file = chunk.raw.file("csf.csv")
+        csf_file = chunk.source.file("csf.csv")
         notes = [*tally.notes, *scoring.check_inputs(tally.has_values(), profile,
                                                      file=csf_file)]
         reporter.notes(notes[len(tally.notes):])
@@ -115,7 +115,7 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
                                title=f"CSF drift vs training: {cohort.name}")
         rejected = rejects["rule"].value_counts().to_dict()
         summary = {
-            "cohort": str(cohort), "data_digest": cohort_digest(chunk.raw),
+            "cohort": str(cohort), "data_digest": cohort_digest(chunk.source),
             "scored_at": now.isoformat(timespec="seconds"),
             "model": {"uri": loaded.uri, "name": loaded.name, "version": loaded.version,
                       "family": profile["family"], "training_run_id": loaded.run_id,

@@ -179,3 +179,52 @@ def test_tasks_run_their_own_joblib_calls_serially_on_the_cluster(cluster):
                                      for _ in range(2))
     assert set(plain) == {"DaskDistributedBackend"}  # what serial() prevents
     assert set(wrapped) == {"SequentialBackend"}
+
+
+# ------------------------------------------------------------------- process pool
+def _square_after(item):
+    import os
+    import time
+
+    value, pause = item
+    time.sleep(pause)  # later items finish first: the order must still be the items'
+    return value * value, os.getpid(), os.environ.get("OMP_NUM_THREADS")
+
+
+def _fail_on_three(value):
+    if value == 3:
+        raise ValueError("three is not welcome")
+    return value
+
+
+def test_process_pool_maps_in_order_in_other_processes_a_few_items_ahead():
+    import os
+
+    pulled = []
+
+    def items():
+        for value in range(8):
+            pulled.append(value)
+            yield value, 0.3 if value % 2 == 0 else 0.0
+
+    with execution.ProcessPool(2, warm_up=("json",)) as pool:
+        assert pool.n_workers == 2 and pool.threads == max(1, (os.cpu_count() or 1) // 2)
+        results = pool.imap(_square_after, items(), ahead=3)
+        first = next(results)
+        assert len(pulled) == 3  # only ``ahead`` items read before the first result
+        rest = list(results)
+    values = [first[0], *(r[0] for r in rest)]
+    assert values == [v * v for v in range(8)]
+    pids = {r[1] for r in [first, *rest]}
+    assert os.getpid() not in pids and len(pids) <= 2
+    assert {r[2] for r in [first, *rest]} == {str(pool.threads)}
+
+
+def test_process_pool_raises_a_workers_error_here():
+    with execution.ProcessPool(2) as pool, pytest.raises(ValueError, match="three"):
+        list(pool.imap(_fail_on_three, range(6)))
+
+
+def test_no_pool_for_one_worker():
+    with execution.process_pool(1) as pool:
+        assert pool is None

@@ -14,6 +14,8 @@ from csf_responder.io import (
     _chunk_rows,
     _distinct_ids,
     cohort_digest,
+    count_patients,
+    melt_chunk,
     read_cohort,
     read_cohort_chunks,
     write_table,
@@ -157,3 +159,38 @@ def test_chunks_hold_every_row_of_their_patients_whatever_the_order(cohort_dir):
     assert [c.patients["subject_id"].tolist() for c in chunks] == [["P01"], ["P02"]]
     assert [c.visits[LINE].tolist() for c in chunks] == [[3, 5], [2, 4]]
     assert [c.csf["subject_id"].tolist() for c in chunks] == [["P01"], []]
+
+
+def test_a_chunk_melted_where_it_is_processed_is_the_chunk_melted_on_reading(cohort_dir):
+    """Scoring hands chunks to worker processes with their CSF rows as read (smaller) and
+    melts them there: the same tables and notes as melting on reading."""
+    (cohort_dir / "csf.csv").write_text(
+        "subject_id,timepoint,MCP-1 (pg/mL),VEGF (pg/mL)\nP01,baseline,<15.6,40\n"
+        "P02,baseline,33,\n")
+    is_analyte = {"mcp1": "MCP-1", "vegf": "VEGF"}.get
+    def key(name):
+        return is_analyte("".join(c for c in name.lower() if c.isalnum()))
+
+    melted = list(read_cohort_chunks(cohort_dir, visits_file="alsfrs.csv", chunk_size=1,
+                                     is_analyte=key))
+    later = list(read_cohort_chunks(cohort_dir, visits_file="alsfrs.csv", chunk_size=1,
+                                    melt=False))
+    assert [c.csf_melted for c in later] == [False, False]
+    assert "MCP-1 (pg/mL)" in later[0].csf.columns  # still the file's wide rows
+    for early, late in zip(melted, later, strict=True):
+        done = melt_chunk(late, key)
+        assert done.csf_melted and melt_chunk(done, key) is done
+        pd.testing.assert_frame_equal(done.csf, early.csf)
+        pd.testing.assert_frame_equal(done.patients, early.patients)
+        assert done.notes == early.notes
+    assert any("wide layout" in note for note in melted[0].notes)
+    assert not any("wide layout" in note for note in melted[1].notes)  # the first's alone
+
+
+def test_patients_are_counted_without_parsing(cohort_dir, tmp_path):
+    assert count_patients(cohort_dir) == 2
+    (cohort_dir / "patients.csv").write_text(PATIENTS.rstrip("\n"))  # no final newline
+    assert count_patients(cohort_dir) == 2
+    (cohort_dir / "patients.csv").write_text("subject_id,arm,age\n")
+    assert count_patients(cohort_dir) == 0
+    assert count_patients(tmp_path / "nowhere") == 0

@@ -303,6 +303,14 @@ def test_chunks_and_file_order_change_nothing(scored, tmp_path):
         columns = list(expected.columns)
         pd.testing.assert_frame_equal(found.sort_values(columns).reset_index(drop=True),
                                       expected.sort_values(columns).reset_index(drop=True))
+    # chunks are scored in parallel processes (n_jobs: -1); one process, the same files
+    serial = tmp_path / "serial"
+    _run([CLI, "score", "--cohort", str(cohort), "--out", str(serial), "--set",
+          "chunk_size=7", "--set", "n_jobs=1", "--set",
+          f"tracking.artifact_root={work / 'store' / 'artifacts'}"], work, env)
+    for name in ("scores.csv", "rejects.csv", "input_rejects.csv", "accounting.csv",
+                 "drift.csv"):
+        assert (serial / name).read_bytes() == (chunked / name).read_bytes(), name
     ghost = pd.read_csv(chunked / "input_rejects.csv", keep_default_na=False)
     assert ghost.loc[ghost["subject_id"] == "GHOST", "rule"].tolist() == ["subject_unknown"]
     assert "Traceback" not in result.stderr

@@ -115,6 +115,39 @@ def test_probabilities_are_the_models_own_and_the_interval_comes_from_the_refits
         scores["probability"] >= 0.5).astype(int).tolist()
 
 
+def test_interval_models_tails_in_numpy_are_scikit_learns_bit_for_bit(cohort, xgb):
+    """The imputer and scaler of each interval model run in numpy on large chunks: the
+    same numbers as the steps' own transform, missing values included."""
+    from csf_responder.validation import stateless_prefix
+
+    config, _, data = cohort
+    model, refits, _ = xgb
+    rows = data.X.copy()
+    rows.loc[rows.index[:5], ["tgf_beta1_baseline", "age"]] = np.nan  # to impute
+    start = stateless_prefix(model)
+    head = model[:start].transform(rows)
+    assert head.isna().any().any()
+    linear = _fitted(config, data, "logistic_l2")
+    for pipeline in [*refits, linear]:
+        assert all(scoring._numpy_ready(step) for _, step in pipeline.steps[start:-1])
+        fast = scoring._tail_matrix(pipeline, start, head)
+        assert isinstance(fast, np.ndarray)
+        np.testing.assert_array_equal(fast, pipeline[start:-1].transform(head).to_numpy())
+    # and the probabilities they give are the Pipelines' own (a linear model gets its
+    # feature names back, so scikit-learn has nothing to warn about)
+    scorer = scoring.Scorer(model, scoring.training_profile(
+        model, data.X, contract=scoring.model_contract(config.panel, config.indication,
+                                                       config.labels),
+        family="xgboost", threshold=0.5, n_interval_models=2), [linear, linear])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = scorer.score(rows)
+    np.testing.assert_allclose(scores["probability_low"], linear.predict_proba(rows)[:, 1],
+                               rtol=1e-12)  # the quantile of two equal values
+
+
 @pytest.mark.parametrize("which", ["xgb", "linear"])
 def test_shap_contributions_add_up_to_the_log_odds(cohort, which, request):
     _, _, data = cohort

@@ -600,6 +600,7 @@ class ScoreConfig(_Strict):
     model: str = Field(min_length=1)      # MLflow model URI or local model directory
     out_dir: str                          # outputs go to <out_dir>/<cohort>-<date>/
     chunk_size: int = Field(ge=1)         # patients scored at a time (bounds memory)
+    n_jobs: int = Field(ge=-1)            # processes scoring chunks (-1: one per core)
     n_reasons: int = Field(ge=1, le=10)
     drop_columns: list[str]
     tracking: ScoringTrackingSpec

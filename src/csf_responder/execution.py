@@ -35,10 +35,14 @@ from csf_responder.errors import ConfigError
 if TYPE_CHECKING:
     from csf_responder.config import ExecutionSpec
 
-__all__ = ["CONNECT_TIMEOUT_SECONDS", "execution", "serial"]
+__all__ = ["CONNECT_TIMEOUT_SECONDS", "IDLE_SECONDS", "ProcessPool", "execution",
+           "process_pool", "serial"]
 
 #: How long to wait for the scheduler at ``execution.address`` before giving up.
 CONNECT_TIMEOUT_SECONDS = 20
+
+#: How long a :class:`ProcessPool` worker waits idle (for the next item) before it ends.
+IDLE_SECONDS = 600
 
 
 @contextmanager
@@ -101,3 +105,89 @@ def serial(func: Callable[..., Any]) -> Callable[..., Any]:
     of its own. Picklable when ``func`` is.
     """
     return _Serial(func)
+
+
+def _import(modules: tuple[str, ...]) -> None:
+    import importlib
+
+    for module in modules:
+        importlib.import_module(module)
+
+
+class ProcessPool:
+    """Local worker processes that start (and import what they will need) at once, for
+    an ordered map over a stream of large items, a few items ahead of the caller.
+
+    The scoring pipeline starts one before it loads the model, so that the workers'
+    imports overlap with the main process' own start-up; the items (cohort chunks) are
+    then handed out as they are read. Use as a context manager: leaving it, or an error,
+    stops the workers.
+
+    Parameters
+    ----------
+    n_workers : int
+        Worker processes (-1: one per core).
+    warm_up : sequence of str
+        Modules each worker imports as soon as it starts.
+    """
+
+    def __init__(self, n_workers: int, *, warm_up: tuple[str, ...] = ()) -> None:
+        import os
+
+        from joblib import effective_n_jobs
+        from joblib.externals.loky import get_reusable_executor
+
+        self.n_workers = effective_n_jobs(n_workers)
+        #: Threads each worker's numeric libraries may use: its share of the cores.
+        self.threads = max(1, (os.cpu_count() or 1) // self.n_workers)
+        limit = str(self.threads)
+        self._executor = get_reusable_executor(
+            max_workers=self.n_workers, reuse=False, timeout=IDLE_SECONDS,
+            env={name: limit for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                          "MKL_NUM_THREADS")})
+        for _ in range(self.n_workers):
+            self._executor.submit(_import, tuple(warm_up))
+
+    def imap(self, func: Callable[[Any], Any], items, *, ahead: int | None = None
+             ) -> Iterator[Any]:
+        """``func(item)`` for each item, computed in the workers, yielded in the items'
+        order; at most ``ahead`` (default twice the workers) items are in flight, so only
+        those are held in memory. A worker's error is raised here."""
+        from collections import deque
+
+        ahead = ahead or 2 * self.n_workers
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(self._executor.submit(func, item))
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        except Exception:  # let the items in flight end before the pool is stopped
+            from concurrent.futures import wait
+
+            wait(pending)
+            raise
+
+    def close(self) -> None:
+        """Stop the workers (those still working are killed)."""
+        self._executor.shutdown(wait=False, kill_workers=True)
+
+    def __enter__(self) -> ProcessPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def process_pool(n_workers: int, *, warm_up: tuple[str, ...] = ()
+                 ) -> Iterator[ProcessPool | None]:
+    """A :class:`ProcessPool` of ``n_workers`` for the block, or None (work in this
+    process) when ``n_workers`` is 1 or less."""
+    if n_workers <= 1:
+        yield None
+        return
+    with ProcessPool(n_workers, warm_up=warm_up) as pool:
+        yield pool

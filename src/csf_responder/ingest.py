@@ -15,7 +15,7 @@ import pandas as pd
 from csf_responder.cohort import cohort_table
 from csf_responder.config import IndicationSpec, LabelSpec, PanelSpec, analyte_match_key
 from csf_responder.contracts import CheckedCohort, check_cohort
-from csf_responder.io import RawCohort, read_cohort, read_cohort_chunks, subject_ids
+from csf_responder.io import RawCohort, melt_chunk, read_cohort, read_cohort_chunks, subject_ids
 from csf_responder.labels import (
     EXCLUSIONS,
     column_labels,
@@ -24,8 +24,8 @@ from csf_responder.labels import (
     lead_in_summary,
 )
 
-__all__ = ["IngestedCohort", "SCORING_REJECT_COLUMNS", "ScoringCohort", "ingest_cohort",
-           "scoring_chunks"]
+__all__ = ["IngestedCohort", "SCORING_REJECT_COLUMNS", "ScoringCohort", "check_scoring_chunk",
+           "ingest_cohort", "read_scoring_chunks", "scoring_chunks"]
 
 #: Columns of a scoring run's patient rejects: one row per patient not scored.
 SCORING_REJECT_COLUMNS = ("subject_id", "line", "rule", "column", "value", "detail")
@@ -72,10 +72,8 @@ def ingest_cohort(
         When the files cannot be used at all (missing, unreadable, breaking the header
         contract).
     """
-    spellings = panel.spellings()
     raw = read_cohort(directory, visits_file=indication.visits_file,
-                      is_analyte=lambda name: getattr(spellings.get(analyte_match_key(name)),
-                                                      "name", False))
+                      is_analyte=_analyte_names(panel))
     checked = check_cohort(raw, panel=panel, indication=indication,
                            label_column=labels.column, drop_columns=drop_columns)
     subjects = checked.patients["subject_id"]
@@ -168,20 +166,37 @@ def scoring_chunks(
     way the model saw them. Each chunk's accounting, rejects and notes are its own;
     ``chunk_size=None`` gives the whole cohort as one.
     """
+    for raw in read_scoring_chunks(directory, indication=indication, chunk_size=chunk_size):
+        yield check_scoring_chunk(raw, panel=panel, indication=indication,
+                                  lead_in_days=lead_in_days,
+                                  baseline_tolerance_days=baseline_tolerance_days,
+                                  min_visits_lead_in=min_visits_lead_in,
+                                  drop_columns=drop_columns)
+
+
+def read_scoring_chunks(directory: str | Path, *, indication: IndicationSpec,
+                        chunk_size: int | None) -> Iterator[RawCohort]:
+    """The first half of :func:`scoring_chunks`: the cohort's files read once, as raw
+    chunks of at most ``chunk_size`` patients, their CSF rows as read (melted by
+    :func:`check_scoring_chunk`, wherever it runs)."""
+    return read_cohort_chunks(directory, visits_file=indication.visits_file,
+                              chunk_size=chunk_size, melt=False)
+
+
+def _analyte_names(panel: PanelSpec):
+    """The panel's analyte named by a wide CSF header, if any (for
+    :func:`csf_responder.readers.csf_to_long`)."""
     spellings = panel.spellings()
-    for raw in read_cohort_chunks(
-            directory, visits_file=indication.visits_file, chunk_size=chunk_size,
-            is_analyte=lambda name: getattr(spellings.get(analyte_match_key(name)),
-                                            "name", False)):
-        yield _scoring_chunk(raw, panel=panel, indication=indication,
-                             lead_in_days=lead_in_days,
-                             baseline_tolerance_days=baseline_tolerance_days,
-                             min_visits_lead_in=min_visits_lead_in, drop_columns=drop_columns)
+    return lambda name: getattr(spellings.get(analyte_match_key(name)), "name", False)
 
 
-def _scoring_chunk(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec,
-                   lead_in_days: int, baseline_tolerance_days: int, min_visits_lead_in: int,
-                   drop_columns: Sequence[str]) -> ScoringCohort:
+def check_scoring_chunk(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec,
+                        lead_in_days: int, baseline_tolerance_days: int,
+                        min_visits_lead_in: int, drop_columns: Sequence[str]
+                        ) -> ScoringCohort:
+    """The second half of :func:`scoring_chunks`, one raw chunk at a time (each chunk's
+    patients are its own, so chunks can be checked in any order, or in parallel)."""
+    raw = melt_chunk(raw, _analyte_names(panel))
     checked = check_cohort(raw, panel=panel, indication=indication,
                            drop_columns=drop_columns, arm_required=False)
     later = int((checked.visits["day"] > 0).sum())

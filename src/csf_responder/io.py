@@ -9,7 +9,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,8 @@ from csf_responder.readers import LINE, arrow_text, csf_to_long, index_in, read_
 
 __all__ = [
     "COHORT_FILES", "CSF_SUFFIXES", "LINE", "RawCohort", "StagedDirectory", "TableStream",
-    "cohort_digest", "read_cohort", "read_cohort_chunks", "subject_ids", "write_cohort",
-    "write_outputs", "write_table",
+    "cohort_digest", "count_patients", "melt_chunk", "read_cohort", "read_cohort_chunks",
+    "subject_ids", "write_cohort", "write_outputs", "write_table",
 ]
 
 #: The files of a cohort directory besides the visits file, whose name the indication
@@ -49,6 +49,11 @@ class RawCohort:
     visits_name: str
     csf_name: str
     notes: list[str] = field(default_factory=list)
+    #: False for a chunk of :func:`read_cohort_chunks` with ``melt=False``: ``csf`` is
+    #: still the file's rows as read, until :func:`melt_chunk`.
+    csf_melted: bool = True
+    #: Whether melting adds the CSF layout's notes (the first chunk's alone do).
+    layout_notes: bool = True
 
     def file(self, name: str) -> str:
         """The path of one cohort file, as shown in messages (``csf.csv`` means the CSF
@@ -137,7 +142,7 @@ def _chunk_rows(ids: pd.Series | None, n_rows: int, index: pa.Array, n_chunks: i
 
 def read_cohort_chunks(directory: str | Path, *, visits_file: str,
                        is_analyte: Callable[[str], bool | str] | None = None,
-                       chunk_size: int | None) -> Iterator[RawCohort]:
+                       chunk_size: int | None, melt: bool = True) -> Iterator[RawCohort]:
     """Read a cohort directory once and yield it as cohorts of at most ``chunk_size``
     patients, each with all the visit and CSF rows of its patients (whatever the files'
     order) and its rows' original line numbers; rows of a subject not in patients.csv,
@@ -145,7 +150,10 @@ def read_cohort_chunks(directory: str | Path, *, visits_file: str,
     text is held once (Arrow-backed); melting the CSF to long layout, and everything
     downstream, happens a chunk at a time, so memory follows the chunk, not the cohort.
     The reader's notes come with the first chunk. ``chunk_size=None``: one chunk, the
-    tables as read. See :func:`read_cohort`.
+    tables as read. With ``melt=False`` each chunk's CSF rows are left as read, for
+    :func:`melt_chunk` to melt where the chunk is processed (a wide chunk is several
+    times smaller than its long layout: cheaper to hand to another process). See
+    :func:`read_cohort`.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -169,11 +177,37 @@ def read_cohort_chunks(directory: str | Path, *, visits_file: str,
         return table if rows is None else table.iloc[rows].reset_index(drop=True)
 
     for k in range(len(groups["patients"])):
-        long, layout = csf_to_long(part(csf, groups["csf"][k]), file=str(csf_path),
-                                   is_analyte=is_analyte or (lambda name: False))
-        yield RawCohort(directory, part(patients, groups["patients"][k]),
-                        part(visits, groups["visits"][k]), long, visits_file, csf_path.name,
-                        [*notes, *layout.notes] if k == 0 else [])
+        raw = RawCohort(directory, part(patients, groups["patients"][k]),
+                        part(visits, groups["visits"][k]), part(csf, groups["csf"][k]),
+                        visits_file, csf_path.name, list(notes) if k == 0 else [],
+                        csf_melted=False, layout_notes=k == 0)
+        yield melt_chunk(raw, is_analyte) if melt else raw
+
+
+def melt_chunk(raw: RawCohort, is_analyte: Callable[[str], bool | str] | None) -> RawCohort:
+    """A chunk of :func:`read_cohort_chunks` (``melt=False``) with its CSF rows in long
+    layout (:func:`csf_to_long`) and the layout's notes added; a melted one as it is."""
+    if raw.csf_melted:
+        return raw
+    long, layout = csf_to_long(raw.csf, file=raw.file("csf.csv"),
+                               is_analyte=is_analyte or (lambda name: False))
+    notes = [*raw.notes, *layout.notes] if raw.layout_notes else raw.notes
+    return replace(raw, csf=long, notes=notes, csf_melted=True)
+
+
+def count_patients(directory: str | Path) -> int:
+    """About how many patients a cohort directory holds: the lines of its patients.csv
+    after the header, counted without parsing (0 without the file; a quoted line break
+    counts twice). Enough to decide how to split the work, never to account for rows."""
+    path = Path(directory) / "patients.csv"
+    if not path.is_file():
+        return 0
+    lines, last = 0, b"\n"
+    with path.open("rb") as stream:
+        while block := stream.read(1 << 24):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return max(0, lines + (last != b"\n") - 1)
 
 
 def cohort_digest(raw: RawCohort) -> str:

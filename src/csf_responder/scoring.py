@@ -29,9 +29,10 @@ from sklearn.pipeline import Pipeline
 from csf_responder.cohort import csf_columns
 from csf_responder.validation import stateless_prefix
 
-__all__ = ["DriftAccumulator", "Scorer", "ScoringTally", "check_accounting", "check_inputs",
-           "contract_specs", "csf_rejects", "describe_feature", "empty_scores",
-           "model_contract", "needed_columns", "psi", "score_columns", "training_profile"]
+__all__ = ["ChunkScores", "DriftAccumulator", "Scorer", "ScoringTally", "check_accounting",
+           "check_inputs", "contract_specs", "csf_rejects", "describe_feature", "empty_scores",
+           "WORKER_IMPORTS", "chunk_workers", "model_contract", "needed_columns", "psi",
+           "score_chunk", "score_chunks", "score_columns", "training_profile"]
 
 #: Format version of the profile written with each model.
 PROFILE_VERSION = 1
@@ -354,6 +355,52 @@ def _before_classifier(pipeline: Pipeline, start: int, X):
     return pipeline[start:-1].transform(X) if start < len(pipeline) - 1 else X
 
 
+def _numpy_ready(step) -> bool:
+    """Whether :func:`_numpy_step` reproduces ``step``'s transform: a fitted
+    :class:`~sklearn.impute.SimpleImputer` of NaN without indicator columns, or a fitted
+    :class:`~sklearn.preprocessing.StandardScaler`."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import StandardScaler
+
+    if type(step) is SimpleImputer:
+        missing = step.missing_values
+        return (not step.add_indicator and isinstance(missing, float) and np.isnan(missing)
+                and hasattr(step, "statistics_")
+                and not np.isnan(step.statistics_.astype("float64")).any())
+    return type(step) is StandardScaler and hasattr(step, "scale_")
+
+
+def _numpy_step(step, matrix: np.ndarray) -> np.ndarray:
+    """A step :func:`_numpy_ready` accepts, applied to ``matrix`` in numpy: the same
+    arithmetic as its ``transform`` (the same numbers, bit for bit), without
+    scikit-learn's per-call validation and DataFrame output, which cost more than the
+    arithmetic itself on large chunks."""
+    if hasattr(step, "statistics_"):  # the imputer
+        return np.where(np.isnan(matrix), step.statistics_.astype("float64"), matrix)
+    out = matrix.copy()
+    if step.with_mean:
+        out -= step.mean_
+    if step.with_std:
+        out /= step.scale_
+    return out
+
+
+def _tail_matrix(pipeline: Pipeline, start: int, frame, matrix: np.ndarray | None = None):
+    """What the classifier of ``pipeline`` takes for ``frame`` (the output of its first
+    ``start`` steps): the remaining steps in numpy when :func:`_numpy_ready` accepts them
+    all (``matrix``: ``frame`` as float64, if made already), else through the steps
+    themselves."""
+    tail = [step for _, step in pipeline.steps[start:-1]]
+    if not tail:
+        return frame
+    if not all(_numpy_ready(step) for step in tail):
+        return _before_classifier(pipeline, start, frame)
+    current = _as_matrix(frame) if matrix is None else matrix
+    for step in tail:
+        current = _numpy_step(step, current)
+    return current
+
+
 def _predict(classifier, frame) -> np.ndarray:
     """The classifier's probability of the positive class for the rows of ``frame`` (the
     output of the Pipeline's steps before it).
@@ -364,6 +411,8 @@ def _predict(classifier, frame) -> np.ndarray:
     """
     if hasattr(classifier, "get_booster"):
         frame = _as_matrix(frame)
+    elif isinstance(frame, np.ndarray) and hasattr(classifier, "feature_names_in_"):
+        frame = pd.DataFrame(frame, columns=classifier.feature_names_in_, copy=False)
     return np.asarray(classifier.predict_proba(frame))[:, 1]
 
 
@@ -424,12 +473,17 @@ class Scorer:
     def __post_init__(self) -> None:
         import os
 
-        for model in [self.model, *self.interval_models]:  # fitted on one core per fold;
-            if hasattr(model[-1], "get_booster"):          # predicting, use them all
-                model[-1].set_params(n_jobs=os.cpu_count() or 1)
+        # fitted on one core per fold; predicting, use them all (unless told otherwise)
+        self.use_threads(os.cpu_count() or 1)
         self._head = stateless_prefix(self.model)
         self._features = list(self.profile["features"])
         self._info = [self.profile["features"][name] for name in self._features]
+
+    def use_threads(self, n: int) -> None:
+        """Threads each model's prediction may use (xgboost's ``n_jobs``)."""
+        for model in [self.model, *self.interval_models]:
+            if hasattr(model[-1], "get_booster"):
+                model[-1].set_params(n_jobs=n)
 
     def score(self, table: pd.DataFrame) -> pd.DataFrame:
         """One row per row of ``table``: the columns described in docs/scoring.md."""
@@ -441,7 +495,9 @@ class Scorer:
                             "probability": probability})
         level = self.profile["interval_level"]
         if len(self.interval_models):
-            spread = np.column_stack([_predict(m[-1], _before_classifier(m, self._head, head))
+            ready = all(_numpy_ready(step) for _, step in self.model.steps[self._head:-1])
+            base = _as_matrix(head) if ready and self._head < len(self.model) - 1 else None
+            spread = np.column_stack([_predict(m[-1], _tail_matrix(m, self._head, head, base))
                                       for m in self.interval_models])
             tail = (1 - level) / 2
             low, high = np.quantile(spread, [tail, 1 - tail], axis=1)
@@ -673,6 +729,140 @@ def check_accounting(subjects: pd.Series, scored: pd.Series, rejects: pd.DataFra
 
 
 @dataclass
+class ChunkScores:
+    """One chunk of a cohort scored (:func:`score_chunk`): its scores and all a caller
+    tallies, without the chunk's tables.
+
+    Attributes
+    ----------
+    scores : DataFrame
+        One row per patient scored (:func:`score_columns`).
+    rejects : DataFrame
+        One row per patient not scored (the input contract, the lead-in exclusions, no
+        CSF value the model uses), columns of
+        :data:`csf_responder.ingest.SCORING_REJECT_COLUMNS`.
+    input_rejects, accounting : DataFrame
+        The row-level contract rejects and the per-file accounting of the chunk.
+    subjects : Series
+        Every subject of the chunk's input ("" once per line without one).
+    notes : list of str
+        The chunk's ingest notes.
+    has_values : dict
+        Each numeric column of the chunk's wide table -> whether any patient has a value.
+    drift_values : DataFrame
+        The CSF values drift is counted on (:class:`DriftAccumulator`), of the patients
+        scored.
+    head : DataFrame
+        The first ``keep_rows`` rows of the wide table scored (for explanation plots).
+    source : RawCohort
+        The chunk's files (directory and names), without their rows.
+    """
+
+    scores: pd.DataFrame
+    rejects: pd.DataFrame
+    input_rejects: pd.DataFrame
+    accounting: pd.DataFrame
+    subjects: pd.Series
+    notes: list[str]
+    has_values: dict[str, bool]
+    drift_values: pd.DataFrame
+    head: pd.DataFrame
+    source: Any
+
+
+def score_chunk(raw, scorer: Scorer, *, drop_columns: Sequence[str] = (), keep_rows: int = 0,
+                threads: int | None = None) -> ChunkScores:
+    """Check one raw chunk of a cohort against the model's contract, build its wide
+    table and score it (:class:`Scorer`).
+
+    Parameters
+    ----------
+    raw : RawCohort
+        A chunk of :func:`csf_responder.ingest.read_scoring_chunks`.
+    scorer : Scorer
+        The model and its profile (whose contract the chunk is read with).
+    drop_columns : sequence of str
+        Identifier-like columns of patients.csv to drop instead of refusing.
+    keep_rows : int
+        Rows of the scored wide table to return (:attr:`ChunkScores.head`).
+    threads : int, optional
+        Threads the models may use (default: as the scorer is set).
+    """
+    from dataclasses import replace
+
+    from csf_responder.ingest import SCORING_REJECT_COLUMNS, check_scoring_chunk
+
+    profile = scorer.profile
+    panel, indication = contract_specs(profile)
+    chunk = check_scoring_chunk(raw, panel=panel, indication=indication,
+                                drop_columns=drop_columns,
+                                **profile["contract"]["lead_in"])
+    no_csf = csf_rejects(chunk.table, profile)
+    table = chunk.table.loc[~no_csf].reset_index(drop=True)
+    if threads is not None:
+        scorer.use_threads(threads)
+    scores = scorer.score(table) if len(table) else empty_scores(scorer.n_reasons)
+    rejects = [chunk.rejects]
+    if no_csf.any():
+        rejects.append(pd.DataFrame({
+            "subject_id": chunk.table.loc[no_csf, "subject_id"].to_numpy(), "line": "",
+            "rule": "no_csf", "column": "", "value": "",
+            "detail": "no value of the CSF analytes the model uses"}))
+    rejects = [r for r in rejects if len(r)]
+    return ChunkScores(
+        scores=scores,
+        rejects=(pd.concat(rejects, ignore_index=True)[list(SCORING_REJECT_COLUMNS)]
+                 if rejects else pd.DataFrame(columns=list(SCORING_REJECT_COLUMNS))),
+        input_rejects=chunk.checked.rejects, accounting=chunk.checked.accounting,
+        subjects=chunk.subjects, notes=list(chunk.checked.notes),
+        has_values={str(c): bool(v.notna().any()) for c, v in chunk.table.items()
+                    if pd.api.types.is_float_dtype(v)},
+        drift_values=table[list(profile["drift"])],
+        head=table.head(keep_rows),
+        source=replace(raw, patients=raw.patients.iloc[:0], visits=raw.visits.iloc[:0],
+                       csf=raw.csf.iloc[:0]))
+
+
+#: What a worker scoring chunks imports as it starts (see :func:`score_chunks`).
+WORKER_IMPORTS = ("xgboost", "sklearn.pipeline", "csf_responder.scoring",
+                  "csf_responder.ingest")
+
+
+def chunk_workers(n_patients: int, *, chunk_size: int, n_jobs: int) -> int:
+    """Worker processes worth starting to score ``n_patients`` in chunks of
+    ``chunk_size`` with at most ``n_jobs`` (-1: one per core): none (1, this process)
+    for a single chunk."""
+    from joblib import effective_n_jobs
+
+    chunks = -(-max(n_patients, 1) // chunk_size)
+    return min(chunks, effective_n_jobs(n_jobs)) if chunks > 1 else 1
+
+
+def score_chunks(raws, scorer: Scorer, *, drop_columns: Sequence[str] = (), keep_rows: int = 0,
+                 pool=None):
+    """:func:`score_chunk` over the raw chunks of a cohort, in their order.
+
+    With a :class:`csf_responder.execution.ProcessPool`, the chunks are checked and
+    scored in its worker processes (each model predicting on the worker's share of the
+    cores), a few chunks ahead of the caller, so the pure-Python ingest of one chunk
+    overlaps with another's prediction and with the reading and writing here; the
+    results are those of the serial run, in the same order.
+
+    Yields
+    ------
+    ChunkScores
+    """
+    if pool is None:
+        for raw in raws:
+            yield score_chunk(raw, scorer, drop_columns=drop_columns, keep_rows=keep_rows)
+        return
+    from functools import partial
+
+    yield from pool.imap(partial(score_chunk, scorer=scorer, drop_columns=drop_columns,
+                                 keep_rows=keep_rows, threads=pool.threads), raws)
+
+
+@dataclass
 class ScoringTally:
     """What scoring a cohort chunk by chunk adds up to: counts, notes (each once),
     patient and row rejects, per-file accounting, the subjects seen and scored, and
@@ -697,27 +887,21 @@ class ScoringTally:
         self.notes.extend(fresh)
         return fresh
 
-    def add(self, chunk, scores: pd.DataFrame, no_csf: pd.Series) -> None:
-        """Count one chunk (:class:`csf_responder.ingest.ScoringCohort`), its scores and
-        its patients without CSF (:func:`csf_rejects`)."""
+    def add(self, chunk: ChunkScores) -> None:
+        """Count one scored chunk (:func:`score_chunk`)."""
+        scores = chunk.scores
         self.chunks += 1
         self.n_scored += len(scores)
         self.responders += int(scores["predicted_responder"].sum())
         self.ood_range += int(scores["ood_range"].sum())
         self.ood_multivariate += int(scores["ood_multivariate"].sum())
         self._rejects.append(chunk.rejects)
-        if no_csf.any():
-            self._rejects.append(pd.DataFrame({
-                "subject_id": chunk.table.loc[no_csf, "subject_id"].to_numpy(), "line": "",
-                "rule": "no_csf", "column": "", "value": "",
-                "detail": "no value of the CSF analytes the model uses"}))
-        self._input_rejects.append(chunk.checked.rejects)
-        self._accounting.append(chunk.checked.accounting)
+        self._input_rejects.append(chunk.input_rejects)
+        self._accounting.append(chunk.accounting)
         self._subjects.append(chunk.subjects)
         self._scored.append(scores["subject_id"])
-        for column, values in chunk.table.items():
-            if pd.api.types.is_float_dtype(values) and not self._values.get(column):
-                self._values[column] = bool(values.notna().any())
+        for column, seen in chunk.has_values.items():
+            self._values[column] = self._values.get(column, False) or seen
 
     @property
     def n_input(self) -> int:

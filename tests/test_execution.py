@@ -220,6 +220,28 @@ def test_process_pool_maps_in_order_in_other_processes_a_few_items_ahead():
     assert {r[2] for r in [first, *rest]} == {str(pool.threads)}
 
 
+_HELD: list = []
+
+
+def _hold_memory(megabytes):
+    """Grow this worker's memory for good (as a worker's heap does after a large
+    chunk), return the worker's pid."""
+    import os
+
+    import numpy as np
+
+    _HELD.append(np.ones(megabytes * 2**20 // 8))
+    return os.getpid()
+
+
+def test_pool_workers_are_kept_when_their_memory_grows():
+    """loky would replace a worker grown by 300 MB (seconds of new process and imports
+    in the middle of scoring); a pool's workers live as long as the pool."""
+    with execution.ProcessPool(1) as pool:
+        pids = list(pool.imap(_hold_memory, [400, 400, 10]))
+    assert len(set(pids)) == 1
+
+
 def test_process_pool_raises_a_workers_error_here():
     with execution.ProcessPool(2) as pool, pytest.raises(ValueError, match="three"):
         list(pool.imap(_fail_on_three, range(6)))

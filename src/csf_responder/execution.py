@@ -35,14 +35,17 @@ from csf_responder.errors import ConfigError
 if TYPE_CHECKING:
     from csf_responder.config import ExecutionSpec
 
-__all__ = ["CONNECT_TIMEOUT_SECONDS", "IDLE_SECONDS", "ProcessPool", "execution",
-           "process_pool", "serial"]
+__all__ = ["CONNECT_TIMEOUT_SECONDS", "IDLE_SECONDS", "ProcessPool", "WORKER_MEMORY_GROWTH",
+           "execution", "process_pool", "serial"]
 
 #: How long to wait for the scheduler at ``execution.address`` before giving up.
 CONNECT_TIMEOUT_SECONDS = 20
 
 #: How long a :class:`ProcessPool` worker waits idle (for the next item) before it ends.
 IDLE_SECONDS = 600
+
+#: How much a :class:`ProcessPool` worker's memory may grow before loky replaces it.
+WORKER_MEMORY_GROWTH = 16 * 2**30
 
 
 @contextmanager
@@ -114,6 +117,19 @@ def _import(modules: tuple[str, ...]) -> None:
         importlib.import_module(module)
 
 
+def _start_worker(modules: tuple[str, ...]) -> None:
+    """A :class:`ProcessPool` worker's start: import ``modules``, and keep the worker for
+    the pool's life. loky replaces a worker whose memory grew by 300 MB since its first
+    task, taking it for a leak; a worker holding a chunk of 100,000 patients grows more
+    than that once (its heap then stays that size), and each replacement costs a new
+    process and its imports, seconds, in the middle of the work."""
+    from joblib.externals.loky import process_executor
+
+    process_executor._MAX_MEMORY_LEAK_SIZE = max(process_executor._MAX_MEMORY_LEAK_SIZE,
+                                                 WORKER_MEMORY_GROWTH)
+    _import(modules)
+
+
 class ProcessPool:
     """Local worker processes that start (and import what they will need) at once, for
     an ordered map over a stream of large items, a few items ahead of the caller.
@@ -143,10 +159,11 @@ class ProcessPool:
         limit = str(self.threads)
         self._executor = get_reusable_executor(
             max_workers=self.n_workers, reuse=False, timeout=IDLE_SECONDS,
+            initializer=_start_worker, initargs=(tuple(warm_up),),
             env={name: limit for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                           "MKL_NUM_THREADS")})
-        for _ in range(self.n_workers):
-            self._executor.submit(_import, tuple(warm_up))
+        for _ in range(self.n_workers):  # starts the workers (and their imports) now
+            self._executor.submit(int)
 
     def imap(self, func: Callable[[Any], Any], items, *, ahead: int | None = None
              ) -> Iterator[Any]:

@@ -21,6 +21,10 @@ A task that itself calls joblib (a permutation's folds, a grid search inside a T
 fold) runs those calls serially where it runs (:func:`serial`): the parallelism is in the
 tasks, never nested, as in local processes.
 
+Scoring a large cohort is a stream rather than a batch of tasks: :class:`ProcessPool`
+hands its chunks, as they are read, to local worker processes that started (and
+imported) while the model was loading, and gives the results back in order.
+
 dask and distributed are imported only when the dask backend is chosen.
 """
 

@@ -29,9 +29,9 @@ from sklearn.pipeline import Pipeline
 from csf_responder.cohort import csf_columns
 from csf_responder.validation import stateless_prefix
 
-__all__ = ["ChunkScores", "DriftAccumulator", "Scorer", "ScoringTally", "check_accounting",
-           "check_inputs", "contract_specs", "csf_rejects", "describe_feature", "empty_scores",
-           "WORKER_IMPORTS", "chunk_workers", "model_contract", "needed_columns", "psi",
+__all__ = ["ChunkScores", "DriftAccumulator", "Scorer", "ScoringTally", "WORKER_IMPORTS",
+           "check_accounting", "check_inputs", "chunk_workers", "contract_specs", "csf_rejects",
+           "describe_feature", "empty_scores", "model_contract", "needed_columns", "psi",
            "score_chunk", "score_chunks", "score_columns", "training_profile"]
 
 #: Format version of the profile written with each model.

@@ -48,3 +48,19 @@ def noise_panel(noise: tuple[dict[str, Any], ...] = NOISE_ANALYTES) -> PanelSpec
         {"name": a["name"], "key": analyte_key(a["name"]), "unit": "pg/mL", "required": True,
          "lloq": a["lloq"] * a["pg_ml_per_reported_unit"]} for a in noise)]
     return PanelSpec.model_validate(data)
+
+
+def effect_rows(directory, config):
+    """A cohort directory through the real ingest, as the effect analysis' rows
+    (:func:`csf_responder.effect.effect_data`: 6-month change, MSC vs control) under
+    ``config`` (an EffectConfig)."""
+    from csf_responder import effect
+    from csf_responder.ingest import ingest_cohort
+    from csf_responder.labels import change_at_horizon
+
+    cohort = ingest_cohort(directory, panel=config.panel, indication=config.indication,
+                           labels=config.labels, drop_columns=[])
+    change = change_at_horizon(cohort.checked.visits, cohort.labels, horizon_months=6,
+                               horizon_tolerance_days=21)
+    return effect.effect_data(cohort.table, cohort.labels, change, treated_arm="MSC",
+                              control_arm="control", higher_is_better=True)

@@ -12,12 +12,12 @@ from sklearn.pipeline import Pipeline
 from csf_responder import effect
 from csf_responder.config import EffectConfig, ModelSpec, SimulationConfig, load_config
 from csf_responder.errors import ConfigError
-from csf_responder.ingest import ingest_cohort
 from csf_responder.io import write_cohort
 from csf_responder.labels import change_at_horizon
 from csf_responder.models import baseline_features, make_classifier, make_regressor
 from csf_responder.simulate import simulate_trial, true_benefit
 from tests.conftest import CONFIGS
+from tests.simulated import effect_rows
 
 EFFECT = CONFIGS / "effect.yaml"
 
@@ -39,12 +39,7 @@ def _cohort(tmp_path, *overrides: str):
     write_cohort(tmp_path, patients=trial.patients, visits=trial.alsfrs, csf=trial.csf,
                  visits_file="alsfrs.csv")
     config = _config()
-    cohort = ingest_cohort(tmp_path, panel=config.panel, indication=config.indication,
-                           labels=config.labels, drop_columns=[])
-    change = change_at_horizon(cohort.checked.visits, cohort.labels, horizon_months=6,
-                               horizon_tolerance_days=21)
-    data = effect.effect_data(cohort.table, cohort.labels, change, treated_arm="MSC",
-                              control_arm="control", higher_is_better=True)
+    data = effect_rows(tmp_path, config)
     truth = true_benefit(trial, sim, horizon_months=6).set_index("subject_id")
     return config, data, truth.reindex(data.subject_id)
 

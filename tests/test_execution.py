@@ -18,13 +18,13 @@ from csf_responder.config import EffectConfig, ExecutionSpec, TrainConfig, load_
 from csf_responder.errors import ConfigError
 from csf_responder.ingest import ingest_cohort
 from csf_responder.io import write_cohort
-from csf_responder.labels import change_at_horizon
 from csf_responder.models import baseline_features, make_classifier
 from csf_responder.simulate import simulate_trial
 from csf_responder.training import training_data
 from pipelines.console import Reporter
 from pipelines.train import develop
 from tests.conftest import CONFIGS
+from tests.simulated import effect_rows
 from tests.test_train_e2e import FAST
 
 #: A training config small enough for a test (tests/test_train_e2e's, two families, few
@@ -141,12 +141,7 @@ def test_training_with_permutation_test_gives_the_same_numbers_on_dask(cluster, 
 
 def test_t_learner_gives_the_same_benefit_on_dask(cluster, cohort):
     config = load_config(CONFIGS / "effect.yaml", EffectConfig)[0]
-    checked = ingest_cohort(cohort, panel=config.panel, indication=config.indication,
-                            labels=config.labels, drop_columns=[])
-    change = change_at_horizon(checked.checked.visits, checked.labels, horizon_months=6,
-                               horizon_tolerance_days=21)
-    data = effect.effect_data(checked.table, checked.labels, change, treated_arm="MSC",
-                              control_arm="control", higher_is_better=True)
+    data = effect_rows(cohort, config)
     spec = config.learners["logistic_l2"]
     steps = baseline_features(panel=config.panel, indication=config.indication,
                               features=config.features, csf=False)

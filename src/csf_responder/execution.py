@@ -114,24 +114,20 @@ def serial(func: Callable[..., Any]) -> Callable[..., Any]:
     return _Serial(func)
 
 
-def _import(modules: tuple[str, ...]) -> None:
-    import importlib
-
-    for module in modules:
-        importlib.import_module(module)
-
-
 def _start_worker(modules: tuple[str, ...]) -> None:
     """A :class:`ProcessPool` worker's start: import ``modules``, and keep the worker for
     the pool's life. loky replaces a worker whose memory grew by 300 MB since its first
     task, taking it for a leak; a worker holding a chunk of 100,000 patients grows more
     than that once (its heap then stays that size), and each replacement costs a new
     process and its imports, seconds, in the middle of the work."""
+    import importlib
+
     from joblib.externals.loky import process_executor
 
     process_executor._MAX_MEMORY_LEAK_SIZE = max(process_executor._MAX_MEMORY_LEAK_SIZE,
                                                  WORKER_MEMORY_GROWTH)
-    _import(modules)
+    for module in modules:
+        importlib.import_module(module)
 
 
 class ProcessPool:

@@ -1,9 +1,10 @@
 """Recipe: score a new cohort with a logged model.
 
-model -> read the cohort in chunks -> each chunk (in parallel processes): ingest with the
-model's own contract and score (probability, interval, class, reasons, out-of-distribution
-flags) -> in order: write, count drift and rejects -> rejects, accounting, figures,
-summary -> one rename makes the output appear -> an MLflow run in the scoring experiment.
+model (meanwhile the cohort's files are read and split in chunks) -> each chunk (in
+parallel processes): ingest with the model's own contract and score (probability,
+interval, class, reasons, out-of-distribution flags) -> in order: write, count drift and
+rejects -> rejects, accounting, figures, summary -> one rename makes the output appear ->
+an MLflow run in the scoring experiment.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 from csf_responder import figures, scoring, tracking
 from csf_responder.config import ScoreConfig, load_config
 from csf_responder.execution import process_pool
-from csf_responder.ingest import read_scoring_chunks
+from csf_responder.ingest import ScoringRead
 from csf_responder.io import StagedDirectory, TableStream, cohort_digest, count_patients
 from pipelines.console import Reporter
 
@@ -62,13 +63,16 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
     workers = scoring.chunk_workers(count_patients(cohort), chunk_size=config.chunk_size,
                                     n_jobs=config.n_jobs)
     with StagedDirectory(target, force=force) as staging, \
-            process_pool(workers, warm_up=scoring.WORKER_IMPORTS) as pool:  # importing now
+            process_pool(workers, warm_up=scoring.WORKER_IMPORTS) as pool, \
+            ScoringRead(cohort, chunk_size=config.chunk_size) as reading:  # all started now
         uri = tracking.setup_tracking(config.tracking.uri,
                                       artifact_root=config.tracking.artifact_root,
                                       experiment=config.tracking.experiment)
-        loaded = tracking.load_scoring_model(model or config.model)
-        profile = loaded.profile
+        found = tracking.find_scoring_model(model or config.model)
+        profile = found.profile
         _, indication = scoring.contract_specs(profile)
+        reading.name_visits(indication)  # the model's contract names the visits file
+        loaded = tracking.load_scoring_model(found)
         scorer = scoring.Scorer(loaded.model, profile, loaded.interval_models,
                                 n_reasons=config.n_reasons)
         drift = scoring.DriftAccumulator(profile["drift"])
@@ -76,10 +80,10 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
         tally = scoring.ScoringTally()
         explained = 0
         with reporter.progress(None, label="scoring patients") as advance:
-            raws = read_scoring_chunks(cohort, indication=indication,
-                                       chunk_size=config.chunk_size)
-            for chunk in scoring.score_chunks(raws, scorer, drop_columns=config.drop_columns,
-                                              keep_rows=explain_plots, pool=pool):
+            chunks = scoring.score_chunks(reading.chunks(), scorer, pool=pool,
+                                          drop_columns=config.drop_columns,
+                                          keep_rows=explain_plots)
+            for chunk in chunks:
                 reporter.notes(tally.new_notes(chunk.notes))
                 drift.add(chunk.drift_values, chunk.scores["probability"].to_numpy())
                 if len(chunk.scores):

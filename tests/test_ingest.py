@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from csf_responder.config import SimulationConfig, TrainConfig, load_config
+from csf_responder.config import IndicationSpec, SimulationConfig, TrainConfig, load_config
 from csf_responder.errors import CohortError
-from csf_responder.ingest import ingest_cohort
-from csf_responder.io import write_cohort
+from csf_responder.ingest import ScoringRead, ingest_cohort
+from csf_responder.io import read_cohort_chunks, write_cohort
 from csf_responder.simulate import simulate_trial
 from tests.conftest import CONFIGS
 
@@ -177,3 +179,47 @@ def test_bridging_samples_undo_a_plate_bias_inside_the_pipeline(tmp_path, trial,
         ratio = (normalised.loc[quantified, column] / truth.loc[quantified.index[quantified],
                                                                  column])
         assert ratio.to_numpy() == pytest.approx(np.sqrt(2.0), rel=1e-6), key
+
+
+# ------------------------------------------------------------------ reading to score
+@pytest.fixture
+def small_cohort(tmp_path):
+    directory = tmp_path / "cohort"
+    directory.mkdir()
+    (directory / "patients.csv").write_text("subject_id,age\nP01,54\nP02,61\n")
+    (directory / "alsfrs.csv").write_text(
+        "subject_id,day,alsfrs_r\nP02,0,41\nP01,-84,40\nP01,0,37\n")
+    (directory / "csf.csv").write_text(
+        "subject_id,timepoint,analyte,value,unit\nP01,baseline,MCP-1,<15.6,pg/mL\n")
+    return directory
+
+
+def test_a_cohort_read_in_the_background_gives_the_chunks_read_at_once(small_cohort):
+    indication = IndicationSpec.model_construct(visits_file="alsfrs.csv")
+    with ScoringRead(small_cohort, chunk_size=1) as reading:
+        reading.name_visits(indication)
+        chunks = list(reading.chunks())
+    direct = list(read_cohort_chunks(small_cohort, visits_file="alsfrs.csv", chunk_size=1,
+                                     melt=False))
+    assert len(chunks) == len(direct) == 2
+    for late, early in zip(chunks, direct, strict=True):
+        assert not late.csf_melted
+        pd.testing.assert_frame_equal(late.visits, early.visits)
+        pd.testing.assert_frame_equal(late.csf, early.csf)
+
+
+def test_a_background_read_left_unnamed_stops_and_errors_reach_the_caller(small_cohort):
+    left = threading.Event()
+
+    def leave_unnamed() -> None:  # e.g. the model failed to load: the file is never named
+        with ScoringRead(small_cohort, chunk_size=1):
+            pass
+        left.set()
+
+    threading.Thread(target=leave_unnamed, daemon=True).start()
+    assert left.wait(timeout=60)  # the reading stopped and its thread ended: no hang
+    (small_cohort / "alsfrs.csv").unlink()
+    with ScoringRead(small_cohort, chunk_size=1) as reading:
+        reading.name_visits(IndicationSpec.model_construct(visits_file="alsfrs.csv"))
+        with pytest.raises(CohortError, match="alsfrs.csv"):
+            reading.chunks()

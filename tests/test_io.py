@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,13 +14,16 @@ from csf_responder.io import (
     LINE,
     _chunk_rows,
     _distinct_ids,
+    _positions,
     cohort_digest,
     count_patients,
     melt_chunk,
     read_cohort,
     read_cohort_chunks,
+    read_cohort_files,
     write_table,
 )
+from csf_responder.readers import index_in
 
 PATIENTS = "subject_id,arm,age\nP01,MSC,54\nP02,control,61\n"
 ALSFRS = "subject_id,day,alsfrs_r\nP01,-84,40\nP01,0,37\nP02,0,41\n"
@@ -150,6 +154,50 @@ def test_rows_in_chunk_order_are_sliced_others_gathered():
     assert ordered == [slice(0, 3), slice(3, 5)]
     mixed = _chunk_rows(pd.Series(["C", "A", "X", "B"], dtype="str"), 4, index, 2, 2)
     assert [list(rows) for rows in mixed] == [[1, 3], [0, 2]]
+
+
+def test_distinct_ids_of_sorted_and_unsorted_ids_are_pandas_unique():
+    for ids in (["", "A", "B", "C"], ["A", "B", "B", "C"], ["B", "A", "", "B"], ["A"], [],
+                ["", ""], ["A", "C", "B"]):
+        column = pd.Series(ids, dtype="str")
+        expected = [i for i in pd.unique(column) if i != ""]
+        assert _distinct_ids(column).to_pylist() == expected, ids
+
+
+@pytest.mark.parametrize("rows", [
+    ["A", "A", "B", "C", "C"],         # sorted like the index: no lookup at all
+    ["A", "C", "C"],                   # sorted, a patient without rows
+    ["A", "A", "X", "B", "", "C"],     # an unknown and a blank id in the runs
+    ["C", "A", "B", "A", "C", "B"],    # no order
+    ["A", "B", "C", "A"],              # the index, then more
+    [],
+])
+def test_row_positions_are_the_index_lookup_of_every_row(rows):
+    """Positions found per run of equal ids (or from the runs alone) are those of
+    looking every row up."""
+    index = _distinct_ids(pd.Series(["A", "B", "C"], dtype="str"))
+    column = pd.Series(rows, dtype="str")
+    np.testing.assert_array_equal(_positions(column, index), index_in(column, index))
+
+
+def test_the_visits_file_can_be_named_after_the_other_files_are_read(cohort_dir):
+    asked = []
+
+    def visits_file() -> str:
+        asked.append(True)
+        return "alsfrs.csv"
+
+    files = read_cohort_files(cohort_dir, visits_file=visits_file, chunk_size=1)
+    assert asked == [True]
+    named = read_cohort_files(cohort_dir, visits_file="alsfrs.csv", chunk_size=1)
+    for late, early in zip(files.chunks(), named.chunks(), strict=True):
+        for table in ("patients", "visits", "csf"):
+            pd.testing.assert_frame_equal(getattr(late, table), getattr(early, table))
+        assert late.notes == early.notes
+    # a file missing before the name is needed: the name is never asked for
+    (cohort_dir / "patients.csv").unlink()
+    with pytest.raises(CohortError, match="patients.csv"):
+        read_cohort_files(cohort_dir, visits_file=lambda: pytest.fail("asked"), chunk_size=1)
 
 
 def test_chunks_hold_every_row_of_their_patients_whatever_the_order(cohort_dir):

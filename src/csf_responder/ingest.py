@@ -7,6 +7,7 @@ runs it and goes on with the table.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,14 @@ import pandas as pd
 from csf_responder.cohort import cohort_table
 from csf_responder.config import IndicationSpec, LabelSpec, PanelSpec, analyte_match_key
 from csf_responder.contracts import CheckedCohort, check_cohort
-from csf_responder.io import RawCohort, melt_chunk, read_cohort, read_cohort_chunks, subject_ids
+from csf_responder.io import (
+    RawCohort,
+    melt_chunk,
+    read_cohort,
+    read_cohort_chunks,
+    read_cohort_files,
+    subject_ids,
+)
 from csf_responder.labels import (
     EXCLUSIONS,
     column_labels,
@@ -24,8 +32,8 @@ from csf_responder.labels import (
     lead_in_summary,
 )
 
-__all__ = ["IngestedCohort", "SCORING_REJECT_COLUMNS", "ScoringCohort", "check_scoring_chunk",
-           "ingest_cohort", "read_scoring_chunks", "scoring_chunks"]
+__all__ = ["IngestedCohort", "SCORING_REJECT_COLUMNS", "ScoringCohort", "ScoringRead",
+           "check_scoring_chunk", "ingest_cohort", "scoring_chunks"]
 
 #: Columns of a scoring run's patient rejects: one row per patient not scored.
 SCORING_REJECT_COLUMNS = ("subject_id", "line", "rule", "column", "value", "detail")
@@ -166,7 +174,9 @@ def scoring_chunks(
     way the model saw them. Each chunk's accounting, rejects and notes are its own;
     ``chunk_size=None`` gives the whole cohort as one.
     """
-    for raw in read_scoring_chunks(directory, indication=indication, chunk_size=chunk_size):
+    raws = read_cohort_chunks(directory, visits_file=indication.visits_file,
+                              chunk_size=chunk_size, melt=False)
+    for raw in raws:
         yield check_scoring_chunk(raw, panel=panel, indication=indication,
                                   lead_in_days=lead_in_days,
                                   baseline_tolerance_days=baseline_tolerance_days,
@@ -174,13 +184,46 @@ def scoring_chunks(
                                   drop_columns=drop_columns)
 
 
-def read_scoring_chunks(directory: str | Path, *, indication: IndicationSpec,
-                        chunk_size: int | None) -> Iterator[RawCohort]:
-    """The first half of :func:`scoring_chunks`: the cohort's files read once, as raw
-    chunks of at most ``chunk_size`` patients, their CSF rows as read (melted by
-    :func:`check_scoring_chunk`, wherever it runs)."""
-    return read_cohort_chunks(directory, visits_file=indication.visits_file,
-                              chunk_size=chunk_size, melt=False)
+class ScoringRead:
+    """A cohort to score, read in a background thread while the model loads: the first
+    half of :func:`scoring_chunks`, whose chunks :func:`check_scoring_chunk` checks
+    (wherever it runs).
+
+    patients.csv and the CSF file are read, and their chunks found, at once; the visits
+    file once :meth:`name_visits` names it (the model's contract does). Reading text
+    files is mostly Arrow's, outside the interpreter lock, so it overlaps with the
+    model's loading. Use it as a context manager: leaving before the visits file is
+    named stops the reading.
+    """
+
+    def __init__(self, directory: str | Path, *, chunk_size: int | None) -> None:
+        self._visits: Future[str] = Future()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="read-cohort")
+        self._files = self._thread.submit(read_cohort_files, directory,
+                                          visits_file=self._visits.result,
+                                          chunk_size=chunk_size)
+
+    def name_visits(self, indication: IndicationSpec) -> None:
+        """The visits file is the indication's."""
+        self._visits.set_result(indication.visits_file)
+
+    def chunks(self) -> Iterator[RawCohort]:
+        """The raw chunks of at most ``chunk_size`` patients, their CSF rows as read
+        (melted by :func:`check_scoring_chunk`), when the reading is done.
+
+        Raises
+        ------
+        CohortError
+            From the reading (a missing or unreadable file).
+        """
+        return self._files.result().chunks(melt=False)
+
+    def __enter__(self) -> ScoringRead:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._visits.cancel()  # not named yet: the reading stops there
+        self._thread.shutdown(wait=True)
 
 
 def _analyte_names(panel: PanelSpec):

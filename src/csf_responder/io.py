@@ -18,12 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from csf_responder.errors import CohortError, CsfResponderError
-from csf_responder.readers import LINE, arrow_text, csf_to_long, index_in, read_table
+from csf_responder.readers import LINE, arrow_text, csf_to_long, read_table
 
 __all__ = [
-    "COHORT_FILES", "CSF_SUFFIXES", "LINE", "RawCohort", "StagedDirectory", "TableStream",
-    "cohort_digest", "count_patients", "melt_chunk", "read_cohort", "read_cohort_chunks",
-    "subject_ids", "write_cohort", "write_outputs", "write_table",
+    "COHORT_FILES", "CSF_SUFFIXES", "CohortFiles", "LINE", "RawCohort", "StagedDirectory",
+    "TableStream", "cohort_digest", "count_patients", "melt_chunk", "read_cohort",
+    "read_cohort_chunks", "read_cohort_files", "subject_ids", "write_cohort", "write_outputs",
+    "write_table",
 ]
 
 #: The files of a cohort directory besides the visits file, whose name the indication
@@ -117,9 +118,32 @@ def subject_ids(table: pd.DataFrame) -> pd.Series | None:
 
 
 def _distinct_ids(ids: pd.Series) -> pa.Array:
-    """The distinct non-blank ids in order of first appearance (``pd.unique``)."""
-    array = arrow_text(ids)
-    return pc.unique(array.filter(pc.fill_null(pc.not_equal(array, ""), True)))
+    """The distinct non-blank ids in order of first appearance (``pd.unique``); ids in
+    strictly increasing order (a sorted patients.csv) are their own distinct values."""
+    array = arrow_text(ids).combine_chunks()
+    named = array.filter(pc.fill_null(pc.not_equal(array, ""), True))
+    if len(named) < 2 or pc.all(pc.less(named[:-1], named[1:])).as_py():
+        return named
+    return pc.unique(named)
+
+
+def _positions(ids: pd.Series, index: pa.Array) -> np.ndarray:
+    """Each row's position among the distinct ids ``index`` (-1: not there).
+
+    Looked up once per run of equal ids (a file sorted by subject has one run per
+    patient), and not looked up at all when the runs are ``index`` itself, in its order
+    (a file sorted like patients.csv)."""
+    text = arrow_text(ids).combine_chunks()
+    if len(text) == 0:
+        return np.empty(0, dtype=np.int64)
+    changes = pc.fill_null(pc.not_equal(text[1:], text[:-1]), True)
+    starts = np.flatnonzero(np.concatenate([[True], changes.to_numpy(zero_copy_only=False)]))
+    heads = text.take(pa.array(starts))
+    if len(heads) == len(index) and heads.equals(index):
+        found = np.arange(len(heads), dtype=np.int64)
+    else:
+        found = pc.index_in(heads, value_set=index).fill_null(-1).to_numpy().astype(np.int64)
+    return np.repeat(found, np.diff(np.append(starts, len(text))))
 
 
 def _chunk_rows(ids: pd.Series | None, n_rows: int, index: pa.Array, n_chunks: int,
@@ -130,7 +154,7 @@ def _chunk_rows(ids: pd.Series | None, n_rows: int, index: pa.Array, n_chunks: i
     (a file sorted like patients.csv), each chunk is a slice (no copy of the rows)."""
     if ids is None:
         return [np.arange(0)] * (n_chunks - 1) + [np.arange(n_rows)]
-    position = index_in(ids, index)
+    position = _positions(ids, index)
     chunk = np.where(position >= 0, position // size, n_chunks - 1)
     if (chunk[1:] >= chunk[:-1]).all():
         bounds = np.searchsorted(chunk, np.arange(n_chunks + 1))
@@ -138,6 +162,69 @@ def _chunk_rows(ids: pd.Series | None, n_rows: int, index: pa.Array, n_chunks: i
     order = np.argsort(chunk, kind="stable")
     bounds = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
     return [order[bounds[k]:bounds[k + 1]] for k in range(n_chunks)]
+
+
+@dataclass(frozen=True)
+class CohortFiles:
+    """A cohort directory's three files read once (every cell text, Arrow-backed) and
+    the rows of each of its chunks (:func:`read_cohort_files`)."""
+
+    directory: Path
+    patients: pd.DataFrame
+    visits: pd.DataFrame
+    csf: pd.DataFrame
+    visits_name: str
+    csf_name: str
+    notes: list[str]
+    #: ``patients``, ``visits``, ``csf`` -> each chunk's rows (None: the whole table)
+    rows: dict[str, list[np.ndarray | slice | None]]
+
+    def chunks(self, *, is_analyte: Callable[[str], bool | str] | None = None,
+               melt: bool = True) -> Iterator[RawCohort]:
+        """The chunks, one at a time (see :func:`read_cohort_chunks`)."""
+        def part(table: pd.DataFrame, rows: np.ndarray | slice | None) -> pd.DataFrame:
+            return table if rows is None else table.iloc[rows].reset_index(drop=True)
+
+        for k in range(len(self.rows["patients"])):
+            raw = RawCohort(self.directory, part(self.patients, self.rows["patients"][k]),
+                            part(self.visits, self.rows["visits"][k]),
+                            part(self.csf, self.rows["csf"][k]), self.visits_name,
+                            self.csf_name, list(self.notes) if k == 0 else [],
+                            csf_melted=False, layout_notes=k == 0)
+            yield melt_chunk(raw, is_analyte) if melt else raw
+
+
+def read_cohort_files(directory: str | Path, *, visits_file: str | Callable[[], str],
+                      chunk_size: int | None) -> CohortFiles:
+    """Read a cohort directory once and find each chunk's rows (see
+    :func:`read_cohort_chunks`).
+
+    ``visits_file`` may be a callable giving the name when it is needed, after
+    patients.csv and the CSF file are read: the reading can start in another thread
+    before the name is known (scoring learns it from the model).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CohortError("cohort directory not found", file=str(directory))
+    notes: dict[str, list[str]] = {"patients": [], "visits": [], "csf": []}
+    patients = _read(directory / "patients.csv", notes["patients"])
+    csf_path = _csf_path(directory)
+    csf = _read(csf_path, notes["csf"])
+    ids = subject_ids(patients) if chunk_size is not None else None
+    index = _distinct_ids(ids) if ids is not None else None
+    n_chunks = 1 if index is None else max(1, -(-len(index) // chunk_size))
+
+    def rows(table: pd.DataFrame) -> list[np.ndarray | slice | None]:
+        if index is None:  # one chunk (a missing subject_id: the contract check names it)
+            return [None]
+        return _chunk_rows(subject_ids(table), len(table), index, n_chunks, chunk_size)
+
+    csf_rows = rows(csf)
+    name = visits_file if isinstance(visits_file, str) else visits_file()
+    visits = _read(directory / name, notes["visits"])
+    return CohortFiles(directory, patients, visits, csf, name, csf_path.name,
+                       [note for file in notes.values() for note in file],
+                       {"patients": rows(patients), "visits": rows(visits), "csf": csf_rows})
 
 
 def read_cohort_chunks(directory: str | Path, *, visits_file: str,
@@ -155,33 +242,8 @@ def read_cohort_chunks(directory: str | Path, *, visits_file: str,
     times smaller than its long layout: cheaper to hand to another process). See
     :func:`read_cohort`.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CohortError("cohort directory not found", file=str(directory))
-    notes: list[str] = []
-    patients = _read(directory / "patients.csv", notes)
-    visits = _read(directory / visits_file, notes)
-    csf_path = _csf_path(directory)
-    csf = _read(csf_path, notes)
-    ids = subject_ids(patients) if chunk_size is not None else None
-    if ids is None:  # one chunk (a missing subject_id: the contract check names it)
-        groups = {"patients": [None], "visits": [None], "csf": [None]}
-    else:
-        index = _distinct_ids(ids)
-        n_chunks = max(1, -(-len(index) // chunk_size))
-        groups = {name: _chunk_rows(subject_ids(table), len(table), index, n_chunks,
-                                    chunk_size)
-                  for name, table in (("patients", patients), ("visits", visits),
-                                      ("csf", csf))}
-    def part(table: pd.DataFrame, rows: np.ndarray | slice | None) -> pd.DataFrame:
-        return table if rows is None else table.iloc[rows].reset_index(drop=True)
-
-    for k in range(len(groups["patients"])):
-        raw = RawCohort(directory, part(patients, groups["patients"][k]),
-                        part(visits, groups["visits"][k]), part(csf, groups["csf"][k]),
-                        visits_file, csf_path.name, list(notes) if k == 0 else [],
-                        csf_melted=False, layout_notes=k == 0)
-        yield melt_chunk(raw, is_analyte) if melt else raw
+    files = read_cohort_files(directory, visits_file=visits_file, chunk_size=chunk_size)
+    yield from files.chunks(is_analyte=is_analyte, melt=melt)
 
 
 def melt_chunk(raw: RawCohort, is_analyte: Callable[[str], bool | str] | None) -> RawCohort:

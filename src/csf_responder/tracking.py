@@ -21,12 +21,11 @@ from csf_responder.metrics import MetricCI
 from csf_responder.training import FamilyResult, TrainingData
 
 __all__ = [
-    "BackgroundRun", "ChildRun", "EffectChild", "LoggedChild", "ScoringModel", "Terminated",
-    "flatten",
-    "git_state", "log_effect_child",
-    "load_scoring_model", "log_child_run", "log_family_run", "log_parent_run",
-    "log_scoring_run", "resolve_uri",
-    "run", "scoring_files", "setup_tracking", "sqlite_path", "store_lock", "warm_up",
+    "BackgroundRun", "ChildRun", "EffectChild", "LoggedChild", "ModelFiles", "ScoringModel",
+    "Terminated", "find_scoring_model", "flatten", "git_state", "load_scoring_model",
+    "log_child_run", "log_effect_child", "log_family_run", "log_parent_run",
+    "log_scoring_run", "resolve_uri", "run", "scoring_files", "setup_tracking",
+    "sqlite_path", "store_lock", "warm_up",
 ]
 
 
@@ -692,9 +691,24 @@ def _model_source(uri: str) -> tuple[str, str, str, str]:
     return uri, "", "", ""
 
 
-def load_scoring_model(uri: str) -> ScoringModel:
-    """Load a model for scoring from any MLflow model URI (``models:/name@alias``,
-    ``models:/name/3``, ``runs:/<run>/model``, ``models:/m-...``) or a local directory.
+@dataclass(frozen=True)
+class ModelFiles:
+    """A logged model found, its files at hand (downloaded from the store) and its
+    scoring profile read, but not loaded yet (:func:`find_scoring_model`)."""
+
+    uri: str
+    path: Path
+    profile: dict[str, Any]
+    run_id: str
+    name: str = ""
+    version: str = ""
+
+
+def find_scoring_model(uri: str) -> ModelFiles:
+    """Find a model for scoring from any MLflow model URI (``models:/name@alias``,
+    ``models:/name/3``, ``runs:/<run>/model``, ``models:/m-...``) or a local directory,
+    and read its scoring profile: what a caller needs before the model itself (the
+    input contract) without the time its loading takes (:func:`load_scoring_model`).
 
     Raises
     ------
@@ -702,11 +716,7 @@ def load_scoring_model(uri: str) -> ScoringModel:
         When the URI names no model, or a model logged without what scoring needs (a
         model from before scoring existed: train again).
     """
-    import json
-
     import mlflow
-    import mlflow.sklearn
-    import skops.io
 
     from csf_responder import scoring
     from csf_responder.errors import CsfResponderError
@@ -726,14 +736,36 @@ def load_scoring_model(uri: str) -> ScoringModel:
             f"model {uri}: has no scoring profile ({scoring.PROFILE_FILE}); it was logged "
             "before batch scoring existed: train it again with make train")
     profile = json.loads(profile_path.read_text(encoding="utf-8"))
-    model = mlflow.sklearn.load_model(str(path))
+    return ModelFiles(uri=uri, path=path, profile=profile, run_id=run_id, name=name,
+                      version=version)
+
+
+def load_scoring_model(model: str | ModelFiles) -> ScoringModel:
+    """Load a model for scoring: the Pipeline, its interval models and its profile, from
+    a model URI or directory (:func:`find_scoring_model`) or a model found already.
+
+    Raises
+    ------
+    CsfResponderError
+        As :func:`find_scoring_model`.
+    """
+    import mlflow
+    import mlflow.sklearn
+    import skops.io
+
+    from csf_responder import scoring
+
+    found = model if isinstance(model, ModelFiles) else find_scoring_model(model)
+    path, profile = found.path, found.profile
+    pipeline = mlflow.sklearn.load_model(str(path))
     intervals_path = path / "extra_files" / scoring.INTERVAL_FILE
     intervals = (skops.io.load(intervals_path, trusted=profile["trusted_types"])
                  if intervals_path.is_file() else [])
     meta = mlflow.models.Model.load(str(path / "MLmodel"))
-    return ScoringModel(uri=uri, model=model, profile=profile, interval_models=list(intervals),
-                        run_id=run_id or (meta.run_id or ""), model_id=meta.model_id or "",
-                        name=name, version=version)
+    return ScoringModel(uri=found.uri, model=pipeline, profile=profile,
+                        interval_models=list(intervals),
+                        run_id=found.run_id or (meta.run_id or ""),
+                        model_id=meta.model_id or "", name=found.name, version=found.version)
 
 
 def log_scoring_run(*, name: str, summary: dict[str, Any], files: list[Path]) -> str:

@@ -265,10 +265,12 @@ def test_accounting_catches_lost_duplicated_and_double_counted_patients():
     scoring.check_accounting(subjects, pd.Series(["a", "b"]), rejects)
     with pytest.raises(RuntimeError, match=r"neither scored nor rejected: \['b'\]"):
         scoring.check_accounting(subjects, pd.Series(["a"]), rejects)
-    with pytest.raises(RuntimeError, match="scored twice"):
+    with pytest.raises(RuntimeError, match=r"scored twice: \['b'\]"):
         scoring.check_accounting(subjects, pd.Series(["a", "b", "b"]), rejects)
-    with pytest.raises(RuntimeError, match="scored and rejected"):
+    with pytest.raises(RuntimeError, match=r"scored and rejected: \['c'\]"):
         scoring.check_accounting(subjects, pd.Series(["a", "b", "c"]), rejects)
+    with pytest.raises(RuntimeError, match=r"not in the input: \['z'\]"):
+        scoring.check_accounting(subjects, pd.Series(["a", "b", "z"]), rejects)
     with pytest.raises(RuntimeError, match="without subject_id"):
         scoring.check_accounting(subjects, pd.Series(["a", "b"]), rejects.iloc[:1])
 

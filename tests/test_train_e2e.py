@@ -1,5 +1,6 @@
 """End to end: simulate a cohort, train into a temporary MLflow store, load the model
-in a fresh Python process and predict on raw wide rows."""
+in a fresh Python process and predict on raw wide rows. The training is the session's
+shared one (tests/conftest.py: ``trained_store``), read here as it was written."""
 
 from __future__ import annotations
 
@@ -13,12 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CONFIGS, cli_env
+from tests.conftest import cli_env, copy_store
 
-BIN = Path(sys.executable).parent
-FAST = ["validation.n_repeats=2", "validation.n_bootstrap=200", "validation.n_optimism=20",
-        "validation.inner_splits=3", "validation.n_permutations=2",
-        "models.xgboost.params.n_estimators=30"]
 FAMILIES = {"logistic_l2", "elastic_net", "xgboost"}  # configs/train.yaml
 REFERENCES = {"prevalence", "clinical_only"}
 
@@ -31,20 +28,10 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    work = tmp_path_factory.mktemp("e2e")
-    env = cli_env()
-    cli = str(BIN / "csf-responder")
-    _run([cli, "simulate", "--out", "cohort", "--truth", "truth/cohort.csv", "--n-msc", "40",
-          "--n-control", "10", "--config", str(CONFIGS / "simulate.yaml")], work, env)
-    sets = [arg for item in FAST for arg in ("--set", item)]
-    _run([cli, "validate", "--cohort", "cohort", "--out", "interim",
-          "--config", str(CONFIGS / "train.yaml")], work, env)
-    train = [cli, "train", "--cohort", "cohort", "--config", str(CONFIGS / "train.yaml"),
-             "--permutation-test", "--set", "tracking.uri=sqlite:///store/mlflow.db",
-             "--set", "tracking.artifact_root=store/artifacts", *sets]
-    result = _run(train, work, env)
-    return work, env, result, train
+def trained(trained_store):
+    """simulate (40 MSC, 10 control) -> validate -> train --permutation-test with two
+    repeats and two permutations (tests/conftest.py: SHARED_TRAIN), in ``work``."""
+    return trained_store.work, cli_env(), trained_store.result, trained_store.train
 
 
 def test_train_prints_summary_and_where_to_look(trained):
@@ -170,12 +157,13 @@ def test_logged_model_predicts_raw_wide_rows_in_a_fresh_process(trained):
             assert 0 <= p_good <= 1 and abs(p_poor + p_good - 1) < 1e-6
 
 
-def test_same_data_config_and_seed_give_identical_metrics(trained):
+def test_same_data_config_and_seed_give_identical_metrics(trained, tmp_path):
     """Determinism: a second run of the same command logs exactly the same metrics and
     hyperparameters for every family and reference."""
     from mlflow import MlflowClient
 
-    work, env, _, train = trained
+    shared, env, _, train = trained
+    work = copy_store(shared, tmp_path / "again")  # the second run: in a copy of the folder
     _run(train, work, env)
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'store' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("csf-responder")

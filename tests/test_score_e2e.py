@@ -1,4 +1,5 @@
-"""End to end: train a model into a temporary MLflow store, then score a new cohort with
+"""End to end: a model trained into a temporary MLflow store (a copy of the session's
+shared one, tests/conftest.py: ``trained_store``), then a new cohort scored with
 ``make score`` and ``csf-responder score``: outputs, rejects, accounting, model URIs,
 errors, interrupted writes and the scoring run in MLflow."""
 
@@ -17,13 +18,10 @@ import pandas as pd
 import pytest
 
 from csf_responder import scoring
-from tests.conftest import CONFIGS, ROOT
+from tests.conftest import ROOT, copy_store
 
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "csf-responder")
-FAST = ["validation.n_repeats=1", "validation.n_splits=3", "validation.inner_splits=3",
-        "validation.n_bootstrap=100", "validation.n_optimism=0",
-        "validation.n_interval_models=6", "models.xgboost.params.n_estimators=30"]
 #: Patients planted in the scoring cohort, each with the one rule that rejects it.
 PLANTED = {"BADAGE": "age_invalid", "DUP1": "subject_id_duplicate", "NOBASE": "no_baseline_visit",
            "FEWLEAD": "too_few_lead_in_visits", "FLAT": "no_lead_in_decline",
@@ -69,19 +67,13 @@ def _plant(cohort: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
-    """A model trained, registered and promoted to champion in a temporary store, a new
-    cohort with planted rejects, and that cohort scored with ``make score``."""
-    work = tmp_path_factory.mktemp("score")
+def scored(tmp_path_factory, trained_store):
+    """A model trained and registered in a temporary store (a copy of the session's: every
+    family, version 1 its best), promoted to champion, a new cohort with planted rejects,
+    and that cohort scored with ``make score``."""
+    work = copy_store(trained_store.work, tmp_path_factory.mktemp("score"))
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
            "COLUMNS": "200", "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'store' / 'mlflow.db'}"}
-    _run([CLI, "simulate", "--out", str(work / "train"), "--truth", str(work / "truth.csv"),
-          "--n-msc", "40", "--n-control", "4"], work, env)
-    sets = [a for item in [*FAST, f"tracking.artifact_root={work / 'store' / 'artifacts'}",
-                           f"tracking.report_dir={work / 'reports'}"]
-            for a in ("--set", item)]
-    _run([CLI, "train", "--cohort", str(work / "train"), "--config",
-          str(CONFIGS / "train.yaml"), *sets], work, env)
     _run([CLI, "promote", "--version", "1", "--reason", "test fixture"], ROOT, env)
     _run([CLI, "simulate", "--scoring", "--n", "120", "--out", str(work / "new")], work, env)
     _plant(work / "new")

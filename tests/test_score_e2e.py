@@ -233,11 +233,18 @@ def test_a_unit_that_cannot_be_converted_is_a_clear_error(scored, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
-def test_an_interrupted_run_leaves_no_partial_output(scored, tmp_path, how):
+@pytest.fixture(scope="module")
+def big(scored, tmp_path_factory) -> Path:
+    """A scoring cohort of 20 000 patients, read (never written) by the tests below."""
     work, env, _, _ = scored
-    big = tmp_path / "big"
+    big = tmp_path_factory.mktemp("big") / "big"
     _run([CLI, "simulate", "--scoring", "--n", "20000", "--out", str(big)], work, env)
+    return big
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_an_interrupted_run_leaves_no_partial_output(scored, big, tmp_path, how):
+    work, env, _, _ = scored
     out = tmp_path / "out"
     process = subprocess.Popen(
         [CLI, "score", "--cohort", str(big), "--out", str(out), "--set", "chunk_size=200",

@@ -2,8 +2,9 @@
 ``mlflow models serve`` scores raw wide rows, ``mlflow ui`` shows the run's metrics and
 artifacts, and the registry gate works against an HTTP tracking server.
 
-One small model is trained once for the module (simulate -> validate -> train, one
-family, no optimism bootstrap) into a temporary SQLite store.
+The store is a copy, for the module, of the session's trained one (tests/conftest.py:
+``trained_store``, simulate -> validate -> train into a temporary SQLite store); its
+logistic_l2 model is the one served.
 """
 
 from __future__ import annotations
@@ -26,20 +27,11 @@ import numpy as np
 import pytest
 
 from csf_responder.config import Bound, RegistrySpec
-from tests.conftest import CONFIGS
+from tests.conftest import copy_store
 
 BIN = Path(sys.executable).parent
 FAMILY = "logistic_l2"
-QUICK = ["validation.n_repeats=1", "validation.n_bootstrap=200", "validation.n_optimism=0",
-         "validation.inner_splits=3", f"models={{{FAMILY}: models/{FAMILY}.yaml}}"]
 K = 7  # rows scored
-
-
-def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 def _free_port() -> int:
@@ -104,8 +96,8 @@ def _server(args: list[str], *, port: int, ready: str, cwd: Path, env: dict[str,
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    work = tmp_path_factory.mktemp("serving")
+def trained(tmp_path_factory, trained_store):
+    work = copy_store(trained_store.work, tmp_path_factory.mktemp("serving"))
     store = work / "store"
     uri = f"sqlite:///{store / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
@@ -114,14 +106,6 @@ def trained(tmp_path_factory):
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # serve execs uvicorn
            "COLUMNS": "200"}
     env.pop("MLFLOW_EXPERIMENT_ID", None)
-    cli = str(BIN / "csf-responder")
-    _run([cli, "simulate", "--out", "cohort", "--truth", "truth/cohort.csv", "--n-msc", "40",
-          "--n-control", "5", "--config", str(CONFIGS / "simulate.yaml")], work, env)
-    _run([cli, "validate", "--cohort", "cohort", "--out", "interim",
-          "--config", str(CONFIGS / "train.yaml")], work, env)
-    _run([cli, "train", "--cohort", "cohort", "--config", str(CONFIGS / "train.yaml"),
-          "--set", f"tracking.artifact_root={store / 'artifacts'}",
-          *(arg for item in QUICK for arg in ("--set", item))], work, env)
 
     from mlflow import MlflowClient
 

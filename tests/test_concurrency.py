@@ -25,14 +25,12 @@ FAMILIES = {"logistic_l2", "prevalence", "clinical_only"}
 
 
 @pytest.fixture(scope="module")
-def raced(tmp_path_factory):
+def raced(tmp_path_factory, simulate):
     work = tmp_path_factory.mktemp("concurrency")
     env = cli_env()
     cli = str(BIN / "csf-responder")
-    subprocess.run([cli, "simulate", "--out", "cohort", "--truth", "truth/cohort.csv",
-                    "--n-msc", "32", "--n-control", "8",
-                    "--config", str(CONFIGS / "simulate.yaml")],
-                   cwd=work, env=env, check=True, capture_output=True, timeout=300)
+    simulate(work, "--out", "cohort", "--truth", "truth/cohort.csv", "--n-msc", "32",
+             "--n-control", "8", "--config", str(CONFIGS / "simulate.yaml"))
     uri = f"sqlite:///{work / 'store' / 'mlflow.db'}"
     sets = [arg for item in FAST for arg in ("--set", item)]
     processes = []

@@ -36,16 +36,14 @@ def _effect(work: Path, env: dict[str, str], cohort: str, *sets: str):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, simulate):
     work = tmp_path_factory.mktemp("effect")
     env = cli_env()
-    cli = str(BIN / "csf-responder")
     for name, extra in (("both", ["--set", "design.csf_in_controls=true", "--n-msc", "60",
                                   "--n-control", "60"]),
-                        ("phase2", [])):
-        subprocess.run([cli, "simulate", "--out", name, "--truth", f"truth/{name}.csv",
-                        "--config", str(CONFIGS / "simulate.yaml"), *extra], cwd=work,
-                       env=env, check=True, capture_output=True, timeout=600)
+                        ("phase2", [])):  # tests/test_server.py's phase 2 cohort too
+        simulate(work, "--out", name, "--truth", f"truth/{name}.csv",
+                 "--config", str(CONFIGS / "simulate.yaml"), *extra)
     both = _effect(work, env, "both", "learning_curve.sizes=[40, 80]",
                    "learning_curve.repeats=1")
     phase2 = _effect(work, env, "phase2", "learning_curve.sizes=[]",

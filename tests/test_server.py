@@ -102,7 +102,7 @@ def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def used(server):
+def used(server, simulate):
     """Simulate, train, score and run effect from a client folder with only
     ``MLFLOW_TRACKING_URI`` pointing at the server (the configs' tracking.uri is the
     local sqlite:///mlruns/mlflow.db, which must stay untouched)."""
@@ -111,11 +111,9 @@ def used(server):
     client_dir.mkdir()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
            "COLUMNS": "200", "MLFLOW_TRACKING_URI": url}
-    simulate = str(CONFIGS / "simulate.yaml")
-    _cli(["simulate", "--out", "phase2", "--truth", "truth/phase2.csv", "--config", simulate],
-         client_dir, env)
-    _cli(["simulate", "--scoring", "--n", "50", "--out", "new", "--config", simulate],
-         client_dir, env)
+    config = str(CONFIGS / "simulate.yaml")
+    simulate(client_dir, "--out", "phase2", "--truth", "truth/phase2.csv", "--config", config)
+    simulate(client_dir, "--scoring", "--n", "50", "--out", "new", "--config", config)
     results = {
         "train": _cli(["train", "--cohort", "phase2", "--config", str(CONFIGS / "train.yaml"),
                        *_sets(TRAIN_FAST)], client_dir, env),

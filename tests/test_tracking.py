@@ -222,7 +222,7 @@ def _state(client) -> dict:
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory):
+def interrupted(tmp_path_factory, simulate):
     """Train once (version 1, the champion); start a training and SIGTERM it, another and
     SIGKILL it, each as soon as its parent run is in the store; then train again.
     Returns what the store held after each step."""
@@ -231,10 +231,8 @@ def interrupted(tmp_path_factory):
     work = tmp_path_factory.mktemp("interrupted")
     env = cli_env()
     cli = str(BIN / "csf-responder")
-    subprocess.run([cli, "simulate", "--out", "cohort", "--truth", "truth/cohort.csv",
-                    "--n-msc", "32", "--n-control", "8",
-                    "--config", str(CONFIGS / "simulate.yaml")],
-                   cwd=work, env=env, check=True, capture_output=True, timeout=300)
+    simulate(work, "--out", "cohort", "--truth", "truth/cohort.csv", "--n-msc", "32",
+             "--n-control", "8", "--config", str(CONFIGS / "simulate.yaml"))
     uri = f"sqlite:///{work / 'store' / 'mlflow.db'}"
     train = [cli, "train", "--cohort", "cohort", "--config", str(CONFIGS / "train.yaml"),
              "--set", f"tracking.uri={uri}",

@@ -244,6 +244,10 @@ def score(
     out-of-distribution flags per patient; rejects with reasons; drift vs training."""
     import signal
 
+    from csf_responder.execution import keep_freed_memory
+
+    keep_freed_memory()  # before pyarrow loads: chunk after chunk reuses the same memory
+
     from rich.console import Console
 
     from csf_responder.errors import CsfResponderError

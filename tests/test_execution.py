@@ -5,6 +5,7 @@ with the same numbers on both."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import warnings
@@ -23,13 +24,12 @@ from csf_responder.simulate import simulate_trial
 from csf_responder.training import training_data
 from pipelines.console import Reporter
 from pipelines.train import develop
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, SHARED_TRAIN
 from tests.simulated import effect_rows
-from tests.test_train_e2e import FAST
 
 #: A training config small enough for a test (tests/test_train_e2e's, two families, few
 #: interval models), the permutation test on.
-TRAIN = [*FAST, "validation.permutation_test=true", "validation.n_permutations=3",
+TRAIN = [*SHARED_TRAIN, "validation.permutation_test=true", "validation.n_permutations=3",
          "validation.n_jobs=2", "validation.n_interval_models=2",
          "models={logistic_l2: models/logistic_l2.yaml, xgboost: models/xgboost.yaml}"]
 
@@ -245,3 +245,49 @@ def test_process_pool_raises_a_workers_error_here():
 def test_no_pool_for_one_worker():
     with execution.process_pool(1) as pool:
         assert pool is None
+
+
+_CHURN = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "keep":
+    from csf_responder.execution import keep_freed_memory
+    keep_freed_memory()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(40):  # tables built and dropped, as chunk after chunk is scored
+    a = np.ones(1_000_000)
+    b = np.ones(1_000_000) + a
+    del a, b
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _page_faults(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items()
+           if k not in execution.ALLOCATOR_SETTINGS}
+    done = subprocess.run([sys.executable, "-c", _CHURN, mode], env=env, check=True,
+                          capture_output=True, text=True)
+    return int(done.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_freed_memory_is_reused_instead_of_faulted_in_again():
+    """Each 8 MB array freed and made again costs fresh pages by default; with the
+    allocator settings the process reuses its own."""
+    assert _page_faults("keep") < _page_faults("default") / 4
+
+
+def _environment(names) -> dict:
+    return {name: os.environ.get(name) for name in names}
+
+
+def test_allocator_settings_reach_the_workers_and_the_users_own_win(monkeypatch):
+    for name in execution.ALLOCATOR_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MIMALLOC_PURGE_DELAY", "100")  # the user's own
+    execution.keep_freed_memory()
+    expected = {**execution.ALLOCATOR_SETTINGS, "MIMALLOC_PURGE_DELAY": "100"}
+    assert _environment(expected) == expected
+    with execution.ProcessPool(1) as pool:
+        (seen,) = pool.imap(_environment, [list(expected)])
+    assert seen == expected

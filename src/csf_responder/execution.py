@@ -39,8 +39,8 @@ from csf_responder.errors import ConfigError
 if TYPE_CHECKING:
     from csf_responder.config import ExecutionSpec
 
-__all__ = ["CONNECT_TIMEOUT_SECONDS", "IDLE_SECONDS", "ProcessPool", "WORKER_MEMORY_GROWTH",
-           "execution", "process_pool", "serial"]
+__all__ = ["ALLOCATOR_SETTINGS", "CONNECT_TIMEOUT_SECONDS", "IDLE_SECONDS", "ProcessPool",
+           "WORKER_MEMORY_GROWTH", "execution", "keep_freed_memory", "process_pool", "serial"]
 
 #: How long to wait for the scheduler at ``execution.address`` before giving up.
 CONNECT_TIMEOUT_SECONDS = 20
@@ -50,6 +50,46 @@ IDLE_SECONDS = 600
 
 #: How much a :class:`ProcessPool` worker's memory may grow before loky replaces it.
 WORKER_MEMORY_GROWTH = 16 * 2**30
+
+#: Allocator settings (environment variables) of :func:`keep_freed_memory`: glibc's
+#: malloc keeps up to 1 GiB free at the top of its heap, serves blocks up to 32 MiB from
+#: the heap rather than from fresh mappings, and Arrow's mimalloc keeps the pages it
+#: frees.
+ALLOCATOR_SETTINGS = {"MALLOC_TRIM_THRESHOLD_": str(2**30), "MALLOC_TOP_PAD_": str(2**28),
+                      "MALLOC_MMAP_THRESHOLD_": str(2**25), "MIMALLOC_PURGE_DELAY": "-1"}
+
+#: glibc ``mallopt`` parameters of the settings above (``malloc.h``).
+_MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_TOP_PAD_": -2, "MALLOC_MMAP_THRESHOLD_": -3}
+
+
+def keep_freed_memory() -> None:
+    """Let this process, and the processes it starts, reuse the memory they free instead
+    of handing it back to the system at once (:data:`ALLOCATOR_SETTINGS`).
+
+    Work that builds and drops tables of a hundred thousand rows over and over (scoring a
+    large cohort chunk by chunk) otherwise maps fresh pages for each: on a virtual
+    machine a page fault is slow, and they took about a seventh of the CPU time of
+    scoring a million patients. Peak memory stays the same (the pages are reused, not
+    added). Settings already in the environment are kept. Call before pyarrow is
+    imported: mimalloc reads its setting once, when it loads; glibc's are also set in
+    this process now (``mallopt``; nothing on systems without glibc).
+    """
+    import ctypes
+    import ctypes.util
+    import os
+
+    for name, value in ALLOCATOR_SETTINGS.items():
+        os.environ.setdefault(name, value)  # read by the processes started from here
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    for name, parameter in _MALLOPT.items():
+        try:
+            mallopt(parameter, int(os.environ[name]))
+        except (ValueError, ctypes.ArgumentError):  # a setting of the user's own kind
+            continue
 
 
 @contextmanager

@@ -386,3 +386,28 @@ def test_scores_of_one_row_and_of_many_agree(cohort, xgb):
     many = scorer.score(data.X)
     one = pd.concat([scorer.score(data.X.iloc[[i]]) for i in range(5)], ignore_index=True)
     pd.testing.assert_frame_equal(one, many.head(5))
+
+
+def test_a_shipped_scorer_is_unpickled_once_per_worker_and_scores_the_same(cohort, xgb):
+    """Pool workers get the scorer pickled once, as bytes with a token, and rebuild its
+    models for the first chunk only; a new scoring run's token replaces it."""
+    import pickle
+
+    _, _, data = cohort
+    model, refits, profile = xgb
+    scorer = scoring.Scorer(model, profile, refits)
+    shipped = ("run-1", pickle.dumps(scorer))
+    calls = []
+
+    def score_chunk(raw, kept, **kwargs):  # what the worker would score with
+        calls.append(kept)
+        return kept.score(raw)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scoring, "score_chunk", score_chunk)
+        first = scoring._score_shipped(data.X, scorer=shipped)
+        scoring._score_shipped(data.X, scorer=shipped)
+        scoring._score_shipped(data.X, scorer=("run-2", pickle.dumps(scorer)))
+    assert calls[0] is calls[1] and calls[2] is not calls[0]
+    assert list(scoring._SHIPPED) == ["run-2"]
+    pd.testing.assert_frame_equal(first, scorer.score(data.X))

@@ -357,19 +357,25 @@ def test_effect_codes_name_the_direction():
         "does not change the chance", "lowers the chance"]
 
 
-@pytest.mark.parametrize("kind", ["log", "fold", "number", "indicator"])
-def test_phrases_are_the_words_of_every_row(kind):
-    info = {"label": "TGF-beta1 at baseline", "unit": "pg/mL" if kind == "log" else "",
-            "kind": kind, "tertiles": [0.5, 2.0]}
+def test_sentences_are_the_words_of_every_row_whatever_its_feature():
+    """The reasons' text is built in Arrow for all rows at once; row by row it is what
+    :meth:`Scorer._words` says of the row's own feature."""
+    info = [{"label": f"feature {kind}", "unit": "pg/mL" if kind == "log" else "",
+             "kind": kind, "tertiles": None if kind == "number" else [0.5, 2.0]}
+            for kind in ("log", "fold", "number", "indicator")]
     rng = np.random.default_rng(0)
     shown = np.round(rng.lognormal(size=400), 2)
-    shown[:5] = [np.nan, 0.5, 2.0, 0.0, -0.0]
-    shown = np.concatenate([shown, shown[:50]])  # repeated values
+    shown[:6] = [np.nan, 0.5, 2.0, 0.0, -0.0, np.inf]
+    which = rng.integers(0, len(info), size=len(shown))
+    which[:24] = np.repeat(np.arange(len(info)), 6)[:24]  # every special value, every kind
+    shown[:24] = np.tile(shown[:6], 4)
     contribution = rng.normal(size=len(shown))
     contribution[:4] = 0.0
-    phrases, which = scoring.Scorer._phrases(info, shown, contribution)
-    assert len(phrases) < len(shown)
-    assert list(phrases[which]) == list(scoring.Scorer._words(info, shown, contribution))
+    built = scoring._sentences(info, which, shown, contribution).to_pylist()
+    for j, one in enumerate(info):
+        rows = which == j
+        words = scoring.Scorer._words(one, shown[rows], contribution[rows])
+        assert [b for b, r in zip(built, rows, strict=True) if r] == list(words), one["kind"]
 
 
 def test_text_columns_are_str_and_empty_ones_object():

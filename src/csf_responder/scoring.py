@@ -429,6 +429,14 @@ def _text_column(texts: Sequence[str], codes: np.ndarray) -> pd.Series:
     return take_text(pa.array(list(texts), pa.large_string()), codes)
 
 
+def _arrow_column(array) -> pd.Series:
+    """Arrow text as a pandas ``str`` column (see :func:`_text_column`)."""
+    import pyarrow as pa
+
+    chunked = array if isinstance(array, pa.ChunkedArray) else pa.chunked_array([array])
+    return chunked.cast(pa.large_string()).to_pandas()
+
+
 #: How a contribution moves the chance of response, by :func:`_effect_codes`.
 EFFECTS = ("raises the chance", "lowers the chance", "does not change the chance")
 
@@ -443,9 +451,46 @@ def _effect_codes(contribution: np.ndarray) -> np.ndarray:
 
 def _format(values: np.ndarray) -> np.ndarray:
     """Three significant digits, as text (NaN: ``missing``)."""
-    out = np.char.mod("%.3g", np.nan_to_num(values, nan=0.0)).astype(object)
+    out = np.array([f"{value:.3g}" for value in values.tolist()], dtype=object)
     out[~np.isfinite(values)] = "missing"
     return out
+
+
+#: The words of a value's level (:meth:`Scorer._value_words`), by code.
+LEVELS = ("typical", "low", "high", "missing (imputed)", "yes", "no")
+
+
+def _sentences(info: Sequence[dict[str, Any]], which: np.ndarray, shown: np.ndarray,
+               contribution: np.ndarray):
+    """:meth:`Scorer._words` of each row, whose feature is ``info[which]``: the same
+    text, built in Arrow (one pass over the rows, no Python string per row but the
+    value's three digits)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def per_row(values: Sequence[Any], codes: np.ndarray) -> pa.Array:
+        return pa.array(list(values), pa.string()).take(pa.array(codes))
+
+    indicator = np.array([i["kind"] == "indicator" for i in info])[which]
+    tertiles = np.array([i.get("tertiles") or (np.nan, np.nan) for i in info], dtype=float)
+    finite = np.isfinite(shown)
+    code = np.zeros(len(shown), dtype=np.int64)  # typical
+    with np.errstate(invalid="ignore"):
+        code[shown < tertiles[which, 0]] = 1
+        code[shown > tertiles[which, 1]] = 2
+        code[indicator] = np.where(shown[indicator] >= 0.5, 4, 5)
+    code[~finite] = 3
+    label = per_row([i["label"] for i in info], which)
+    said = per_row(LEVELS, code)
+    effect = per_row(EFFECTS, _effect_codes(contribution))
+    value = pc.binary_join_element_wise(
+        per_row(["x" if i["kind"] == "fold" else "" for i in info], which),
+        pa.array(_format(shown), pa.string()),
+        per_row([f" {i['unit']}" if i["unit"] else "" for i in info], which), "")
+    return pc.if_else(pa.array(indicator),
+                      pc.binary_join_element_wise(label, ": ", said, ": ", effect, ""),
+                      pc.binary_join_element_wise(label, " ", value, ", ", said, ": ",
+                                                  effect, ""))
 
 
 @dataclass
@@ -568,22 +613,18 @@ class Scorer:
         rows = np.arange(n)[:, None]
         chosen_shap = contributions[rows, order]
         chosen_value = engineered[rows, order]
+        logged = np.array([i["kind"] in ("log", "fold") for i in self._info])
         columns: dict[str, Any] = {}
         for r in range(self.n_reasons):
             shown = np.full(n, np.nan)
             contribution = np.full(n, np.nan)
             if r < k:
-                contribution = chosen_shap[:, r]
-                phrases, code = [], np.empty(n, dtype=np.int64)
-                for j in np.unique(order[:, r]):
-                    rows_j = order[:, r] == j
-                    info = self._info[j]
-                    shown[rows_j] = _display(info["kind"], chosen_value[rows_j, r])
-                    distinct, which = self._phrases(info, shown[rows_j], contribution[rows_j])
-                    code[rows_j] = which + sum(len(p) for p in phrases)
-                    phrases.append(distinct)
-                text = _text_column(np.concatenate(phrases) if phrases else [], code)
-                feature = _text_column(self._features, order[:, r])
+                which, contribution = order[:, r], chosen_shap[:, r]
+                with np.errstate(over="ignore"):  # as _display shows each kind
+                    shown = np.where(logged[which], np.exp(chosen_value[:, r]),
+                                     chosen_value[:, r])
+                text = _arrow_column(_sentences(self._info, which, shown, contribution))
+                feature = _text_column(self._features, which)
             else:
                 text = feature = _text_column([""], np.zeros(n, dtype=np.int64))
             columns[f"reason_{r + 1}"] = text
@@ -591,26 +632,6 @@ class Scorer:
             columns[f"reason_{r + 1}_value"] = shown
             columns[f"reason_{r + 1}_shap"] = contribution
         return pd.DataFrame(columns, copy=False)
-
-    @classmethod
-    def _phrases(cls, info: dict[str, Any], shown: np.ndarray, contribution: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_words` of the rows, each distinct phrase made once: (the phrases, each
-        row's index among them). A phrase is made of the value's words (from the value
-        itself: each distinct value, compared bit for bit, is put in words once) and the
-        effect of the contribution (its sign)."""
-        _, first, value = np.unique(np.ascontiguousarray(shown, dtype="float64").view(
-            np.int64), return_index=True, return_inverse=True)
-        text, level = cls._value_words(info, shown[first])
-        text_code = pd.factorize(text)[0]
-        level_code = (pd.factorize(level)[0] if level is not None
-                      else np.zeros(len(text), dtype=np.int64))
-        said = (text_code * (level_code.max(initial=0) + 1) + level_code)[value.reshape(-1)]
-        key = said * len(EFFECTS) + _effect_codes(contribution)
-        _, one, which = np.unique(key, return_index=True, return_inverse=True)
-        of_row = value.reshape(-1)[one]  # a row of each phrase: its distinct value
-        return (cls._join(info, text[of_row], None if level is None else level[of_row],
-                          _effect_codes(contribution[one])), which.reshape(-1))
 
     @classmethod
     def _words(cls, info: dict[str, Any], shown: np.ndarray, contribution: np.ndarray

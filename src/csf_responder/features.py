@@ -148,14 +148,15 @@ class CensoredValueImputer(TransformerMixin, BaseEstimator):
             raise ValueError(f"input is missing column(s) {', '.join(missing)}")
         replaced = {}
         for column in self.value_columns_:
-            flag = _text(X[column + FLAG_SUFFIX])
+            flag = X[column + FLAG_SUFFIX]  # compared by Arrow, not as Python strings
             value = _numbers(X[column]).copy()
-            below = flag == "below"
+            below = flag.eq("below").to_numpy(dtype=bool, na_value=False)
             if below.any():
                 value[below] = np.asarray(self._below(column, pd.Series(value[below])))
-            value[(flag == "missing") | pd.isna(flag)] = np.nan
+            missing = flag.eq("missing") | flag.isna()
+            value[missing.to_numpy(dtype=bool, na_value=True)] = np.nan
             replaced[column] = value
-        out = {c: replaced[c] if c in replaced else X[c].to_numpy()
+        out = {c: replaced[c] if c in replaced else X[c].array  # as stored, no copy
                for c in self.output_columns_}
         return pd.DataFrame(out, index=X.index)
 

@@ -291,3 +291,44 @@ def test_allocator_settings_reach_the_workers_and_the_users_own_win(monkeypatch)
     with execution.ProcessPool(1) as pool:
         (seen,) = pool.imap(_environment, [list(expected)])
     assert seen == expected
+
+
+_ORPHANS = """
+import os, time
+from csf_responder import execution
+
+def pid(delay):
+    time.sleep(delay)
+    return os.getpid()
+
+with execution.ProcessPool(2) as pool:
+    print(*sorted(set(pool.imap(pid, [0.5] * 4))), flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_pool_workers_end_when_their_parent_is_killed():
+    """A scoring run killed outright (SIGKILL) cannot stop its workers; they end with it
+    instead of going on with their chunks."""
+    import signal
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHANS], stdout=subprocess.PIPE,
+                              text=True)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)

@@ -154,16 +154,39 @@ def serial(func: Callable[..., Any]) -> Callable[..., Any]:
     return _Serial(func)
 
 
-def _start_worker(modules: tuple[str, ...]) -> None:
-    """A :class:`ProcessPool` worker's start: import ``modules``, and keep the worker for
-    the pool's life. loky replaces a worker whose memory grew by 300 MB since its first
-    task, taking it for a leak; a worker holding a chunk of 100,000 patients grows more
-    than that once (its heap then stays that size), and each replacement costs a new
-    process and its imports, seconds, in the middle of the work."""
+def _die_with_parent(parent: int) -> None:
+    """End this process when its parent process ends, however it ends (Linux).
+
+    A pool's workers are stopped when the pool is left, even on an error or Ctrl-C; but
+    a parent killed outright (SIGKILL, the out-of-memory killer) leaves nothing to stop
+    them, and they would go on with their chunks for minutes, holding memory and
+    cores."""
+    import ctypes
+    import ctypes.util
+    import os
+    import signal
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:  # the parent (pid ``parent``) ended before the request
+        os._exit(1)
+
+
+def _start_worker(modules: tuple[str, ...], parent: int) -> None:
+    """A :class:`ProcessPool` worker's start: end with the parent process ``parent``,
+    import ``modules``, and keep the worker for the pool's life. loky replaces a worker
+    whose memory grew by 300 MB since its first task, taking it for a leak; a worker
+    holding a chunk of 100,000 patients grows more than that once (its heap then stays
+    that size), and each replacement costs a new process and its imports, seconds, in
+    the middle of the work."""
     import importlib
 
     from joblib.externals.loky import process_executor
 
+    _die_with_parent(parent)
     process_executor._MAX_MEMORY_LEAK_SIZE = max(process_executor._MAX_MEMORY_LEAK_SIZE,
                                                  WORKER_MEMORY_GROWTH)
     for module in modules:
@@ -199,7 +222,7 @@ class ProcessPool:
         limit = str(self.threads)
         self._executor = get_reusable_executor(
             max_workers=self.n_workers, reuse=False, timeout=IDLE_SECONDS,
-            initializer=_start_worker, initargs=(tuple(warm_up),),
+            initializer=_start_worker, initargs=(tuple(warm_up), os.getpid()),
             env={name: limit for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                           "MKL_NUM_THREADS")})
         for _ in range(self.n_workers):  # starts the workers (and their imports) now

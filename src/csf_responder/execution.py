@@ -52,11 +52,13 @@ IDLE_SECONDS = 600
 WORKER_MEMORY_GROWTH = 16 * 2**30
 
 #: Allocator settings (environment variables) of :func:`keep_freed_memory`: glibc's
-#: malloc keeps up to 1 GiB free at the top of its heap, serves blocks up to 32 MiB from
-#: the heap rather than from fresh mappings, and Arrow's mimalloc keeps the pages it
-#: frees.
-ALLOCATOR_SETTINGS = {"MALLOC_TRIM_THRESHOLD_": str(2**30), "MALLOC_TOP_PAD_": str(2**28),
-                      "MALLOC_MMAP_THRESHOLD_": str(2**25), "MIMALLOC_PURGE_DELAY": "-1"}
+#: malloc keeps up to 256 MiB free at the top of its heap, serves blocks up to 32 MiB
+#: from the heap rather than from fresh mappings, and Arrow's mimalloc keeps the pages
+#: it frees for 250 ms (not 10) before handing them back. Keeping everything (1 GiB,
+#: never) saved no more time and raised the peak memory of scoring a million patients
+#: from 3.1 to 3.4 GiB.
+ALLOCATOR_SETTINGS = {"MALLOC_TRIM_THRESHOLD_": str(2**28), "MALLOC_TOP_PAD_": str(2**28),
+                      "MALLOC_MMAP_THRESHOLD_": str(2**25), "MIMALLOC_PURGE_DELAY": "250"}
 
 #: glibc ``mallopt`` parameters of the settings above (``malloc.h``).
 _MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_TOP_PAD_": -2, "MALLOC_MMAP_THRESHOLD_": -3}

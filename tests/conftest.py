@@ -43,7 +43,7 @@ def configs_dir() -> Path:
 
 
 # ------------------------------------------------- shared simulations and training
-def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     result = subprocess.run([str(BIN / "csf-responder"), *args], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -61,7 +61,7 @@ def simulate(tmp_path_factory) -> Callable[..., None]:
     def simulate(work: Path, *args: str) -> None:
         if args not in made:
             folder = tmp_path_factory.mktemp("simulated")
-            _cli(["simulate", *args], folder, cli_env())
+            run_cli(["simulate", *args], folder, cli_env())
             made[args] = folder
         shutil.copytree(made[args], work, dirs_exist_ok=True)
 
@@ -105,14 +105,14 @@ def trained_store(tmp_path_factory, simulate) -> TrainedStore:
     env = cli_env()
     simulate(work, "--out", "cohort", "--truth", "truth/cohort.csv", "--n-msc", "40",
              "--n-control", "10", "--config", str(CONFIGS / "simulate.yaml"))
-    _cli(["validate", "--cohort", "cohort", "--out", "interim",
+    run_cli(["validate", "--cohort", "cohort", "--out", "interim",
           "--config", str(CONFIGS / "train.yaml")], work, env)
     train = [str(BIN / "csf-responder"), "train", "--cohort", "cohort",
              "--config", str(CONFIGS / "train.yaml"), "--permutation-test",
              "--set", "tracking.uri=sqlite:///store/mlflow.db",
              "--set", "tracking.artifact_root=store/artifacts",
              *[arg for item in SHARED_TRAIN for arg in ("--set", item)]]
-    result = _cli(train[1:], work, env)
+    result = run_cli(train[1:], work, env)
     before = _row_counts(work / "store" / "mlflow.db")
     yield TrainedStore(work, train, result)
     assert _row_counts(work / "store" / "mlflow.db") == before, "the shared store changed"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, ROOT
+from tests.conftest import CONFIGS, ROOT, run_cli
 
 BIN = Path(sys.executable).parent
 #: A fast training: one family, one repeat of 3-fold CV, and no bounds in the gate so
@@ -94,13 +94,6 @@ def server(tmp_path_factory):
         log.close()
 
 
-def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(BIN / "csf-responder"), *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
 @pytest.fixture(scope="module")
 def used(server, simulate):
     """Simulate, train, score and run effect from a client folder with only
@@ -115,11 +108,11 @@ def used(server, simulate):
     simulate(client_dir, "--out", "phase2", "--truth", "truth/phase2.csv", "--config", config)
     simulate(client_dir, "--scoring", "--n", "50", "--out", "new", "--config", config)
     results = {
-        "train": _cli(["train", "--cohort", "phase2", "--config", str(CONFIGS / "train.yaml"),
+        "train": run_cli(["train", "--cohort", "phase2", "--config", str(CONFIGS / "train.yaml"),
                        *_sets(TRAIN_FAST)], client_dir, env),
-        "score": _cli(["score", "--cohort", "new", "--out", "scores",
+        "score": run_cli(["score", "--cohort", "new", "--out", "scores",
                        "--config", str(CONFIGS / "score.yaml")], client_dir, env),
-        "effect": _cli(["effect", "--cohort", "phase2", "--config",
+        "effect": run_cli(["effect", "--cohort", "phase2", "--config",
                         str(CONFIGS / "effect.yaml"), *_sets(EFFECT_FAST)], client_dir, env),
     }
     return url, home, client_dir, results

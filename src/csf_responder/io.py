@@ -169,28 +169,23 @@ class CohortFiles:
     """A cohort directory's three files read once (every cell text, Arrow-backed) and
     the rows of each of its chunks (:func:`read_cohort_files`)."""
 
-    directory: Path
-    patients: pd.DataFrame
-    visits: pd.DataFrame
-    csf: pd.DataFrame
-    visits_name: str
-    csf_name: str
-    notes: list[str]
+    #: The whole files, the CSF as read (not melted), with the reader's notes.
+    files: RawCohort
     #: ``patients``, ``visits``, ``csf`` -> each chunk's rows (None: the whole table)
     rows: dict[str, list[np.ndarray | slice | None]]
 
     def chunks(self, *, is_analyte: Callable[[str], bool | str] | None = None,
                melt: bool = True) -> Iterator[RawCohort]:
         """The chunks, one at a time (see :func:`read_cohort_chunks`)."""
-        def part(table: pd.DataFrame, rows: np.ndarray | slice | None) -> pd.DataFrame:
+        def part(name: str, k: int) -> pd.DataFrame:
+            table, rows = getattr(self.files, name), self.rows[name][k]
             return table if rows is None else table.iloc[rows].reset_index(drop=True)
 
         for k in range(len(self.rows["patients"])):
-            raw = RawCohort(self.directory, part(self.patients, self.rows["patients"][k]),
-                            part(self.visits, self.rows["visits"][k]),
-                            part(self.csf, self.rows["csf"][k]), self.visits_name,
-                            self.csf_name, list(self.notes) if k == 0 else [],
-                            csf_melted=False, layout_notes=k == 0)
+            raw = replace(self.files, patients=part("patients", k),
+                          visits=part("visits", k), csf=part("csf", k),
+                          notes=list(self.files.notes) if k == 0 else [],
+                          layout_notes=k == 0)
             yield melt_chunk(raw, is_analyte) if melt else raw
 
 
@@ -222,8 +217,9 @@ def read_cohort_files(directory: str | Path, *, visits_file: str | Callable[[], 
     csf_rows = rows(csf)
     name = visits_file if isinstance(visits_file, str) else visits_file()
     visits = _read(directory / name, notes["visits"])
-    return CohortFiles(directory, patients, visits, csf, name, csf_path.name,
-                       [note for file in notes.values() for note in file],
+    whole = RawCohort(directory, patients, visits, csf, name, csf_path.name,
+                      [note for file in notes.values() for note in file], csf_melted=False)
+    return CohortFiles(whole,
                        {"patients": rows(patients), "visits": rows(visits), "csf": csf_rows})
 
 

@@ -357,9 +357,33 @@ def test_effect_codes_name_the_direction():
         "does not change the chance", "lowers the chance"]
 
 
+def _words(info: dict, shown: np.ndarray, contribution: np.ndarray) -> list[str]:
+    """A reason in words, one row at a time, the plain way (what the library did before
+    it built the sentences in Arrow)."""
+    out = []
+    for value, effect in zip(shown, scoring._effect_codes(contribution), strict=True):
+        said_effect = scoring.EFFECTS[effect]
+        if info["kind"] == "indicator":
+            said = ("missing (imputed)" if not np.isfinite(value)
+                    else "yes" if value >= 0.5 else "no")
+            out.append(f"{info['label']}: {said}: {said_effect}")
+            continue
+        level = "typical"
+        if info["tertiles"] is not None:
+            low, high = info["tertiles"]
+            level = "low" if value < low else level
+            level = "high" if value > high else level
+        text = f"{value:.3g}" if np.isfinite(value) else "missing"
+        level = level if np.isfinite(value) else "missing (imputed)"
+        unit = f" {info['unit']}" if info["unit"] else ""
+        prefix = "x" if info["kind"] == "fold" else ""
+        out.append(f"{info['label']} {prefix}{text}{unit}, {level}: {said_effect}")
+    return out
+
+
 def test_sentences_are_the_words_of_every_row_whatever_its_feature():
     """The reasons' text is built in Arrow for all rows at once; row by row it is what
-    :meth:`Scorer._words` says of the row's own feature."""
+    :func:`_words` says of the row's own feature."""
     info = [{"label": f"feature {kind}", "unit": "pg/mL" if kind == "log" else "",
              "kind": kind, "tertiles": None if kind == "number" else [0.5, 2.0]}
             for kind in ("log", "fold", "number", "indicator")]
@@ -374,8 +398,8 @@ def test_sentences_are_the_words_of_every_row_whatever_its_feature():
     built = scoring._sentences(info, which, shown, contribution).to_pylist()
     for j, one in enumerate(info):
         rows = which == j
-        words = scoring.Scorer._words(one, shown[rows], contribution[rows])
-        assert [b for b, r in zip(built, rows, strict=True) if r] == list(words), one["kind"]
+        words = _words(one, shown[rows], contribution[rows])
+        assert [b for b, r in zip(built, rows, strict=True) if r] == words, one["kind"]
 
 
 def test_text_columns_are_str_and_empty_ones_object():

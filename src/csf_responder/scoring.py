@@ -456,15 +456,18 @@ def _format(values: np.ndarray) -> np.ndarray:
     return out
 
 
-#: The words of a value's level (:meth:`Scorer._value_words`), by code.
+#: How a value reads, by code: its level among the training tertiles (``typical``,
+#: ``low``, ``high``), ``yes``/``no`` for an indicator, or missing.
 LEVELS = ("typical", "low", "high", "missing (imputed)", "yes", "no")
 
 
 def _sentences(info: Sequence[dict[str, Any]], which: np.ndarray, shown: np.ndarray,
                contribution: np.ndarray):
-    """:meth:`Scorer._words` of each row, whose feature is ``info[which]``: the same
-    text, built in Arrow (one pass over the rows, no Python string per row but the
-    value's three digits)."""
+    """Each row's reason in words, its feature ``info[which]``: "TGF-beta1/MCP-1 ratio at
+    baseline 0.42, low: lowers the chance" (the value shown with its unit, ``x`` before
+    a fold change, and its level among the training tertiles); "sex male: yes: raises
+    the chance" for an indicator. Built in Arrow for all rows at once (no Python string
+    per row but the value's three digits)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -632,42 +635,6 @@ class Scorer:
             columns[f"reason_{r + 1}_value"] = shown
             columns[f"reason_{r + 1}_shap"] = contribution
         return pd.DataFrame(columns, copy=False)
-
-    @classmethod
-    def _words(cls, info: dict[str, Any], shown: np.ndarray, contribution: np.ndarray
-               ) -> np.ndarray:
-        """"TGF-beta1/MCP-1 ratio at baseline 0.42, low: lowers the chance"."""
-        return cls._join(info, *cls._value_words(info, shown), _effect_codes(contribution))
-
-    @staticmethod
-    def _value_words(info: dict[str, Any], shown: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """How each value reads: (the value, ``yes``/``no`` for an indicator, and its
-        level among the training tertiles, None for an indicator)."""
-        if info["kind"] == "indicator":
-            said = np.where(shown >= 0.5, "yes", "no").astype(object)
-            said[~np.isfinite(shown)] = "missing (imputed)"
-            return said, None
-        level = np.full(len(shown), "typical", dtype=object)
-        if info["tertiles"] is not None:
-            low, high = info["tertiles"]
-            level[shown < low] = "low"
-            level[shown > high] = "high"
-        level[~np.isfinite(shown)] = "missing (imputed)"
-        return _format(shown), level
-
-    @staticmethod
-    def _join(info: dict[str, Any], text: np.ndarray, level: np.ndarray | None,
-              effect: np.ndarray) -> np.ndarray:
-        """The phrases of values in words (:meth:`_value_words`) and effect codes
-        (:func:`_effect_codes`)."""
-        effect = np.asarray(EFFECTS, dtype=object)[effect]
-        if level is None:
-            return info["label"] + ": " + text + ": " + effect
-        unit = f" {info['unit']}" if info["unit"] else ""
-        prefix = "x" if info["kind"] == "fold" else ""
-        value = prefix + text + unit
-        return info["label"] + " " + value + ", " + level + ": " + effect
 
     def _ood(self, engineered: np.ndarray, matrix: np.ndarray) -> pd.DataFrame:
         """Out-of-distribution flags: a feature outside its training range (which ones),

@@ -230,11 +230,30 @@ def _hold_memory(megabytes):
 
 
 def test_pool_workers_are_kept_when_their_memory_grows():
-    """loky would replace a worker grown by 300 MB (seconds of new process and imports
-    in the middle of scoring); a pool's workers live as long as the pool."""
+    """A worker whose heap grew with a large chunk is not replaced (a new process in the
+    middle of scoring); a pool's workers live as long as the pool."""
     with execution.ProcessPool(1) as pool:
         pids = list(pool.imap(_hold_memory, [400, 400, 10]))
     assert len(set(pids)) == 1
+
+
+def _marks(_):
+    import sys
+
+    return ("colorsys" in sys.modules,
+            getattr(sys.modules["csf_responder.execution"], "_PARENT_MARK", None))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork")
+def test_pool_workers_are_forked_with_the_modules_already_imported(monkeypatch):
+    """The workers are copies of this process made after it imported the warm-up
+    modules: they hold what it set before (no fresh interpreter) and the modules."""
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    monkeypatch.setattr(execution, "_PARENT_MARK", "set here", raising=False)
+    with execution.ProcessPool(2, warm_up=("colorsys",)) as pool:
+        assert "colorsys" in sys.modules  # imported here, before the workers were made
+        seen = set(pool.imap(_marks, range(4)))
+    assert seen == {(True, "set here")}
 
 
 def test_process_pool_raises_a_workers_error_here():

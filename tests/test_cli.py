@@ -138,3 +138,47 @@ def test_simulate_writes_cohort_and_truth_apart(tmp_path, configs_dir):
     assert truth.read_text().splitlines()[0] == ("subject_id,p_responder,true_benefit_slope,"
                                                  "true_benefit_change")
     assert len(truth.read_text().splitlines()) == 1 + 8
+
+
+# ------------------------------------------------------------------------ leaving
+_LEAVE = """
+import atexit, sys, threading, time
+from pipelines.cli import leave
+
+class TornDown:
+    def __del__(self):
+        print("torn down", flush=True)
+
+kept = TornDown()  # freed only by the interpreter's teardown
+atexit.register(print, "exit handler ran")
+if sys.argv[2] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), print("thread ended"))).start()
+print("buffered", end="")
+code = sys.argv[1]
+code = int(code) if code.isdigit() else code
+leave(code) if sys.argv[3] == "leave" else sys.exit(code)
+"""
+
+
+def _leaving(code: str, thread: str = "no", how: str = "leave"):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _LEAVE, code, thread, how],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_leaving_skips_the_teardown_but_not_the_exit_handlers_or_the_output():
+    ordinary = _leaving("3", how="exit")
+    assert ordinary.returncode == 3 and "torn down" in ordinary.stdout  # what is skipped
+    done = _leaving("3")
+    assert done.returncode == 3
+    assert done.stdout.startswith("buffered") and "exit handler ran" in done.stdout
+    assert "torn down" not in done.stdout
+
+
+def test_leaving_waits_for_a_running_thread_and_says_a_message_as_sys_exit_does():
+    waited = _leaving("0", thread="thread")
+    assert waited.returncode == 0 and "thread ended" in waited.stdout
+    said = _leaving("no model found")
+    assert said.returncode == 1 and said.stderr.strip() == "no model found"

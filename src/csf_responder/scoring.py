@@ -466,34 +466,42 @@ def _sentences(info: Sequence[dict[str, Any]], which: np.ndarray, shown: np.ndar
     """Each row's reason in words, its feature ``info[which]``: "TGF-beta1/MCP-1 ratio at
     baseline 0.42, low: lowers the chance" (the value shown with its unit, ``x`` before
     a fold change, and its level among the training tertiles); "sex male: yes: raises
-    the chance" for an indicator. Built in Arrow for all rows at once (no Python string
-    per row but the value's three digits)."""
+    the chance" for an indicator.
+
+    A sentence is the words before its value, the value, and the words after; the words
+    depend only on the feature, the level and the effect, so they are written once for
+    each of those few combinations and taken by Arrow for all rows (no Python string per
+    row but the value's three digits)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    def per_row(values: Sequence[Any], codes: np.ndarray) -> pa.Array:
-        return pa.array(list(values), pa.string()).take(pa.array(codes))
-
-    indicator = np.array([i["kind"] == "indicator" for i in info])[which]
+    indicator = np.array([i["kind"] == "indicator" for i in info])
     tertiles = np.array([i.get("tertiles") or (np.nan, np.nan) for i in info], dtype=float)
-    finite = np.isfinite(shown)
+    on_indicator = indicator[which]
     code = np.zeros(len(shown), dtype=np.int64)  # typical
     with np.errstate(invalid="ignore"):
         code[shown < tertiles[which, 0]] = 1
         code[shown > tertiles[which, 1]] = 2
-        code[indicator] = np.where(shown[indicator] >= 0.5, 4, 5)
-    code[~finite] = 3
-    label = per_row([i["label"] for i in info], which)
-    said = per_row(LEVELS, code)
-    effect = per_row(EFFECTS, _effect_codes(contribution))
-    value = pc.binary_join_element_wise(
-        per_row(["x" if i["kind"] == "fold" else "" for i in info], which),
-        pa.array(_format(shown), pa.string()),
-        per_row([f" {i['unit']}" if i["unit"] else "" for i in info], which), "")
-    return pc.if_else(pa.array(indicator),
-                      pc.binary_join_element_wise(label, ": ", said, ": ", effect, ""),
-                      pc.binary_join_element_wise(label, " ", value, ", ", said, ": ",
-                                                  effect, ""))
+        code[on_indicator] = np.where(shown[on_indicator] >= 0.5, 4, 5)
+    code[~np.isfinite(shown)] = 3
+    before, after = [], []  # by (feature, level, effect)
+    for i in info:
+        for level in LEVELS:
+            for effect in EFFECTS:
+                if i["kind"] == "indicator":
+                    before.append(f"{i['label']}: {level}: {effect}")
+                    after.append("")
+                else:
+                    before.append(f"{i['label']} {'x' if i['kind'] == 'fold' else ''}")
+                    after.append(f"{' ' + i['unit'] if i['unit'] else ''}, {level}: {effect}")
+    words = pa.array((which * len(LEVELS) + code) * len(EFFECTS)
+                     + _effect_codes(contribution))
+    values = _format(shown)
+    values[on_indicator] = ""
+    text = pa.large_string()
+    return pc.binary_join_element_wise(pa.array(before, text).take(words),
+                                       pa.array(values, text),
+                                       pa.array(after, text).take(words), pa.scalar("", text))
 
 
 @dataclass

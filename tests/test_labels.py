@@ -18,6 +18,7 @@ from csf_responder.labels import (
     column_labels,
     derive_labels,
     exclusion_rejects,
+    lead_in_summary,
     window_slopes,
 )
 
@@ -79,6 +80,34 @@ def test_window_slopes_does_not_depend_on_row_order():
     pd.testing.assert_series_equal(
         window_slopes(shuffled)["slope"].sort_index(), window_slopes(table)["slope"].sort_index()
     )
+
+
+def test_window_slopes_ignore_visits_without_a_subject():
+    table = visits(("A", [0, 28, 56], [40, 40, 37]))
+    with_blank = pd.concat([table, pd.DataFrame({"subject_id": [None], "day": [14],
+                                                 "score": [10]})], ignore_index=True)
+    pd.testing.assert_frame_equal(window_slopes(with_blank), window_slopes(table),
+                                  check_index_type=False)
+
+
+# -------------------------------------------------------------------- lead_in_summary
+def test_lead_in_summary_takes_the_latest_lead_in_visit_in_the_subjects_order():
+    # B's two visits on day -7: the later row (score 29 after the shuffle) is its
+    # baseline, as a stable sort by day keeps them; C's latest lead-in visit is outside
+    # the baseline tolerance; D has none
+    table = visits(("B", [-60, -7, -7, 30], [30, 29, 28, 10]), ("A", [-28, 0], [40, 39]),
+                   ("C", [-90, -60], [20, 19]))
+    table = table.iloc[[3, 6, 0, 2, 4, 1, 5, 7]]
+    out = lead_in_summary(table, subjects=pd.Series(["A", "B", "C", "D"]), lead_in_days=98,
+                          baseline_tolerance_days=14)
+    assert out["subject_id"].tolist() == ["A", "B", "C", "D"]
+    assert out["baseline_day"].tolist()[:2] == [0.0, -7.0]
+    assert out["score_baseline"].tolist()[:2] == [39.0, 29.0]
+    assert out[["baseline_day", "score_baseline"]].iloc[2:].isna().all().all()
+    assert out["n_lead_in"].tolist() == [2, 3, 2, 0]
+    assert out["leadin_slope"].iloc[0] == pytest.approx(-MONTH_DAYS / 28)
+    assert out["leadin_slope"].iloc[2] == pytest.approx(-MONTH_DAYS / 30)
+    assert np.isnan(out["leadin_slope"].iloc[3])
 
 
 # ---------------------------------------------------------------------- derive_labels

@@ -66,8 +66,20 @@ def window_slopes(visits: pd.DataFrame) -> pd.DataFrame:
     # grouped by integer codes (ids hashed once, by Arrow for text ids): grouping by the
     # ids themselves made a Python string of each, a third of the time on large cohorts
     groups, ids = pd.factorize(visits["subject_id"])
-    frame = pd.DataFrame({"t": visits["day"].to_numpy(dtype="float64") / MONTH_DAYS,
-                          "y": visits["score"].to_numpy(dtype="float64")})
+    n, slope = _slopes(groups, visits["day"].to_numpy(dtype="float64"),
+                       visits["score"].to_numpy(dtype="float64"))
+    return pd.DataFrame({"n_visits": n, "slope": slope},
+                        index=pd.Index(ids, name="subject_id"))
+
+
+def _slopes(groups: np.ndarray, day: np.ndarray, score: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Visits and least-squares slope (points per month) of each group, by code: groups
+    ``0..k-1`` of :func:`pandas.factorize` (codes in order of first appearance; rows
+    coded -1, without an id, count for none)."""
+    if (groups < 0).any():
+        groups, day, score = groups[groups >= 0], day[groups >= 0], score[groups >= 0]
+    frame = pd.DataFrame({"t": day / MONTH_DAYS, "y": score})
     grouped = frame.groupby(groups, sort=False)
     # centred sums: the one-pass form (sum t^2 - (sum t)^2 / n) loses precision
     tc = frame["t"] - grouped["t"].transform("mean")
@@ -76,9 +88,7 @@ def window_slopes(visits: pd.DataFrame) -> pd.DataFrame:
         groups, sort=False).sum()
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = (sums["sxy"] / sums["sxx"]).where(sums["sxx"] > 1e-12)
-    return pd.DataFrame({"n_visits": sums["n"].astype("int64").to_numpy(),
-                         "slope": slope.to_numpy()},
-                        index=pd.Index(ids[sums.index], name="subject_id"))
+    return sums["n"].astype("int64").to_numpy(), slope.to_numpy()
 
 
 def lead_in_summary(
@@ -108,16 +118,31 @@ def lead_in_summary(
         ``n_lead_in``, ``leadin_slope`` (points/month; NaN when it cannot be fitted).
     """
     pre = visits[(visits["day"] <= 0) & (visits["day"] >= -lead_in_days)]
-    last = pre.sort_values("day", kind="stable").groupby("subject_id").tail(1)
-    last = last[last["day"] >= -baseline_tolerance_days].set_index("subject_id")
-    slopes = window_slopes(pre)
-    index = pd.Index(subjects, name="subject_id")
+    groups, ids = pd.factorize(pre["subject_id"])  # each id hashed once (see window_slopes)
+    day = pre["day"].to_numpy(dtype="float64")
+    score = pre["score"].to_numpy(dtype="float64")
+    by_day = np.lexsort((day, groups))  # by subject, then day; ties keep their order
+    by_day = by_day[groups[by_day] >= 0]
+    coded = groups[by_day]
+    last = by_day[np.flatnonzero(np.r_[coded[1:] != coded[:-1], True])] if len(coded) \
+        else np.array([], dtype=np.int64)  # each subject's latest lead-in visit, by code
+    n_visits, slope = _slopes(groups, day, score)
+    at = pd.Index(ids).get_indexer(pd.Index(subjects))  # -1: no lead-in visit
+    found = at >= 0
+
+    def of_subjects(values: np.ndarray, missing: float) -> np.ndarray:
+        out = np.full(len(at), missing, dtype="float64")
+        out[found] = values[at[found]]
+        return out
+
+    baseline_day = np.where(day[last] >= -baseline_tolerance_days, day[last], np.nan)
     return pd.DataFrame({
-        "subject_id": index,
-        "baseline_day": last["day"].reindex(index).to_numpy(dtype="float64"),
-        "score_baseline": last["score"].reindex(index).to_numpy(dtype="float64"),
-        "n_lead_in": slopes["n_visits"].reindex(index).fillna(0).astype("int64").to_numpy(),
-        "leadin_slope": slopes["slope"].reindex(index).to_numpy(dtype="float64"),
+        "subject_id": pd.Index(subjects, name="subject_id"),
+        "baseline_day": of_subjects(baseline_day, np.nan),
+        "score_baseline": of_subjects(np.where(np.isnan(baseline_day), np.nan, score[last]),
+                                      np.nan),
+        "n_lead_in": of_subjects(n_visits.astype("float64"), 0).astype("int64"),
+        "leadin_slope": of_subjects(slope, np.nan),
     })
 
 

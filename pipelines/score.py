@@ -3,14 +3,15 @@
 model (meanwhile the cohort's files are read and split in chunks) -> each chunk (in
 parallel processes): ingest with the model's own contract and score (probability,
 interval, class, reasons, out-of-distribution flags) -> in order: write, count drift and
-rejects -> rejects, accounting, figures, summary -> one rename makes the output appear ->
-an MLflow run in the scoring experiment.
+rejects -> rejects, accounting (checked alongside), figures, summary -> one rename makes
+the output appear -> an MLflow run in the scoring experiment.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -105,8 +106,11 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
                                                      file=csf_file)]
         reporter.notes(notes[len(tally.notes):])
         rejects = tally.rejects()
-        scoring.check_accounting(tally.subjects(), tally.scored(), rejects)
-
+        # every patient in exactly one of scores and rejects: checked alongside the
+        # writing below (Arrow hashes the ids without the interpreter lock), before the
+        # output appears
+        accounted = ThreadPoolExecutor(1).submit(scoring.check_accounting, tally.subjects(),
+                                                 tally.scored(), rejects)
         rejects.to_csv(staging / "rejects.csv", index=False)
         tally.input_rejects().to_csv(staging / "input_rejects.csv", index=False)
         tally.accounting().to_csv(staging / "accounting.csv", index=False)
@@ -135,6 +139,7 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
             "drift": statistics, "notes": notes,
         }
         (staging / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        accounted.result()
     run_id = tracking.log_scoring_run(
         name=f"score {cohort.resolve().name} {now:%Y-%m-%d %H:%M}", summary=summary,
         files=[target / name for name in ("summary.json", "drift.png", "drift.csv",

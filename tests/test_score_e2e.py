@@ -195,6 +195,31 @@ def test_existing_output_needs_force(scored):
     assert (out / "scores.parquet").stat().st_mtime_ns == before
 
 
+_LOSING = """
+import sys
+from csf_responder import scoring
+
+def lose(subjects, scored, rejects):
+    raise RuntimeError("neither scored nor rejected: ['planted']")
+
+scoring.check_accounting = lose
+sys.argv = ["csf-responder", *sys.argv[1:]]
+from pipelines.cli import main
+main()
+"""
+
+
+def test_a_failed_accounting_check_leaves_no_output(scored, tmp_path):
+    """The check runs alongside the writing of the other outputs; its failure must
+    still stop the output from appearing."""
+    work, env, _, _ = scored
+    out = tmp_path / "lost"
+    result = _run([sys.executable, "-c", _LOSING, "score", "--cohort", str(work / "new"),
+                   "--out", str(out)], work, env, ok=False)
+    assert result.returncode != 0 and "neither scored nor rejected" in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
 def _copy_cohort(source: Path, target: Path) -> Path:
     target.mkdir()
     for path in source.iterdir():

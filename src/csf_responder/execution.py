@@ -196,14 +196,14 @@ class ProcessPool:
     """Local worker processes for an ordered map over a stream of large items, a few
     items ahead of the caller.
 
-    Where ``fork`` exists (Linux), the workers are copies of this process made at
-    once, after it imported ``warm_up``: they start with those modules loaded instead of
-    importing them again each (2.5 CPU seconds apiece for xgboost and scikit-learn,
-    competing with the caller's own start on a small machine). Elsewhere they are fresh
-    processes that import ``warm_up`` as they start. Either way they take no part in
-    what the caller does next (threads it starts, files it opens later). The scoring
-    pipeline makes one before it reads the cohort and loads the model; the items
-    (cohort chunks) are then handed out as they are read. Use as a context manager:
+    On Linux the workers are copies of this process made at once (``fork``), after it
+    imported ``warm_up``: they start with those modules loaded instead of importing them
+    again each (2.5 CPU seconds apiece for xgboost and scikit-learn, competing with the
+    caller's own start on a small machine). Elsewhere they are fresh processes that
+    import ``warm_up`` as they start. Either way they take no part in what the caller
+    does next (threads it starts, files it opens later): make the pool before starting
+    threads. The scoring pipeline makes one before it reads the cohort and loads the
+    model; the items (cohort chunks) are then handed out as they are read. Use as a context manager:
     leaving it, or an error, stops the workers, and they end with this process however
     it ends.
 
@@ -219,6 +219,7 @@ class ProcessPool:
         import importlib
         import multiprocessing
         import os
+        import sys
         from concurrent.futures import ProcessPoolExecutor
 
         from joblib import effective_n_jobs
@@ -226,7 +227,7 @@ class ProcessPool:
         self.n_workers = effective_n_jobs(n_workers)
         #: Threads each worker's numeric libraries may use: its share of the cores.
         self.threads = max(1, (os.cpu_count() or 1) // self.n_workers)
-        forked = "fork" in multiprocessing.get_all_start_methods()
+        forked = sys.platform.startswith("linux")  # macOS' fork is unsafe for some libraries
         if forked:
             for module in warm_up:
                 importlib.import_module(module)

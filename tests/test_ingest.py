@@ -208,7 +208,37 @@ def test_a_cohort_read_in_the_background_gives_the_chunks_read_at_once(small_coh
         pd.testing.assert_frame_equal(late.csf, early.csf)
 
 
+def _same_chunks(found, expected) -> None:
+    assert len(found) == len(expected)
+    for one, other in zip(found, expected, strict=True):
+        pd.testing.assert_frame_equal(one.visits, other.visits)
+        pd.testing.assert_frame_equal(one.patients, other.patients)
+
+
+def test_the_only_other_csv_file_is_read_as_the_visits_before_it_is_named(small_cohort):
+    direct = list(read_cohort_chunks(small_cohort, visits_file="alsfrs.csv", chunk_size=1,
+                                     melt=False))
+    with ScoringRead(small_cohort, chunk_size=1) as reading:
+        early = list(reading.chunks())  # would wait for the name without the guess
+        reading.name_visits(IndicationSpec.model_construct(visits_file="alsfrs.csv"))
+        named = list(reading.chunks())
+    _same_chunks(early, direct)
+    _same_chunks(named, direct)
+
+
+def test_a_wrong_guess_of_the_visits_file_is_read_again_by_its_name(small_cohort):
+    (small_cohort / "alsfrs.csv").rename(small_cohort / "edss.csv")
+    with ScoringRead(small_cohort, chunk_size=1) as reading:
+        reading.name_visits(IndicationSpec.model_construct(visits_file="alsfrs.csv"))
+        with pytest.raises(CohortError, match="alsfrs.csv"):
+            reading.chunks()
+    with ScoringRead(small_cohort, chunk_size=1) as reading:
+        reading.name_visits(IndicationSpec.model_construct(visits_file="edss.csv"))
+        assert [len(c.visits) for c in reading.chunks()] == [2, 1]
+
+
 def test_a_background_read_left_unnamed_stops_and_errors_reach_the_caller(small_cohort):
+    (small_cohort / "notes.csv").write_text("any\n")  # two other CSV files: no guess
     left = threading.Event()
 
     def leave_unnamed() -> None:  # e.g. the model failed to load: the file is never named

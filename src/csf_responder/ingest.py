@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -190,22 +191,31 @@ class ScoringRead:
     (wherever it runs).
 
     patients.csv and the CSF file are read, and their chunks found, at once; the visits
-    file once :meth:`name_visits` names it (the model's contract does). Reading text
-    files is mostly Arrow's, outside the interpreter lock, so it overlaps with the
-    model's loading. Use it as a context manager: leaving before the visits file is
-    named stops the reading.
+    file once :meth:`name_visits` names it (the model's contract does), or at once when
+    the directory holds a single other CSV file: an indication's visits file is a CSV
+    file, so that one is it, or the named one is missing (then read again, for the same
+    error as without the guess). Reading text files is mostly Arrow's, outside the
+    interpreter lock, so it overlaps with the model's loading. Use it as a context
+    manager: leaving before the visits file is named (or guessed) stops the reading.
     """
 
     def __init__(self, directory: str | Path, *, chunk_size: int | None) -> None:
         self._visits: Future[str] = Future()
+        others = [path.name for path in Path(directory).glob("*.csv")
+                  if path.name not in ("patients.csv", "csf.csv")]
+        self._guess = others[0] if len(others) == 1 else None
+        if self._guess is not None:
+            self._visits.set_result(self._guess)
+        self._read = partial(read_cohort_files, directory, chunk_size=chunk_size)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="read-cohort")
-        self._files = self._thread.submit(read_cohort_files, directory,
-                                          visits_file=self._visits.result,
-                                          chunk_size=chunk_size)
+        self._files = self._thread.submit(self._read, visits_file=self._visits.result)
 
     def name_visits(self, indication: IndicationSpec) -> None:
         """The visits file is the indication's."""
-        self._visits.set_result(indication.visits_file)
+        if self._guess is None:
+            self._visits.set_result(indication.visits_file)
+        elif indication.visits_file != self._guess:
+            self._files = self._thread.submit(self._read, visits_file=indication.visits_file)
 
     def chunks(self) -> Iterator[RawCohort]:
         """The raw chunks of at most ``chunk_size`` patients, their CSF rows as read

@@ -106,11 +106,13 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
                                                      file=csf_file)]
         reporter.notes(notes[len(tally.notes):])
         rejects = tally.rejects()
-        # every patient in exactly one of scores and rejects: checked alongside the
-        # writing below (Arrow hashes the ids without the interpreter lock), before the
-        # output appears
-        accounted = ThreadPoolExecutor(1).submit(scoring.check_accounting, tally.subjects(),
-                                                 tally.scored(), rejects)
+        # alongside the writing below (Arrow and hashlib work without the interpreter
+        # lock): every patient in exactly one of scores and rejects, checked before the
+        # output appears; the input files' digest
+        alongside = ThreadPoolExecutor(2, thread_name_prefix="alongside")
+        accounted = alongside.submit(scoring.check_accounting, tally.subjects(),
+                                     tally.scored(), rejects)
+        digest = alongside.submit(cohort_digest, chunk.source)
         rejects.to_csv(staging / "rejects.csv", index=False)
         tally.input_rejects().to_csv(staging / "input_rejects.csv", index=False)
         tally.accounting().to_csv(staging / "accounting.csv", index=False)
@@ -123,7 +125,7 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
                                title=f"CSF drift vs training: {cohort.name}")
         rejected = rejects["rule"].value_counts().to_dict()
         summary = {
-            "cohort": str(cohort), "data_digest": cohort_digest(chunk.source),
+            "cohort": str(cohort), "data_digest": digest.result(),
             "scored_at": now.isoformat(timespec="seconds"),
             "model": {"uri": loaded.uri, "name": loaded.name, "version": loaded.version,
                       "family": profile["family"], "training_run_id": loaded.run_id,
@@ -140,6 +142,7 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
         }
         (staging / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         accounted.result()
+        alongside.shutdown()
     run_id = tracking.log_scoring_run(
         name=f"score {cohort.resolve().name} {now:%Y-%m-%d %H:%M}", summary=summary,
         files=[target / name for name in ("summary.json", "drift.png", "drift.csv",

@@ -5,6 +5,7 @@ errors, interrupted writes and the scoring run in MLflow."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -110,6 +111,10 @@ def test_every_patient_is_scored_or_rejected_once_with_the_reason(scored):
     assert summary["counts"]["scored"] == len(scores)
     assert summary["counts"]["rejected"] == len(rejects)
     assert f"{len(scores)} scored" in result.stdout.replace(",", "")
+    files = hashlib.sha256()  # the input's identity: its files' names and bytes
+    for name in ("patients.csv", "alsfrs.csv", "csf.csv"):
+        files.update(name.encode() + (work / "new" / name).read_bytes())
+    assert summary["data_digest"] == files.hexdigest()[:16]
 
 
 def test_scores_hold_every_column_in_parquet_and_csv(scored):

@@ -183,7 +183,10 @@ def _square_after(item):
 
     value, pause = item
     time.sleep(pause)  # later items finish first: the order must still be the items'
-    return value * value, os.getpid(), os.environ.get("OMP_NUM_THREADS")
+    from threadpoolctl import threadpool_info
+
+    limits = {info["num_threads"] for info in threadpool_info()}  # OpenMP and BLAS
+    return value * value, os.getpid(), os.environ.get("OMP_NUM_THREADS"), limits
 
 
 def _fail_on_three(value):
@@ -213,28 +216,33 @@ def test_process_pool_maps_in_order_in_other_processes_a_few_items_ahead():
     pids = {r[1] for r in [first, *rest]}
     assert os.getpid() not in pids and len(pids) <= 2
     assert {r[2] for r in [first, *rest]} == {str(pool.threads)}
+    assert set().union(*(r[3] for r in [first, *rest])) == {pool.threads}
 
 
-_HELD: list = []
+_CLOSING = """
+import sys, time
+from csf_responder import execution
+
+def big(_):
+    return b"x" * (40 << 20)  # a result written to the pipe in many pieces
+
+for pause in (0.3, 0.6, 0.9):
+    with execution.ProcessPool(2) as pool:
+        results = pool.imap(big, range(40))
+        next(results)
+        time.sleep(pause)  # leave while the workers are sending their next results
+    print("closed", flush=True)
+"""
 
 
-def _hold_memory(megabytes):
-    """Grow this worker's memory for good (as a worker's heap does after a large
-    chunk), return the worker's pid."""
-    import os
-
-    import numpy as np
-
-    _HELD.append(np.ones(megabytes * 2**20 // 8))
-    return os.getpid()
-
-
-def test_pool_workers_are_kept_when_their_memory_grows():
-    """A worker whose heap grew with a large chunk is not replaced (a new process in the
-    middle of scoring); a pool's workers live as long as the pool."""
-    with execution.ProcessPool(1) as pool:
-        pids = list(pool.imap(_hold_memory, [400, 400, 10]))
-    assert len(set(pids)) == 1
+def test_a_pool_left_while_its_workers_send_results_closes_without_waiting_for_them():
+    """Killed halfway through writing a result, a worker leaves the executor's reader
+    waiting for the rest of it; closing must end that wait (or the process hangs at
+    exit)."""
+    done = subprocess.run([sys.executable, "-c", _CLOSING], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["closed"] * 3
 
 
 def _marks(_):

@@ -22,8 +22,8 @@ fold) runs those calls serially where it runs (:func:`serial`): the parallelism 
 tasks, never nested, as in local processes.
 
 Scoring a large cohort is a stream rather than a batch of tasks: :class:`ProcessPool`
-hands its chunks, as they are read, to local worker processes (forked, with their
-modules imported, before the model loads), and gives the results back in order.
+hands its chunks, as they are read, to local worker processes (on Linux forked, with
+their modules imported, before the model loads), and gives the results back in order.
 
 dask and distributed are imported only when the dask backend is chosen.
 """
@@ -177,10 +177,15 @@ def _start_worker(modules: tuple[str, ...], parent: int, threads: int) -> None:
     there in a forked worker)."""
     import importlib
     import os
+    import signal
 
     from threadpoolctl import threadpool_limits
 
     _die_with_parent(parent)
+    # not the parent's handlers (a forked worker inherits them): the pool stops its
+    # workers itself, and Ctrl-C in the terminal reaches the parent, which does
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in _THREAD_VARIABLES:  # for what starts later, and the processes it starts
         os.environ[name] = str(threads)
     threadpool_limits(threads)  # the libraries loaded already (inherited when forked)
@@ -202,9 +207,11 @@ class ProcessPool:
     caller's own start on a small machine). Elsewhere they are fresh processes that
     import ``warm_up`` as they start. Either way they take no part in what the caller
     does next (threads it starts, files it opens later): make the pool before starting
-    threads. The scoring pipeline makes one before it reads the cohort and loads the
-    model; the items (cohort chunks) are then handed out as they are read. Use as a context manager:
-    leaving it, or an error, stops the workers, and they end with this process however
+    threads or OpenMP work (xgboost's): a forked child cannot use a parent's started
+    OpenMP threads and would wait for them for ever. The scoring pipeline makes one
+    before it reads the cohort and loads the model; the items (cohort chunks) are then
+    handed out as they are read. Use as a context manager: leaving it, or an error,
+    stops the workers, and they end with this process however
     it ends.
 
     Parameters
@@ -262,12 +269,27 @@ class ProcessPool:
             raise
 
     def close(self) -> None:
-        """Stop the workers (those still working are killed)."""
-        processes = list((self._executor._processes or {}).values())
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers (those still working are killed) and wait for them.
+
+        The executor's own thread may be reading a result that a killed worker was
+        writing: it would wait for the rest of it for ever (this process holds the
+        results pipe open too), and the exit with it. Closing this process' end once the
+        workers are gone ends that read."""
+        executor = self._executor
+        processes = list((executor._processes or {}).values())
+        results = getattr(executor, "_result_queue", None)
+        manager = getattr(executor, "_executor_manager_thread", None)
+        executor.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             if process.is_alive():
                 process.kill()
+        for process in processes:
+            process.join()
+        writer = getattr(results, "_writer", None)
+        if writer is not None:
+            writer.close()
+        if manager is not None:
+            manager.join(timeout=10)
 
     def __enter__(self) -> ProcessPool:
         return self

@@ -304,7 +304,6 @@ def leave(code: int | str | None) -> NoReturn:
     other than a daemon is still running, it is the ordinary exit (which waits for it).
     """
     import atexit
-    import contextlib
     import os
     import threading
 
@@ -317,8 +316,12 @@ def leave(code: int | str | None) -> NoReturn:
         sys.exit(status)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to say
+        if stream is None or stream.closed:
+            continue
+        try:
             stream.flush()
+        except OSError:  # output lost (a full disk, a closed pipe): as Python's own exit
+            status = status or 120
     os._exit(status)
 
 

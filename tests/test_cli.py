@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pandas as pd
@@ -175,6 +176,20 @@ def test_leaving_skips_the_teardown_but_not_the_exit_handlers_or_the_output():
     assert done.returncode == 3
     assert done.stdout.startswith("buffered") and "exit handler ran" in done.stdout
     assert "torn down" not in done.stdout
+
+
+def test_leaving_with_output_that_cannot_be_written_is_a_failure_as_python_makes_it():
+    import subprocess
+    import sys
+
+    script = ("import sys; from pipelines.cli import leave; sys.stdout.write('summary'); "
+              "leave(0)")
+    for how in ("leave", "exit"):
+        code = script if how == "leave" else script.replace("leave(0)", "sys.exit(0)")
+        reader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                  env={**os.environ, "PYTHONUNBUFFERED": ""})
+        reader.stdout.close()  # nobody reads: the summary cannot be written
+        assert reader.wait(timeout=60) == 120, how
 
 
 def test_leaving_waits_for_a_running_thread_and_says_a_message_as_sys_exit_does():

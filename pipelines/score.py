@@ -109,40 +109,39 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
         # alongside the writing below (Arrow and hashlib work without the interpreter
         # lock): every patient in exactly one of scores and rejects, checked before the
         # output appears; the input files' digest
-        alongside = ThreadPoolExecutor(2, thread_name_prefix="alongside")
-        accounted = alongside.submit(scoring.check_accounting, tally.subjects(),
-                                     tally.scored(), rejects)
-        digest = alongside.submit(cohort_digest, chunk.source)
-        rejects.to_csv(staging / "rejects.csv", index=False)
-        tally.input_rejects().to_csv(staging / "input_rejects.csv", index=False)
-        tally.accounting().to_csv(staging / "accounting.csv", index=False)
-        statistics = drift.statistics()
-        drift_table = pd.DataFrame([{"column": c, **v} for c, v in statistics.items()],
-                                   columns=["column", "psi", "ks", "ks_p", "n"])
-        drift_table.to_csv(staging / "drift.csv", index=False)
-        if len(drift_table):
-            figures.drift_plot(drift_table, path=staging / "drift.png",
-                               title=f"CSF drift vs training: {cohort.name}")
-        rejected = rejects["rule"].value_counts().to_dict()
-        summary = {
-            "cohort": str(cohort), "data_digest": digest.result(),
-            "scored_at": now.isoformat(timespec="seconds"),
-            "model": {"uri": loaded.uri, "name": loaded.name, "version": loaded.version,
-                      "family": profile["family"], "training_run_id": loaded.run_id,
-                      "threshold": profile["threshold"],
-                      "interval_level": profile["interval_level"],
-                      "n_interval_models": len(loaded.interval_models)},
-            "counts": {"input_patients": tally.n_input, "scored": tally.n_scored,
-                       "rejected": len(rejects), "rejected_by_rule": rejected,
-                       "predicted_responders": tally.responders,
-                       "ood_range": tally.ood_range,
-                       "ood_multivariate": tally.ood_multivariate, "chunks": tally.chunks},
-            "score_distribution": drift.score_distribution(),
-            "drift": statistics, "notes": notes,
-        }
-        (staging / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        accounted.result()
-        alongside.shutdown()
+        with ThreadPoolExecutor(2, thread_name_prefix="alongside") as alongside:
+            accounted = alongside.submit(scoring.check_accounting, tally.subjects(),
+                                         tally.scored(), rejects)
+            digest = alongside.submit(cohort_digest, chunk.source)
+            rejects.to_csv(staging / "rejects.csv", index=False)
+            tally.input_rejects().to_csv(staging / "input_rejects.csv", index=False)
+            tally.accounting().to_csv(staging / "accounting.csv", index=False)
+            statistics = drift.statistics()
+            drift_table = pd.DataFrame([{"column": c, **v} for c, v in statistics.items()],
+                                       columns=["column", "psi", "ks", "ks_p", "n"])
+            drift_table.to_csv(staging / "drift.csv", index=False)
+            if len(drift_table):
+                figures.drift_plot(drift_table, path=staging / "drift.png",
+                                   title=f"CSF drift vs training: {cohort.name}")
+            rejected = rejects["rule"].value_counts().to_dict()
+            summary = {
+                "cohort": str(cohort), "data_digest": digest.result(),
+                "scored_at": now.isoformat(timespec="seconds"),
+                "model": {"uri": loaded.uri, "name": loaded.name, "version": loaded.version,
+                          "family": profile["family"], "training_run_id": loaded.run_id,
+                          "threshold": profile["threshold"],
+                          "interval_level": profile["interval_level"],
+                          "n_interval_models": len(loaded.interval_models)},
+                "counts": {"input_patients": tally.n_input, "scored": tally.n_scored,
+                           "rejected": len(rejects), "rejected_by_rule": rejected,
+                           "predicted_responders": tally.responders,
+                           "ood_range": tally.ood_range,
+                           "ood_multivariate": tally.ood_multivariate, "chunks": tally.chunks},
+                "score_distribution": drift.score_distribution(),
+                "drift": statistics, "notes": notes,
+            }
+            (staging / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+            accounted.result()
     run_id = tracking.log_scoring_run(
         name=f"score {cohort.resolve().name} {now:%Y-%m-%d %H:%M}", summary=summary,
         files=[target / name for name in ("summary.json", "drift.png", "drift.csv",

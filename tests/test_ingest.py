@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -219,7 +220,8 @@ def test_the_only_other_csv_file_is_read_as_the_visits_before_it_is_named(small_
     direct = list(read_cohort_chunks(small_cohort, visits_file="alsfrs.csv", chunk_size=1,
                                      melt=False))
     with ScoringRead(small_cohort, chunk_size=1) as reading:
-        early = list(reading.chunks())  # would wait for the name without the guess
+        # without the guess this would wait for the name: a timeout, not a hang
+        early = ThreadPoolExecutor(1).submit(lambda: list(reading.chunks())).result(30)
         reading.name_visits(IndicationSpec.model_construct(visits_file="alsfrs.csv"))
         named = list(reading.chunks())
     _same_chunks(early, direct)

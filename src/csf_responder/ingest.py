@@ -196,7 +196,8 @@ class ScoringRead:
     file, so that one is it, or the named one is missing (then read again, for the same
     error as without the guess). Reading text files is mostly Arrow's, outside the
     interpreter lock, so it overlaps with the model's loading. Use it as a context
-    manager: leaving before the visits file is named (or guessed) stops the reading.
+    manager: leaving waits for a read under way (a guessed visits file is read to the
+    end), and before the visits file is named or guessed stops the reading there.
     """
 
     def __init__(self, directory: str | Path, *, chunk_size: int | None) -> None:
@@ -233,7 +234,7 @@ class ScoringRead:
 
     def __exit__(self, *exc) -> None:
         self._visits.cancel()  # not named yet: the reading stops there
-        self._thread.shutdown(wait=True)
+        self._thread.shutdown(wait=True, cancel_futures=True)  # and a second read with it
 
 
 def _analyte_names(panel: PanelSpec):

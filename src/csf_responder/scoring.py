@@ -370,14 +370,17 @@ def _numpy_ready(step) -> bool:
     return type(step) is StandardScaler and hasattr(step, "scale_")
 
 
-def _numpy_step(step, matrix: np.ndarray) -> np.ndarray:
+def _numpy_step(step, matrix: np.ndarray, *, missing: np.ndarray | None = None,
+                owned: bool = False) -> np.ndarray:
     """A step :func:`_numpy_ready` accepts, applied to ``matrix`` in numpy: the same
     arithmetic as its ``transform`` (the same numbers, bit for bit), without
     scikit-learn's per-call validation and DataFrame output, which cost more than the
-    arithmetic itself on large chunks."""
+    arithmetic itself on large chunks. ``missing``: ``np.isnan(matrix)``, if known;
+    ``owned``: ``matrix`` is a temporary the step may overwrite."""
     if hasattr(step, "statistics_"):  # the imputer
-        return np.where(np.isnan(matrix), step.statistics_.astype("float64"), matrix)
-    out = matrix.copy()
+        return np.where(np.isnan(matrix) if missing is None else missing,
+                        step.statistics_.astype("float64"), matrix)
+    out = matrix if owned else matrix.copy()
     if step.with_mean:
         out -= step.mean_
     if step.with_std:
@@ -385,19 +388,21 @@ def _numpy_step(step, matrix: np.ndarray) -> np.ndarray:
     return out
 
 
-def _tail_matrix(pipeline: Pipeline, start: int, frame, matrix: np.ndarray | None = None):
+def _tail_matrix(pipeline: Pipeline, start: int, frame, matrix: np.ndarray | None = None,
+                 missing: np.ndarray | None = None):
     """What the classifier of ``pipeline`` takes for ``frame`` (the output of its first
     ``start`` steps): the remaining steps in numpy when :func:`_numpy_ready` accepts them
-    all (``matrix``: ``frame`` as float64, if made already), else through the steps
-    themselves."""
+    all (``matrix``: ``frame`` as float64, if made already, and ``missing`` its NaN
+    mask: the 20 interval models share them), else through the steps themselves."""
     tail = [step for _, step in pipeline.steps[start:-1]]
     if not tail:
         return frame
     if not all(_numpy_ready(step) for step in tail):
         return _before_classifier(pipeline, start, frame)
     current = _as_matrix(frame) if matrix is None else matrix
-    for step in tail:
-        current = _numpy_step(step, current)
+    for k, step in enumerate(tail):
+        current = _numpy_step(step, current, missing=missing if k == 0 else None,
+                              owned=k > 0)  # a later step's input is an earlier's output
     return current
 
 
@@ -553,8 +558,10 @@ class Scorer:
         if len(self.interval_models):
             ready = all(_numpy_ready(step) for _, step in self.model.steps[self._head:-1])
             base = _as_matrix(head) if ready and self._head < len(self.model) - 1 else None
-            spread = np.column_stack([_predict(m[-1], _tail_matrix(m, self._head, head, base))
-                                      for m in self.interval_models])
+            missing = np.isnan(base) if base is not None else None
+            spread = np.column_stack([
+                _predict(m[-1], _tail_matrix(m, self._head, head, base, missing))
+                for m in self.interval_models])
             tail = (1 - level) / 2
             low, high = np.quantile(spread, [tail, 1 - tail], axis=1)
             out["probability_low"], out["probability_high"] = low, high

@@ -211,8 +211,7 @@ class ProcessPool:
     OpenMP threads and would wait for them for ever. The scoring pipeline makes one
     before it reads the cohort and loads the model; the items (cohort chunks) are then
     handed out as they are read. Use as a context manager: leaving it, or an error,
-    stops the workers, and they end with this process however
-    it ends.
+    stops the workers, and they end with this process however it ends.
 
     Parameters
     ----------

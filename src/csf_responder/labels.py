@@ -77,8 +77,9 @@ def _slopes(groups: np.ndarray, day: np.ndarray, score: np.ndarray
     """Visits and least-squares slope (points per month) of each group, by code: groups
     ``0..k-1`` of :func:`pandas.factorize` (codes in order of first appearance; rows
     coded -1, without an id, count for none)."""
-    if (groups < 0).any():
-        groups, day, score = groups[groups >= 0], day[groups >= 0], score[groups >= 0]
+    named = groups >= 0
+    if not named.all():
+        groups, day, score = groups[named], day[named], score[named]
     frame = pd.DataFrame({"t": day / MONTH_DAYS, "y": score})
     grouped = frame.groupby(groups, sort=False)
     # centred sums: the one-pass form (sum t^2 - (sum t)^2 / n) loses precision

@@ -1,10 +1,11 @@
 """Recipe: score a new cohort with a logged model.
 
 model (meanwhile the cohort's files are read and split in chunks) -> each chunk (in
-parallel processes): ingest with the model's own contract and score (probability,
-interval, class, reasons, out-of-distribution flags) -> in order: write, count drift and
-rejects -> rejects, accounting (checked alongside), figures, summary -> one rename makes
-the output appear -> an MLflow run in the scoring experiment.
+parallel processes, forked with the files and the model): ingest with the model's own
+contract and score (probability, interval, class, reasons, out-of-distribution flags)
+-> in order: write, count drift and rejects -> rejects, accounting (checked alongside),
+figures, summary -> one rename makes the output appear -> an MLflow run in the scoring
+experiment.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import pandas as pd
 
 from csf_responder import figures, scoring, tracking
 from csf_responder.config import ScoreConfig, load_config
-from csf_responder.execution import process_pool
 from csf_responder.ingest import ScoringRead
-from csf_responder.io import StagedDirectory, TableStream, cohort_digest, count_patients
+from csf_responder.io import StagedDirectory, TableStream, cohort_digest
 from pipelines.console import Reporter
 
 
@@ -61,11 +61,8 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
     config, _ = load_config(config_path, ScoreConfig, overrides=overrides)
     now = datetime.now()
     target = out or default_out(config.out_dir, cohort, now)
-    workers = scoring.chunk_workers(count_patients(cohort), chunk_size=config.chunk_size,
-                                    n_jobs=config.n_jobs)
     with StagedDirectory(target, force=force) as staging, \
-            process_pool(workers, warm_up=scoring.WORKER_IMPORTS) as pool, \
-            ScoringRead(cohort, chunk_size=config.chunk_size) as reading:  # all started now
+            ScoringRead(cohort, chunk_size=config.chunk_size) as reading:  # started now
         uri = tracking.setup_tracking(config.tracking.uri,
                                       artifact_root=config.tracking.artifact_root,
                                       experiment=config.tracking.experiment)
@@ -76,12 +73,14 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
         loaded = tracking.load_scoring_model(found)
         scorer = scoring.Scorer(loaded.model, profile, loaded.interval_models,
                                 n_reasons=config.n_reasons)
+        files = reading.files()
         drift = scoring.DriftAccumulator(profile["drift"])
         stream = TableStream(staging, "scores")
         tally = scoring.ScoringTally()
         explained = 0
-        with reporter.progress(None, label="scoring patients") as advance:
-            chunks = scoring.score_chunks(reading.chunks(), scorer, pool=pool,
+        with scoring.scoring_pool(files, scorer, n_jobs=config.n_jobs) as pool, \
+                reporter.progress(None, label="scoring patients") as advance:
+            chunks = scoring.score_chunks(files, scorer, pool=pool,
                                           drop_columns=config.drop_columns,
                                           keep_rows=explain_plots)
             for chunk in chunks:

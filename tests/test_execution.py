@@ -264,6 +264,48 @@ def test_pool_workers_are_forked_with_the_modules_already_imported(monkeypatch):
     assert seen == {(True, "set here")}
 
 
+class _Unpicklable:
+    """Fails if it is ever pickled: what a worker holds of it was inherited."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __reduce__(self):
+        raise AssertionError("pickled")
+
+
+def _inherited_row(k):
+    import os
+
+    return execution.inherited().rows[k], os.getpid()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork")
+def test_forked_workers_inherit_the_pools_object_without_pickling_it():
+    import os
+
+    shared = _Unpicklable([f"row {k}" for k in range(6)])
+    with execution.ProcessPool(2, inherit=shared) as pool:
+        assert pool.inherits
+        assert execution.inherited() is None  # only the workers hold it
+        found = list(pool.imap(_inherited_row, range(6)))
+    assert [row for row, _ in found] == shared.rows
+    assert os.getpid() not in {pid for _, pid in found}
+
+
+def _inherited_nothing(_):
+    return execution.inherited()
+
+
+def test_spawned_workers_inherit_nothing(monkeypatch):
+    """Where workers are not forked (macOS, Windows) the caller is told to send what
+    they need: ``inherits`` is False, and the object is not there."""
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with execution.ProcessPool(2, inherit=["rows"]) as pool:
+        assert not pool.inherits
+        assert set(pool.imap(_inherited_nothing, range(2))) == {None}
+
+
 def test_process_pool_raises_a_workers_error_here():
     with execution.ProcessPool(2) as pool, pytest.raises(ValueError, match="three"):
         list(pool.imap(_fail_on_three, range(6)))

@@ -441,3 +441,34 @@ def test_a_shipped_scorer_is_unpickled_once_per_worker_and_scores_the_same(cohor
     assert calls[0] is calls[1] and calls[2] is not calls[0]
     assert list(scoring._SHIPPED) == ["run-2"]
     pd.testing.assert_frame_equal(first, scorer.score(data.X))
+
+
+def _chunk_tables(chunks):
+    return [(c.scores, c.rejects, c.input_rejects, c.accounting) for c in chunks]
+
+
+def test_chunks_score_the_same_in_this_process_and_in_either_kind_of_pool(
+        cohort, xgb, monkeypatch):
+    """Forked workers take their chunks from the files they inherited, spawned ones
+    receive each chunk pickled: both give this process' results, in order."""
+    import sys
+
+    from csf_responder.io import read_cohort_files
+
+    _, ingested, _ = cohort
+    model, refits, profile = xgb
+    scorer = scoring.Scorer(model, profile, refits)
+    files = read_cohort_files(ingested.raw.directory, visits_file="alsfrs.csv",
+                              chunk_size=20)
+    assert files.n_chunks > 2
+    here = _chunk_tables(scoring.score_chunks(files, scorer))
+    kinds = [sys.platform, "darwin"] if sys.platform.startswith("linux") else [sys.platform]
+    for platform in kinds:  # "darwin": workers spawned, as there
+        monkeypatch.setattr(sys, "platform", platform)
+        with scoring.scoring_pool(files, scorer, n_jobs=2) as pool:
+            assert pool.inherits == platform.startswith("linux")
+            found = _chunk_tables(scoring.score_chunks(files, scorer, pool=pool))
+        assert len(found) == len(here) == files.n_chunks
+        for mine, theirs in zip(here, found, strict=True):
+            for a, b in zip(mine, theirs, strict=True):
+                pd.testing.assert_frame_equal(a, b)

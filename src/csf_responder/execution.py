@@ -22,8 +22,9 @@ fold) runs those calls serially where it runs (:func:`serial`): the parallelism 
 tasks, never nested, as in local processes.
 
 Scoring a large cohort is a stream rather than a batch of tasks: :class:`ProcessPool`
-hands its chunks, as they are read, to local worker processes (on Linux forked, with
-their modules imported, before the model loads), and gives the results back in order.
+hands the chunks of a cohort to local worker processes (on Linux forked once the
+cohort is read and the model loaded, so that they hold both already), and gives the
+results back in order.
 
 dask and distributed are imported only when the dask backend is chosen.
 """
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from csf_responder.config import ExecutionSpec
 
 __all__ = ["ALLOCATOR_SETTINGS", "CONNECT_TIMEOUT_SECONDS", "ProcessPool", "execution",
-           "keep_freed_memory", "process_pool", "serial"]
+           "inherited", "keep_freed_memory", "process_pool", "serial"]
 
 #: How long to wait for the scheduler at ``execution.address`` before giving up.
 CONNECT_TIMEOUT_SECONDS = 20
@@ -193,6 +194,17 @@ def _start_worker(modules: tuple[str, ...], parent: int, threads: int) -> None:
         importlib.import_module(module)
 
 
+#: What the workers of the pool being forked inherit (see :class:`ProcessPool`).
+_INHERITED: Any = None
+
+
+def inherited() -> Any:
+    """In a worker of a :class:`ProcessPool` that :attr:`~ProcessPool.inherits`: the
+    pool's ``inherit`` object, as it was in the parent process when the pool was made
+    (None elsewhere)."""
+    return _INHERITED
+
+
 #: Environment variables of the thread counts of OpenMP and the BLAS libraries.
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -204,14 +216,21 @@ class ProcessPool:
     On Linux the workers are copies of this process made at once (``fork``), after it
     imported ``warm_up``: they start with those modules loaded instead of importing them
     again each (2.5 CPU seconds apiece for xgboost and scikit-learn, competing with the
-    caller's own start on a small machine). Elsewhere they are fresh processes that
-    import ``warm_up`` as they start. Either way they take no part in what the caller
-    does next (threads it starts, files it opens later): make the pool before starting
-    threads or OpenMP work (xgboost's): a forked child cannot use a parent's started
-    OpenMP threads and would wait for them for ever. The scoring pipeline makes one
-    before it reads the cohort and loads the model; the items (cohort chunks) are then
-    handed out as they are read. Use as a context manager: leaving it, or an error,
-    stops the workers, and they end with this process however it ends.
+    caller's own start on a small machine), and with ``inherit``, an object they read
+    where the caller left it (:func:`inherited`) rather than receiving a pickled copy of
+    it with each item: the scoring pipeline makes its pool once the cohort is read and
+    the model loaded, and hands its workers chunk numbers instead of the chunks
+    (pickling, sending and unpickling 50 MB of text per chunk took a tenth of the CPU
+    time of scoring a million patients). Elsewhere than Linux (macOS' fork is unsafe
+    for some libraries) they are fresh processes that import ``warm_up`` as they start,
+    and inherit nothing (:attr:`inherits` is False: the caller sends what they need).
+
+    A forked worker takes no part in what this process does after the pool is made
+    (threads it starts, files it opens later) and holds only the thread that made the
+    pool: make it when no other thread is busy, and before any OpenMP work (xgboost's
+    predictions) here, since a forked child cannot use its parent's started OpenMP
+    threads and would wait for them for ever. Use as a context manager: leaving it, or
+    an error, stops the workers, and they end with this process however it ends.
 
     Parameters
     ----------
@@ -219,9 +238,13 @@ class ProcessPool:
         Worker processes (-1: one per core).
     warm_up : sequence of str
         Modules the workers need (imported here first, when the workers are forked).
+    inherit : object, optional
+        What the forked workers find with :func:`inherited` (not pickled).
     """
 
-    def __init__(self, n_workers: int, *, warm_up: tuple[str, ...] = ()) -> None:
+    def __init__(self, n_workers: int, *, warm_up: tuple[str, ...] = (),
+                 inherit: Any = None) -> None:
+        import gc
         import importlib
         import multiprocessing
         import os
@@ -230,10 +253,13 @@ class ProcessPool:
 
         from joblib import effective_n_jobs
 
+        global _INHERITED
         self.n_workers = effective_n_jobs(n_workers)
         #: Threads each worker's numeric libraries may use: its share of the cores.
         self.threads = max(1, (os.cpu_count() or 1) // self.n_workers)
-        forked = sys.platform.startswith("linux")  # macOS' fork is unsafe for some libraries
+        forked = sys.platform.startswith("linux")
+        #: Whether the workers hold ``inherit`` (forked, and something to inherit).
+        self.inherits = forked and inherit is not None
         if forked:
             for module in warm_up:
                 importlib.import_module(module)
@@ -242,8 +268,19 @@ class ProcessPool:
             mp_context=multiprocessing.get_context("fork" if forked else "spawn"),
             initializer=_start_worker,
             initargs=(tuple(warm_up), os.getpid(), self.threads))
-        for _ in range(self.n_workers):  # starts the workers now
-            self._executor.submit(int)
+        if forked:
+            _INHERITED = inherit
+            # the objects made so far stay out of the workers' garbage collections: a
+            # collection writes to every object it visits, and each worker would copy
+            # the pages of this process' whole heap
+            gc.freeze()
+        try:
+            for _ in range(self.n_workers):  # forks every worker now (at the first)
+                self._executor.submit(int)
+        finally:
+            if forked:
+                gc.unfreeze()
+                _INHERITED = None
 
     def imap(self, func: Callable[[Any], Any], items, *, ahead: int | None = None
              ) -> Iterator[Any]:
@@ -298,12 +335,12 @@ class ProcessPool:
 
 
 @contextmanager
-def process_pool(n_workers: int, *, warm_up: tuple[str, ...] = ()
+def process_pool(n_workers: int, *, warm_up: tuple[str, ...] = (), inherit: Any = None
                  ) -> Iterator[ProcessPool | None]:
     """A :class:`ProcessPool` of ``n_workers`` for the block, or None (work in this
     process) when ``n_workers`` is 1 or less."""
     if n_workers <= 1:
         yield None
         return
-    with ProcessPool(n_workers, warm_up=warm_up) as pool:
+    with ProcessPool(n_workers, warm_up=warm_up, inherit=inherit) as pool:
         yield pool

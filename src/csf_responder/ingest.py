@@ -18,6 +18,7 @@ from csf_responder.cohort import cohort_table
 from csf_responder.config import IndicationSpec, LabelSpec, PanelSpec, analyte_match_key
 from csf_responder.contracts import CheckedCohort, check_cohort
 from csf_responder.io import (
+    CohortFiles,
     RawCohort,
     melt_chunk,
     read_cohort,
@@ -218,6 +219,16 @@ class ScoringRead:
         elif indication.visits_file != self._guess:
             self._files = self._thread.submit(self._read, visits_file=indication.visits_file)
 
+    def files(self) -> CohortFiles:
+        """The files read and each chunk's rows, when the reading is done.
+
+        Raises
+        ------
+        CohortError
+            From the reading (a missing or unreadable file).
+        """
+        return self._files.result()
+
     def chunks(self) -> Iterator[RawCohort]:
         """The raw chunks of at most ``chunk_size`` patients, their CSF rows as read
         (melted by :func:`check_scoring_chunk`), when the reading is done.
@@ -225,9 +236,9 @@ class ScoringRead:
         Raises
         ------
         CohortError
-            From the reading (a missing or unreadable file).
+            As :meth:`files`.
         """
-        return self._files.result().chunks(melt=False)
+        return self.files().chunks(melt=False)
 
     def __enter__(self) -> ScoringRead:
         return self

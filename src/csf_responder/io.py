@@ -174,19 +174,28 @@ class CohortFiles:
     #: ``patients``, ``visits``, ``csf`` -> each chunk's rows (None: the whole table)
     rows: dict[str, list[np.ndarray | slice | None]]
 
-    def chunks(self, *, is_analyte: Callable[[str], bool | str] | None = None,
-               melt: bool = True) -> Iterator[RawCohort]:
-        """The chunks, one at a time (see :func:`read_cohort_chunks`)."""
-        def part(name: str, k: int) -> pd.DataFrame:
+    @property
+    def n_chunks(self) -> int:
+        """How many chunks the cohort is split in."""
+        return len(self.rows["patients"])
+
+    def chunk(self, k: int, *, is_analyte: Callable[[str], bool | str] | None = None,
+              melt: bool = True) -> RawCohort:
+        """Chunk ``k`` (from 0): its patients, with their visit and CSF rows."""
+        def part(name: str) -> pd.DataFrame:
             table, rows = getattr(self.files, name), self.rows[name][k]
             return table if rows is None else table.iloc[rows].reset_index(drop=True)
 
-        for k in range(len(self.rows["patients"])):
-            raw = replace(self.files, patients=part("patients", k),
-                          visits=part("visits", k), csf=part("csf", k),
-                          notes=list(self.files.notes) if k == 0 else [],
-                          layout_notes=k == 0)
-            yield melt_chunk(raw, is_analyte) if melt else raw
+        raw = replace(self.files, patients=part("patients"), visits=part("visits"),
+                      csf=part("csf"), notes=list(self.files.notes) if k == 0 else [],
+                      layout_notes=k == 0)
+        return melt_chunk(raw, is_analyte) if melt else raw
+
+    def chunks(self, *, is_analyte: Callable[[str], bool | str] | None = None,
+               melt: bool = True) -> Iterator[RawCohort]:
+        """The chunks, one at a time (see :func:`read_cohort_chunks`)."""
+        for k in range(self.n_chunks):
+            yield self.chunk(k, is_analyte=is_analyte, melt=melt)
 
 
 def read_cohort_files(directory: str | Path, *, visits_file: str | Callable[[], str],

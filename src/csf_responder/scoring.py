@@ -30,9 +30,9 @@ from csf_responder.cohort import csf_columns
 from csf_responder.validation import stateless_prefix
 
 __all__ = ["ChunkScores", "DriftAccumulator", "Scorer", "ScoringTally", "WORKER_IMPORTS",
-           "check_accounting", "check_inputs", "chunk_workers", "contract_specs", "csf_rejects",
+           "check_accounting", "check_inputs", "contract_specs", "csf_rejects",
            "describe_feature", "empty_scores", "model_contract", "needed_columns", "psi",
-           "score_chunk", "score_chunks", "score_columns", "training_profile"]
+           "score_chunk", "score_chunks", "score_columns", "scoring_pool", "training_profile"]
 
 #: Format version of the profile written with each model.
 PROFILE_VERSION = 1
@@ -848,41 +848,64 @@ WORKER_IMPORTS = ("xgboost", "sklearn.pipeline", "csf_responder.scoring",
                   "csf_responder.ingest")
 
 
-def chunk_workers(n_patients: int, *, chunk_size: int, n_jobs: int) -> int:
-    """Worker processes worth starting to score ``n_patients`` in chunks of
-    ``chunk_size`` with at most ``n_jobs`` (-1: one per core): none (1, this process)
-    for a single chunk."""
-    from joblib import effective_n_jobs
-
-    chunks = -(-max(n_patients, 1) // chunk_size)
-    return min(chunks, effective_n_jobs(n_jobs)) if chunks > 1 else 1
-
-
-def score_chunks(raws, scorer: Scorer, *, drop_columns: Sequence[str] = (), keep_rows: int = 0,
-                 pool=None):
-    """:func:`score_chunk` over the raw chunks of a cohort, in their order.
+def score_chunks(files, scorer: Scorer, *, drop_columns: Sequence[str] = (),
+                 keep_rows: int = 0, pool=None):
+    """:func:`score_chunk` over the chunks of a cohort, in their order.
 
     With a :class:`csf_responder.execution.ProcessPool`, the chunks are checked and
     scored in its worker processes (each model predicting on the worker's share of the
     cores), a few chunks ahead of the caller, so the pure-Python ingest of one chunk
-    overlaps with another's prediction and with the reading and writing here; the
-    results are those of the serial run, in the same order.
+    overlaps with another's prediction and with the writing here; the results are
+    those of the serial run, in the same order. Workers that inherited ``(files,
+    scorer)`` (:func:`scoring_pool`) take their chunks from them, by number; others
+    receive each chunk, and the scorer once, pickled.
+
+    Parameters
+    ----------
+    files : CohortFiles
+        The cohort read (:meth:`csf_responder.ingest.ScoringRead.files`).
 
     Yields
     ------
     ChunkScores
     """
     if pool is None:
-        for raw in raws:
+        for raw in files.chunks(melt=False):
             yield score_chunk(raw, scorer, drop_columns=drop_columns, keep_rows=keep_rows)
+        return
+    from functools import partial
+
+    options = {"drop_columns": drop_columns, "keep_rows": keep_rows, "threads": pool.threads}
+    if pool.inherits:
+        yield from pool.imap(partial(_score_inherited, **options), range(files.n_chunks))
         return
     import pickle
     import uuid
-    from functools import partial
 
     shipped = (uuid.uuid4().hex, pickle.dumps(scorer, protocol=pickle.HIGHEST_PROTOCOL))
-    yield from pool.imap(partial(_score_shipped, scorer=shipped, drop_columns=drop_columns,
-                                 keep_rows=keep_rows, threads=pool.threads), raws)
+    yield from pool.imap(partial(_score_shipped, scorer=shipped, **options),
+                         files.chunks(melt=False))
+
+
+def scoring_pool(files, scorer: Scorer, *, n_jobs: int):
+    """Worker processes for :func:`score_chunks` (a context manager; None: score here,
+    for a single chunk), forked where they can be with the cohort's ``files`` and the
+    ``scorer`` (:class:`csf_responder.execution.ProcessPool`'s ``inherit``)."""
+    from joblib import effective_n_jobs
+
+    from csf_responder.execution import process_pool
+
+    workers = min(files.n_chunks, effective_n_jobs(n_jobs)) if files.n_chunks > 1 else 1
+    return process_pool(workers, warm_up=WORKER_IMPORTS, inherit=(files, scorer))
+
+
+def _score_inherited(k: int, **kwargs) -> ChunkScores:
+    """:func:`score_chunk` of chunk ``k`` in a worker of :func:`scoring_pool`, from the
+    files and scorer it inherited."""
+    from csf_responder.execution import inherited
+
+    files, scorer = inherited()
+    return score_chunk(files.chunk(k, melt=False), scorer, **kwargs)
 
 
 #: The scorer a pool worker unpickled last, by its token (see :func:`_score_shipped`).

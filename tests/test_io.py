@@ -180,6 +180,26 @@ def test_row_positions_are_the_index_lookup_of_every_row(rows):
     np.testing.assert_array_equal(_positions(column, index), index_in(column, index))
 
 
+@pytest.mark.parametrize("rows", [
+    ["A", "A", "B", "C", "C"],         # sorted like the index: slices from the runs
+    ["A", "C", "C", "X", ""],          # sorted, a patient without rows, unknown last
+    ["A", "A", "X", "B", "", "C"],     # an unknown and a blank id in the runs
+    ["C", "A", "B", "A", "C", "B"],    # no order
+    ["A", "B", "C", "A"],              # the index, then more
+    [],
+])
+def test_chunk_rows_are_those_of_each_rows_own_lookup(rows):
+    """A chunk's rows, found from the runs of equal ids, are those of looking every row
+    up: its subject's chunk, or the last for an unknown or blank id, in file order."""
+    index = _distinct_ids(pd.Series(["A", "B", "C"], dtype="str"))
+    column = pd.Series(rows, dtype="str")
+    position = index_in(column, index)
+    chunk = np.where(position >= 0, position // 2, 1)
+    found = _chunk_rows(column, len(rows), index, 2, 2)
+    assert [list(np.arange(len(rows))[part]) for part in found] == [
+        list(np.flatnonzero(chunk == k)) for k in range(2)]
+
+
 def test_the_visits_file_can_be_named_after_the_other_files_are_read(cohort_dir):
     asked = []
 

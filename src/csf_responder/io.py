@@ -127,15 +127,15 @@ def _distinct_ids(ids: pd.Series) -> pa.Array:
     return pc.unique(named)
 
 
-def _positions(ids: pd.Series, index: pa.Array) -> np.ndarray:
-    """Each row's position among the distinct ids ``index`` (-1: not there).
+def _runs(ids: pd.Series, index: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The runs of equal ids: the row each starts at (then the number of rows), and the
+    position of its id among the distinct ids ``index`` (-1: not there).
 
-    Looked up once per run of equal ids (a file sorted by subject has one run per
-    patient), and not looked up at all when the runs are ``index`` itself, in its order
-    (a file sorted like patients.csv)."""
+    A file sorted by subject has one run per patient; when the runs are ``index``
+    itself, in its order (a file sorted like patients.csv), nothing is looked up."""
     text = arrow_text(ids).combine_chunks()
     if len(text) == 0:
-        return np.empty(0, dtype=np.int64)
+        return np.zeros(1, dtype=np.int64), np.empty(0, dtype=np.int64)
     changes = pc.fill_null(pc.not_equal(text[1:], text[:-1]), True)
     starts = np.flatnonzero(np.concatenate([[True], changes.to_numpy(zero_copy_only=False)]))
     heads = text.take(pa.array(starts))
@@ -143,7 +143,14 @@ def _positions(ids: pd.Series, index: pa.Array) -> np.ndarray:
         found = np.arange(len(heads), dtype=np.int64)
     else:
         found = pc.index_in(heads, value_set=index).fill_null(-1).to_numpy().astype(np.int64)
-    return np.repeat(found, np.diff(np.append(starts, len(text))))
+    return np.append(starts, len(text)), found
+
+
+def _positions(ids: pd.Series, index: pa.Array) -> np.ndarray:
+    """Each row's position among the distinct ids ``index`` (-1: not there), looked up
+    once per run of equal ids (:func:`_runs`)."""
+    bounds, found = _runs(ids, index)
+    return np.repeat(found, np.diff(bounds))
 
 
 def _chunk_rows(ids: pd.Series | None, n_rows: int, index: pa.Array, n_chunks: int,
@@ -151,17 +158,19 @@ def _chunk_rows(ids: pd.Series | None, n_rows: int, index: pa.Array, n_chunks: i
     """Row positions of each chunk: a row goes with its subject's chunk (the subject's
     position among ``index`` // ``size``); rows of unknown or blank subjects, and every
     row of a table without subject_id, go last. When the rows are in chunk order already
-    (a file sorted like patients.csv), each chunk is a slice (no copy of the rows)."""
+    (a file sorted like patients.csv), each chunk is a slice (no copy of the rows), found
+    from the runs of equal ids alone (one per patient, not one per row)."""
     if ids is None:
         return [np.arange(0)] * (n_chunks - 1) + [np.arange(n_rows)]
-    position = _positions(ids, index)
-    chunk = np.where(position >= 0, position // size, n_chunks - 1)
+    bounds, found = _runs(ids, index)
+    chunk = np.where(found >= 0, found // size, n_chunks - 1)  # of each run
     if (chunk[1:] >= chunk[:-1]).all():
-        bounds = np.searchsorted(chunk, np.arange(n_chunks + 1))
-        return [slice(int(bounds[k]), int(bounds[k + 1])) for k in range(n_chunks)]
-    order = np.argsort(chunk, kind="stable")
-    bounds = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
-    return [order[bounds[k]:bounds[k + 1]] for k in range(n_chunks)]
+        edges = bounds[np.searchsorted(chunk, np.arange(n_chunks + 1))]
+        return [slice(int(edges[k]), int(edges[k + 1])) for k in range(n_chunks)]
+    rows = np.repeat(chunk, np.diff(bounds))
+    order = np.argsort(rows, kind="stable")
+    edges = np.searchsorted(rows[order], np.arange(n_chunks + 1))
+    return [order[edges[k]:edges[k + 1]] for k in range(n_chunks)]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from csf_responder import figures, scoring, tracking
+from csf_responder import scoring, tracking
 from csf_responder.config import ScoreConfig, load_config
 from csf_responder.ingest import ScoringRead
 from csf_responder.io import StagedDirectory, TableStream, cohort_digest
@@ -54,6 +54,16 @@ def default_out(out_dir: str | Path, cohort: Path, now: datetime) -> Path:
     return Path(out_dir) / f"{cohort.resolve().name}-{now:%Y-%m-%d}"
 
 
+def _figures():
+    """The figures module with matplotlib loaded and warmed up (scipy.stats, matplotlib,
+    its fonts: near a second of imports), in a thread while the workers score, rather
+    than before they start or after they end."""
+    from csf_responder import figures
+
+    figures.warm_up()
+    return figures
+
+
 def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Reporter,
         model: str | None = None, out: Path | None = None, force: bool = False,
         explain_plots: int = 0) -> ScoreOutcome:
@@ -79,7 +89,9 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
         tally = scoring.ScoringTally()
         explained = 0
         with scoring.scoring_pool(files, scorer, n_jobs=config.n_jobs) as pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="figures") as drawing, \
                 reporter.progress(None, label="scoring patients") as advance:
+            plotting = drawing.submit(_figures)  # the workers are forked: threads may start
             chunks = scoring.score_chunks(files, scorer, pool=pool,
                                           drop_columns=config.drop_columns,
                                           keep_rows=explain_plots)
@@ -90,6 +102,7 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
                     stream.write(chunk.scores)
                 tally.add(chunk)
                 if explained < explain_plots and len(chunk.head) and profile["features"]:
+                    figures = plotting.result()
                     shown = chunk.head.head(explain_plots - explained)
                     explained += len(shown)
                     values, labels, base = scorer.explain(shown)
@@ -100,6 +113,7 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
                             title=f"Why: {subject} ({profile['family']})")
                 advance(len(chunk.subjects))
         stream.close(empty=scoring.empty_scores(config.n_reasons))
+        figures = plotting.result()
         csf_file = chunk.source.file("csf.csv")
         notes = [*tally.notes, *scoring.check_inputs(tally.has_values(), profile,
                                                      file=csf_file)]

@@ -79,6 +79,15 @@ def _canvas(axes: tuple[float, float] = _AXES, *, left: float = 1.0, right: floa
     return figure, ax
 
 
+def warm_up() -> None:
+    """Do what a process's first figure does once (import matplotlib's Agg backend, load
+    its fonts: about 0.3 s) on a figure drawn and dropped, so that a caller can have it
+    done in another thread ahead of its first real figure."""
+    figure, ax = _canvas()
+    ax.set_title("warm-up")
+    figure.canvas.draw()
+
+
 def _label_inches(labels: Sequence[str], fontsize: float) -> float:
     """Generous width estimate of the longest of ``labels`` (DejaVu Sans), in inches."""
     longest = max((max((len(line) for line in str(label).split("\n")), default=0)

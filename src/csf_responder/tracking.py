@@ -121,8 +121,8 @@ def warm_up() -> None:
     """Do ahead, in a fresh logging worker, what every run's logging does once per
     process, while the caller is still importing and reading its data: MLflow's map of
     the installed packages (read when it checks a logged model's requirements; about
-    1.3 s) and matplotlib's fonts (the first text drawn)."""
-    from csf_responder.figures import _canvas
+    1.3 s) and matplotlib's fonts (:func:`csf_responder.figures.warm_up`)."""
+    from csf_responder import figures
 
     try:
         from mlflow.utils import requirements_utils
@@ -130,9 +130,7 @@ def warm_up() -> None:
         requirements_utils._init_packages_to_modules_map()
     except (ImportError, AttributeError):  # a private helper: gone in some MLflow version
         pass
-    figure, ax = _canvas()
-    ax.set_title("warm-up")
-    figure.canvas.draw()
+    figures.warm_up()
 
 
 def setup_tracking(uri: str, *, artifact_root: str, experiment: str) -> str:

@@ -451,7 +451,12 @@ def test_chunks_score_the_same_in_this_process_and_in_either_kind_of_pool(
         cohort, xgb, monkeypatch):
     """Forked workers take their chunks from the files they inherited, spawned ones
     receive each chunk pickled: both give this process' results, in order."""
+    import os
     import sys
+
+    # one thread per worker: this process fitted xgboost with OpenMP threads, which a
+    # forked worker cannot use (see csf_responder.execution.ProcessPool)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
 
     from csf_responder.io import read_cohort_files
 

@@ -94,30 +94,17 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _peak_memory(args: list[str], env: dict[str, str]) -> float:
-    """Peak PSS (GiB) of one command and its workers, sampled every 0.1 s."""
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    peak = 0
-    while process.poll() is None:
-        peak = max(peak, _tree_pss(process.pid))
-        time.sleep(0.1)
-    if process.returncode:
-        stderr = process.stderr.read().decode() if process.stderr else ""
-        raise SystemExit(f"{' '.join(args)} failed ({process.returncode}):\n{stderr}")
-    return peak / 2**30
-
-
-def _timed(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak resident memory (GiB) of one command in a fresh process:
-    the largest sum of the resident memory of the process and its workers, sampled every
-    0.1 s (shared pages count once per process: an upper bound)."""
+def _sampled(args: list[str], env: dict[str, str], size) -> tuple[float, float]:
+    """Wall seconds of one command in a fresh process, and the largest ``size(pid)`` of
+    the process and its workers (bytes, given in GiB), sampled every 0.1 s: the sum of
+    their resident memory (:func:`_tree_rss`, shared pages count once per process: an
+    upper bound, cheap enough for a timed run) or of their PSS (:func:`_tree_pss`)."""
     start = time.perf_counter()
     process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     peak = 0
     while process.poll() is None:
-        peak = max(peak, _tree_rss(process.pid))
+        peak = max(peak, size(process.pid))
         time.sleep(0.1)
     seconds = time.perf_counter() - start
     stderr = process.stderr.read().decode() if process.stderr else ""
@@ -221,8 +208,8 @@ def main() -> None:
             runs, samples = [], []
             for k in range(args.repeat):  # alternately: both sides see the same machine
                 out = scratch / f"scores-{n}-{k}"
-                runs.append(_timed([CLI, "score", "--cohort", str(cohort), "--model", model,
-                                    "--out", str(out), "--set", store[0]], env))
+                runs.append(_sampled([CLI, "score", "--cohort", str(cohort), "--model", model,
+                                      "--out", str(out), "--set", store[0]], env, _tree_rss))
                 found = subprocess.run(
                     [sys.executable, __file__, "--parts-of", str(cohort), "--scores", str(out),
                      "--model", model], cwd=ROOT, env=env, check=True, capture_output=True,
@@ -230,8 +217,8 @@ def main() -> None:
                 samples.append(json.loads(found.stdout.strip().splitlines()[-1]))
                 shutil.rmtree(out)
             out = scratch / f"scores-{n}-memory"
-            memory = _peak_memory([CLI, "score", "--cohort", str(cohort), "--model", model,
-                                   "--out", str(out), "--set", store[0]], env)
+            _, memory = _sampled([CLI, "score", "--cohort", str(cohort), "--model", model,
+                                  "--out", str(out), "--set", store[0]], env, _tree_pss)
             shutil.rmtree(out)
             seconds, peak = min(r[0] for r in runs), max(r[1] for r in runs)
             timings = {part: min(t[part] for t in samples) for part in samples[0]}

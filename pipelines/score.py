@@ -55,9 +55,8 @@ def default_out(out_dir: str | Path, cohort: Path, now: datetime) -> Path:
 
 
 def _figures():
-    """The figures module with matplotlib loaded and warmed up (scipy.stats, matplotlib,
-    its fonts: near a second of imports), in a thread while the workers score, rather
-    than before they start or after they end."""
+    """The figures module with matplotlib loaded and its fonts read (about 0.3 s), in a
+    thread while the workers score, rather than after they end."""
     from csf_responder import figures
 
     figures.warm_up()

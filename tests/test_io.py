@@ -16,7 +16,6 @@ from csf_responder.io import (
     _distinct_ids,
     _positions,
     cohort_digest,
-    count_patients,
     melt_chunk,
     read_cohort,
     read_cohort_chunks,
@@ -253,12 +252,3 @@ def test_a_chunk_melted_where_it_is_processed_is_the_chunk_melted_on_reading(coh
         assert done.notes == early.notes
     assert any("wide layout" in note for note in melted[0].notes)
     assert not any("wide layout" in note for note in melted[1].notes)  # the first's alone
-
-
-def test_patients_are_counted_without_parsing(cohort_dir, tmp_path):
-    assert count_patients(cohort_dir) == 2
-    (cohort_dir / "patients.csv").write_text(PATIENTS.rstrip("\n"))  # no final newline
-    assert count_patients(cohort_dir) == 2
-    (cohort_dir / "patients.csv").write_text("subject_id,arm,age\n")
-    assert count_patients(cohort_dir) == 0
-    assert count_patients(tmp_path / "nowhere") == 0

@@ -22,7 +22,7 @@ from csf_responder.readers import LINE, arrow_text, csf_to_long, read_table
 
 __all__ = [
     "COHORT_FILES", "CSF_SUFFIXES", "CohortFiles", "LINE", "RawCohort", "StagedDirectory",
-    "TableStream", "cohort_digest", "count_patients", "melt_chunk", "read_cohort",
+    "TableStream", "cohort_digest", "melt_chunk", "read_cohort",
     "read_cohort_chunks", "read_cohort_files", "subject_ids", "write_cohort", "write_outputs",
     "write_table",
 ]
@@ -227,10 +227,12 @@ def read_cohort_files(directory: str | Path, *, visits_file: str | Callable[[], 
     index = _distinct_ids(ids) if ids is not None else None
     n_chunks = 1 if index is None else max(1, -(-len(index) // chunk_size))
 
-    def rows(table: pd.DataFrame) -> list[np.ndarray | slice | None]:
+    def rows(table: pd.DataFrame, found: pd.Series | None = None
+             ) -> list[np.ndarray | slice | None]:
         if index is None:  # one chunk (a missing subject_id: the contract check names it)
             return [None]
-        return _chunk_rows(subject_ids(table), len(table), index, n_chunks, chunk_size)
+        found = subject_ids(table) if found is None else found
+        return _chunk_rows(found, len(table), index, n_chunks, chunk_size)
 
     csf_rows = rows(csf)
     name = visits_file if isinstance(visits_file, str) else visits_file()
@@ -238,7 +240,8 @@ def read_cohort_files(directory: str | Path, *, visits_file: str | Callable[[], 
     whole = RawCohort(directory, patients, visits, csf, name, csf_path.name,
                       [note for file in notes.values() for note in file], csf_melted=False)
     return CohortFiles(whole,
-                       {"patients": rows(patients), "visits": rows(visits), "csf": csf_rows})
+                       {"patients": rows(patients, ids), "visits": rows(visits),
+                        "csf": csf_rows})
 
 
 def read_cohort_chunks(directory: str | Path, *, visits_file: str,
@@ -269,21 +272,6 @@ def melt_chunk(raw: RawCohort, is_analyte: Callable[[str], bool | str] | None) -
                                is_analyte=is_analyte or (lambda name: False))
     notes = [*raw.notes, *layout.notes] if raw.layout_notes else raw.notes
     return replace(raw, csf=long, notes=notes, csf_melted=True)
-
-
-def count_patients(directory: str | Path) -> int:
-    """About how many patients a cohort directory holds: the lines of its patients.csv
-    after the header, counted without parsing (0 without the file; a quoted line break
-    counts twice). Enough to decide how to split the work, never to account for rows."""
-    path = Path(directory) / "patients.csv"
-    if not path.is_file():
-        return 0
-    lines, last = 0, b"\n"
-    with path.open("rb") as stream:
-        while block := stream.read(1 << 24):
-            lines += block.count(b"\n")
-            last = block[-1:]
-    return max(0, lines + (last != b"\n") - 1)
 
 
 def cohort_digest(raw: RawCohort) -> str:

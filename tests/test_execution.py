@@ -311,6 +311,70 @@ def test_process_pool_raises_a_workers_error_here():
         list(pool.imap(_fail_on_three, range(6)))
 
 
+def _killed_on(value):
+    import signal
+    import time
+
+    if value == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.05)
+    return value
+
+
+def test_a_worker_killed_while_working_is_one_clear_error_naming_its_signal():
+    """The system's out-of-memory killer ends a worker with SIGKILL: the map stops with
+    an error a user can read (which worker, how it ended, what to change), not the
+    executor's traceback."""
+    from csf_responder.errors import CsfResponderError, WorkerLost
+
+    with execution.ProcessPool(2) as pool, pytest.raises(WorkerLost) as raised:
+        list(pool.imap(_killed_on, range(20)))
+    assert isinstance(raised.value, CsfResponderError)  # shown as one line by the CLI
+    message = str(raised.value)
+    assert "killed by SIGKILL" in message and "n_jobs" in message
+    assert f"worker process {pool._workers[0].pid}" in message or \
+        f"worker process {pool._workers[1].pid}" in message
+
+
+_KILLED_MID_RESULT = """
+import os, signal, struct, sys, time
+from csf_responder import execution
+from csf_responder.errors import WorkerLost
+
+def half_a_result(value):
+    if value != 2:
+        time.sleep(0.2)
+        return value
+    # as if killed while writing its result: the length of a 1 MiB message, 10 bytes of
+    # it, then the end (the executor's reader now waits for the rest)
+    frame = sys._getframe()
+    while "result_queue" not in frame.f_locals:
+        frame = frame.f_back
+    queue = frame.f_locals["result_queue"]
+    with queue._wlock:
+        os.write(queue._writer.fileno(), struct.pack("!i", 1 << 20) + b"x" * 10)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+started = time.monotonic()
+try:
+    with execution.ProcessPool(2) as pool:
+        list(pool.imap(half_a_result, range(8)))
+except WorkerLost as error:
+    print(f"lost after {time.monotonic() - started:.1f} s: {error}", flush=True)
+"""
+
+
+def test_a_worker_killed_while_sending_its_result_does_not_leave_the_map_waiting():
+    """The executor does not notice a worker killed halfway through writing a result to
+    the pipe (its reader waits for the rest): the pool's own watch on its workers ends
+    the map with the same clear error, within a second or so, and the pool closes."""
+    done = subprocess.run([sys.executable, "-c", _KILLED_MID_RESULT], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("lost after "), (done.stdout, done.stderr)
+    assert "killed by SIGKILL" in done.stdout
+
+
 def test_no_pool_for_one_worker():
     with execution.process_pool(1) as pool:
         assert pool is None

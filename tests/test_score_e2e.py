@@ -300,6 +300,45 @@ def test_an_interrupted_run_leaves_no_partial_output(scored, big, tmp_path, how)
     assert "20,000 in" in result.stdout
 
 
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_worker_killed_mid_run_is_one_clear_error_and_leaves_no_output(scored, big,
+                                                                       tmp_path):
+    """What the out-of-memory killer does to a worker (SIGKILL) ends the run at once,
+    with one line naming it, and nothing written."""
+    work, env, _, _ = scored
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [CLI, "score", "--cohort", str(big), "--out", str(out), "--set", "chunk_size=200",
+         "--set", "n_jobs=2", "--set", f"tracking.artifact_root={work / 'store' / 'artifacts'}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until the workers are scoring
+        staged = list(tmp_path.glob(".out.partial-*/scores.parquet"))
+        workers = _children(process.pid)
+        if staged and staged[0].stat().st_size > 0 and workers:
+            break
+        assert process.poll() is None, "scoring ended before a worker could be killed"
+        time.sleep(0.02)
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2 and "Traceback" not in stderr
+    assert f"worker process {workers[0]}" in stderr and "killed by SIGKILL" in stderr
+    assert not out.exists() and list(tmp_path.glob(".out.partial-*")) == []
+
+
 def test_scores_are_reproducible(scored, tmp_path):
     work, env, out, _ = scored
     again = tmp_path / "again"

@@ -15,6 +15,11 @@ class DataError(CsfResponderError):
     """The data are valid but cannot support the requested analysis (too few patients)."""
 
 
+class WorkerLost(CsfResponderError):
+    """A worker process ended before it returned its work (killed by the system when
+    memory ran out, say): the run cannot go on without it."""
+
+
 class CohortError(CsfResponderError):
     """An input cohort file is missing or breaks the input contract.
 

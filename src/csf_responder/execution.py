@@ -35,16 +35,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from csf_responder.errors import ConfigError
+from csf_responder.errors import ConfigError, WorkerLost
 
 if TYPE_CHECKING:
     from csf_responder.config import ExecutionSpec
 
-__all__ = ["ALLOCATOR_SETTINGS", "CONNECT_TIMEOUT_SECONDS", "ProcessPool", "execution",
-           "inherited", "keep_freed_memory", "process_pool", "serial"]
+__all__ = ["ALLOCATOR_SETTINGS", "CONNECT_TIMEOUT_SECONDS", "WATCH_SECONDS", "ProcessPool",
+           "execution", "inherited", "keep_freed_memory", "process_pool", "serial"]
 
 #: How long to wait for the scheduler at ``execution.address`` before giving up.
 CONNECT_TIMEOUT_SECONDS = 20
+
+#: How often a :class:`ProcessPool` awaiting a result checks that its workers live.
+WATCH_SECONDS = 0.5
 
 #: Allocator settings (environment variables) of :func:`keep_freed_memory`: glibc's
 #: malloc keeps up to 256 MiB free at the top of its heap, serves blocks up to 32 MiB
@@ -281,6 +284,8 @@ class ProcessPool:
             if forked:
                 gc.unfreeze()
                 _INHERITED = None
+        #: The worker processes, watched while a result is awaited (:meth:`_result`).
+        self._workers = list((self._executor._processes or {}).values())
 
     def imap(self, func: Callable[[Any], Any], items, *, ahead: int | None = None
              ) -> Iterator[Any]:
@@ -293,16 +298,89 @@ class ProcessPool:
         pending: deque = deque()
         try:
             for item in items:
-                pending.append(self._executor.submit(func, item))
+                pending.append(self._submit(func, item))
                 if len(pending) >= ahead:
-                    yield pending.popleft().result()
+                    yield self._result(pending.popleft())
             while pending:
-                yield pending.popleft().result()
+                yield self._result(pending.popleft())
+        except WorkerLost:  # nothing more will come: the pool is stopped as it is left
+            raise
         except Exception:  # let the items in flight end before the pool is stopped
             from concurrent.futures import wait
 
             wait(pending)
             raise
+
+    def _result(self, future) -> Any:
+        """``future``'s result, once it is there; :class:`WorkerLost` as soon as a
+        worker is seen to have ended (checked every :data:`WATCH_SECONDS`).
+
+        The executor notices a worker that dies while working, but not one killed while
+        it writes its result to the pipe: its reader then waits for the rest of the
+        result, and so would this call, for ever."""
+        from concurrent.futures import wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        while not wait([future], timeout=WATCH_SECONDS).done:
+            if self._ended():
+                raise WorkerLost(self._lost_message()) from None
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            raise WorkerLost(self._lost_message()) from None
+
+    def _submit(self, func: Callable[[Any], Any], item: Any):
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self._executor.submit(func, item)
+        except BrokenProcessPool:
+            raise WorkerLost(self._lost_message()) from None
+
+    def _ended(self) -> list[tuple[int, int | None]]:
+        """(pid, exit code) of each worker that has ended (the code None if unknown)."""
+        import time
+        from multiprocessing.connection import wait
+
+        try:
+            ready = set(wait([process.sentinel for process in self._workers], timeout=0))
+        except (OSError, ValueError):  # closed meanwhile: the pool is being stopped
+            return []
+        ended = []
+        for process in self._workers:
+            if process.sentinel not in ready:
+                continue
+            code = process.exitcode
+            for _ in range(20):  # the executor's own thread may be reaping it: a moment
+                if code is not None:
+                    break
+                time.sleep(0.05)
+                code = process.exitcode
+            ended.append((process.pid, code))
+        return ended
+
+    def _lost_message(self) -> str:
+        import signal
+
+        ended = self._ended()
+        if not ended:
+            return "a worker process ended abruptly"
+        # the executor ends the other workers (SIGTERM) once it sees one lost: name that one
+        pid, code = min(ended, key=lambda e: (e[1] is None, e[1] == -signal.SIGTERM))
+        if code is None:
+            how = "its exit status is unknown"
+        elif code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            how = f"killed by {name}"
+            if -code == signal.SIGKILL:
+                how += (" (what the system sends when memory runs out: fewer workers "
+                        "(n_jobs) or smaller chunks (chunk_size) need less)")
+        else:
+            how = f"exited with status {code}"
+        return f"worker process {pid} ended before returning its work: {how}"
 
     def close(self) -> None:
         """Stop the workers (those still working are killed) and wait for them.

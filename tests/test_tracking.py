@@ -40,6 +40,26 @@ def test_config_digest_ignores_key_order_and_sees_every_value():
     assert len({config_digest(c) for c in (config, changed, swapped)}) == 3
 
 
+def test_config_digest_leaves_out_where_the_work_runs_and_is_logged():
+    """A run on a dask cluster, with other n_jobs or another store, did the same
+    analysis: same digest. The seed or a model's setting is the analysis: another one."""
+    config = _train_config_dict()
+    elsewhere = {**config, "execution": {"backend": "dask", "address": "tcp://10.0.0.1:8786"},
+                 "tracking": {**config["tracking"], "uri": "http://tracking:5000"},
+                 "validation": {**config["validation"], "n_jobs": 7}}
+    assert config_digest(elsewhere) == config_digest(config)
+    assert config_digest({**config, "seed": config["seed"] + 1}) != config_digest(config)
+    retuned = {**config, "validation": {**config["validation"],
+                                        "n_splits": config["validation"]["n_splits"] + 1}}
+    assert config_digest(retuned) != config_digest(config)
+
+
+def _train_config_dict() -> dict:
+    from csf_responder.config import TrainConfig, load_config
+
+    return load_config(CONFIGS / "train.yaml", TrainConfig)[1]
+
+
 def test_flatten_gives_one_param_per_leaf():
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": "x"}) == {"a.b": "1", "a.c": "[1, 2]",
                                                               "d": "x"}

@@ -415,9 +415,24 @@ def git_state(directory: str | Path = ".") -> dict[str, str]:
         return {"git_commit": "unknown", "git_dirty": "unknown"}
 
 
+#: What a config says about where its work runs and is logged, not what it computes:
+#: left out of :func:`config_digest` (top-level sections, and keys of that name at any
+#: depth). The numbers are the same whatever these say (tests/test_execution.py).
+NOT_DIGESTED = {"sections": ("execution", "tracking"), "keys": ("n_jobs",)}
+
+
 def config_digest(resolved_config: dict[str, Any]) -> str:
-    """Short SHA-256 of the resolved config (canonical JSON): equal digests, equal configs."""
-    canonical = json.dumps(resolved_config, sort_keys=True, default=str, separators=(",", ":"))
+    """Short SHA-256 of the resolved config (canonical JSON) less where the work runs and
+    is logged (:data:`NOT_DIGESTED`): equal digests, the same analysis, on a laptop or a
+    dask cluster, with one process or eight."""
+    def kept(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: kept(v) for k, v in value.items() if k not in NOT_DIGESTED["keys"]}
+        return value
+
+    analysis = {k: kept(v) for k, v in resolved_config.items()
+                if k not in NOT_DIGESTED["sections"]}
+    canonical = json.dumps(analysis, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -229,6 +229,40 @@ def test_register_gate_alias_and_promotion_by_hand(at_store):
     assert client.get_registered_model(spec.model_name).aliases == {"champion": 3}
 
 
+def test_a_champion_moved_by_another_run_meanwhile_is_the_one_a_candidate_must_beat(
+        at_store, monkeypatch):
+    """On a tracking server there is no lock: while this run registers its version,
+    another one's better candidate takes the alias. Before moving it, this run looks
+    again and is gated against that champion, so the better model keeps the alias."""
+    from mlflow import MlflowClient
+
+    from csf_responder import registry
+
+    spec, client = _spec("raced"), MlflowClient()
+    link = registry._link_logged_model
+    other = at_store["runs"]["good"]
+
+    def meanwhile(*args, **kwargs):  # the other run registers and gates, unlocked
+        monkeypatch.setattr(registry, "_link_logged_model", link)
+        link(*args, **kwargs)
+        registry._register_and_gate(client, run_id=other["run_id"],
+                                    model_uri=registry._resolve(client, other["model_uri"]),
+                                    metrics=other["metrics"], spec=spec, tags=None)
+
+    monkeypatch.setattr(registry, "_link_logged_model", meanwhile)
+    worse = _register(at_store, "worse", spec)  # no champion when it looked first
+    assert (worse.version, worse.promoted, worse.previous_champion) == (1, False, 2)
+    assert worse.reasons == ["roc_auc_optimism_corrected 0.69 is worse than the champion's 0.74"]
+    assert client.get_registered_model(spec.model_name).aliases == {"champion": 2}
+    tags = client.get_model_version(spec.model_name, "1").tags
+    assert tags["gate"] == "failed" and tags["gate_champion_version"] == "2"
+    assert tags["gate_failed_reasons"] == worse.reasons[0]
+
+    # and when the champion holds still, one look more changes nothing
+    good = _register(at_store, "good", _spec("still"))
+    assert (good.version, good.promoted, good.previous_champion) == (1, True, None)
+
+
 def test_promote_command(at_store):
     from mlflow import MlflowClient
 

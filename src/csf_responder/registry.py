@@ -255,9 +255,11 @@ def register_best(*, run_id: str, model_uri: str, metrics: dict[str, float],
     On a local SQLite store, runs registering at the same time take turns (reading the
     champion, creating the version and moving the alias is one step under
     :func:`csf_responder.tracking.store_lock`), so a candidate is always gated against
-    the champion it replaces. A tracking server gives no such lock: two runs registering
-    within the same second may both compare with the same champion (the later alias
-    move wins); their versions are tagged with the champion they were compared with.
+    the champion it replaces. A tracking server gives no such lock: a candidate about to
+    take the alias looks again once its version is made and is gated again against a
+    champion that another run put there meanwhile; only two moves within milliseconds of
+    each other still race (the later wins). Versions are tagged with the champion they
+    were compared with.
     """
     from mlflow import get_tracking_uri
 
@@ -270,30 +272,60 @@ def register_best(*, run_id: str, model_uri: str, metrics: dict[str, float],
                                   metrics=metrics, spec=spec, tags=tags)
 
 
-def _register_and_gate(client, *, run_id: str, model_uri: str, metrics: dict[str, float],
-                       spec: RegistrySpec, tags: dict[str, str] | None) -> RegistryOutcome:
-    registered = _registered_model(client, spec.model_name, create=True)
-    previous = _champion_version(registered, spec.alias)
+#: How many times a candidate is gated again when the champion changed meanwhile.
+REGATES = 5
+
+
+def _gate_against_champion(client, metrics: dict[str, float], spec: RegistrySpec
+                           ) -> tuple[int | None, GateDecision]:
+    """The version holding the alias now (None: none) and the gate's word on ``metrics``
+    against it."""
+    previous = _champion_version(_registered_model(client, spec.model_name, create=False),
+                                 spec.alias)
     champion = None
     if previous is not None:
         champion = _version_metrics(client, client.get_model_version(spec.model_name,
                                                                      str(previous)))
-    decision = gate(metrics, champion, spec)
+    return previous, gate(metrics, champion, spec)
+
+
+def _gate_tags(previous: int | None, decision: GateDecision) -> dict[str, str]:
+    tags = {TAG_GATE: "passed" if decision.promote else "failed",
+            TAG_COMPARED: str(previous) if previous is not None else "none"}
+    if not decision.promote:
+        tags[TAG_FAILED] = "; ".join(decision.reasons)
+    return tags
+
+
+def _register_and_gate(client, *, run_id: str, model_uri: str, metrics: dict[str, float],
+                       spec: RegistrySpec, tags: dict[str, str] | None) -> RegistryOutcome:
+    _registered_model(client, spec.model_name, create=True)
+    previous, decision = _gate_against_champion(client, metrics, spec)
 
     key_metrics = [spec.primary_metric, *(m for m in spec.thresholds if m != spec.primary_metric)]
     version_tags = {**(tags or {}),
                     **{name: str(metrics[name]) for name in key_metrics if name in metrics},
-                    TAG_PRIMARY: spec.primary_metric,
-                    TAG_GATE: "passed" if decision.promote else "failed",
-                    TAG_COMPARED: str(previous) if previous is not None else "none"}
-    if not decision.promote:
-        version_tags[TAG_FAILED] = "; ".join(decision.reasons)
+                    TAG_PRIMARY: spec.primary_metric, **_gate_tags(previous, decision)}
     version = client.create_model_version(
         spec.model_name, source=model_uri, run_id=run_id, tags=version_tags,
         model_id=_model_id(model_uri),
         description=f"registered from run {run_id}")
     number = int(version.version)
     _link_logged_model(client, _model_id(model_uri), spec.model_name, number)
+    # Without a lock (a tracking server), another run may have moved the alias since it
+    # was read: a candidate about to take it is gated again against the champion it would
+    # now replace, until that holds still, so two runs race only in the moment between
+    # this last look and the move, not over the whole registration. (A candidate that
+    # failed moves nothing: its tags say what it was compared with.)
+    for _ in range(REGATES):
+        if not decision.promote:
+            break
+        now, again = _gate_against_champion(client, metrics, spec)
+        if now == previous:
+            break
+        previous, decision = now, again
+        for key, value in _gate_tags(previous, decision).items():
+            client.set_model_version_tag(spec.model_name, str(number), key, value)
     if decision.promote:
         client.set_registered_model_alias(spec.model_name, spec.alias, str(number))
     return RegistryOutcome(spec.model_name, spec.alias, number, decision.promote,

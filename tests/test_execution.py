@@ -321,12 +321,17 @@ def _killed_on(value):
     return value
 
 
-def test_a_worker_killed_while_working_is_one_clear_error_naming_its_signal():
+@pytest.mark.parametrize("platform", ["linux", "darwin"])  # forked, spawned workers
+def test_a_worker_killed_while_working_is_one_clear_error_naming_its_signal(platform,
+                                                                           monkeypatch):
     """The system's out-of-memory killer ends a worker with SIGKILL: the map stops with
     an error a user can read (which worker, how it ended, what to change), not the
     executor's traceback."""
     from csf_responder.errors import CsfResponderError, WorkerLost
 
+    if platform == "linux" and not sys.platform.startswith("linux"):
+        pytest.skip("fork")
+    monkeypatch.setattr(sys, "platform", platform)
     with execution.ProcessPool(2) as pool, pytest.raises(WorkerLost) as raised:
         list(pool.imap(_killed_on, range(20)))
     assert isinstance(raised.value, CsfResponderError)  # shown as one line by the CLI

@@ -342,6 +342,10 @@ class ProcessPool:
         import time
         from multiprocessing.connection import wait
 
+        # spawned workers (not Linux) may be started after the pool, as work comes
+        for process in list((self._executor._processes or {}).values()):
+            if all(process is not known for known in self._workers):
+                self._workers.append(process)
         try:
             ready = set(wait([process.sentinel for process in self._workers], timeout=0))
         except (OSError, ValueError):  # closed meanwhile: the pool is being stopped

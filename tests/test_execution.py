@@ -24,7 +24,7 @@ from csf_responder.simulate import simulate_trial
 from csf_responder.training import training_data
 from pipelines.console import Reporter
 from pipelines.train import develop
-from tests.conftest import CONFIGS, SHARED_TRAIN
+from tests.conftest import CONFIGS, SHARED_TRAIN, alive
 from tests.simulated import effect_rows
 
 #: A training config small enough for a test (tests/test_train_e2e's, two families, few
@@ -445,14 +445,6 @@ with execution.ProcessPool(2) as pool:
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stream:
-            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
 def test_pool_workers_end_when_their_parent_is_killed():
     """A scoring run killed outright (SIGKILL) cannot stop its workers; they end with it
@@ -463,10 +455,10 @@ def test_pool_workers_end_when_their_parent_is_killed():
     parent = subprocess.Popen([sys.executable, "-c", _ORPHANS], stdout=subprocess.PIPE,
                               text=True)
     workers = [int(pid) for pid in parent.stdout.readline().split()]
-    assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    assert len(workers) == 2 and all(alive(pid) for pid in workers)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in workers)
+    assert not any(alive(pid) for pid in workers)

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from csf_responder import scoring
-from tests.conftest import ROOT, copy_store
+from tests.conftest import ROOT, copy_store, descendants
 
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "csf-responder")
@@ -300,19 +300,6 @@ def test_an_interrupted_run_leaves_no_partial_output(scored, big, tmp_path, how)
     assert "20,000 in" in result.stdout
 
 
-def _children(pid: int) -> list[int]:
-    """The processes ``pid`` started (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int(
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_a_worker_killed_mid_run_is_one_clear_error_and_leaves_no_output(scored, big,
                                                                        tmp_path):
@@ -327,7 +314,7 @@ def test_a_worker_killed_mid_run_is_one_clear_error_and_leaves_no_output(scored,
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # wait until the workers are scoring
         staged = list(tmp_path.glob(".out.partial-*/scores.parquet"))
-        workers = _children(process.pid)
+        workers = descendants(process.pid)
         if staged and staged[0].stat().st_size > 0 and workers:
             break
         assert process.poll() is None, "scoring ended before a worker could be killed"

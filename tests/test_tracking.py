@@ -25,7 +25,7 @@ from csf_responder.tracking import (
     sqlite_path,
     store_lock,
 )
-from tests.conftest import CONFIGS, cli_env
+from tests.conftest import CONFIGS, alive, cli_env, descendants
 
 
 def test_config_digest_ignores_key_order_and_sees_every_value():
@@ -203,33 +203,6 @@ FAST = ["validation.n_jobs=1", "validation.n_repeats=1", "validation.n_splits=3"
         "registry.thresholds={}"]
 
 
-def _descendants(pid: int) -> list[int]:
-    """Processes whose parent chain leads to ``pid`` (Linux /proc)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, ppid in parents.items() if ppid == parent]
-        found += children
-        frontier += children
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _state(client) -> dict:
     """Runs by status, versions and the alias of the store."""
     experiment = client.get_experiment_by_name("csf-responder")
@@ -280,20 +253,20 @@ def interrupted(tmp_path_factory, simulate):
                     break
                 time.sleep(0.3)
             assert new and process.poll() is None, (work / f"{name}.log").read_text()
-            family = _descendants(process.pid)
+            family = descendants(process.pid)
             process.send_signal(sig)
             code = process.wait(timeout=120)
             deadline = time.monotonic() + 120  # an orphaned worker cleans up, then exits
-            while any(_alive(pid) for pid in family) and time.monotonic() < deadline:
+            while any(alive(pid) for pid in family) and time.monotonic() < deadline:
                 time.sleep(0.3)
-            lingering = [pid for pid in family if _alive(pid)]
+            lingering = [pid for pid in family if alive(pid)]
         finally:
             log.close()
             if process.poll() is None:
                 process.kill()
                 process.wait()
             for pid in family:
-                if _alive(pid):
+                if alive(pid):
                     os.kill(pid, signal.SIGKILL)
         return {"code": code, "parent": new[0].info.run_id, "lingering": lingering,
                 "log": (work / f"{name}.log").read_text()}

@@ -26,6 +26,13 @@ next (other tenants of the host), so each end-to-end run and each measurement of
 parts is repeated (``--repeat``, default 3), alternately, and the fastest of each is
 kept (every sample is recorded): the same treatment for both sides of the ratio.
 
+Memory is the other source of noise on this virtual machine: memory a process frees is
+handed back to the host within a few seconds, and touching it again costs about 2.3 s
+of system time per GiB (0.1 s while it is still held): touching 1 GiB at once took
+2.5 s, 0.11 s right after freeing it, 0.8 s two seconds later, 2.3 s after fifteen. A
+run's system time (3-6 s of 35-40 CPU seconds for a million patients) therefore
+depends on what ran just before it.
+
     .venv/bin/python benchmarks/score_bench.py [--n 1000000] [--repeat 3] [--out ...]
 """
 
@@ -125,18 +132,19 @@ def parts(cohort: Path, out: Path, model_uri: str) -> dict[str, float]:
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    for name in ("patients.csv", "alsfrs.csv"):
-        names = pacsv.read_csv(cohort / name, read_options=pacsv.ReadOptions(
-            block_size=1 << 24)).column_names
-        pacsv.read_csv(cohort / name, convert_options=pacsv.ConvertOptions(
+    def read_text(path: Path) -> None:  # the header alone first: the file is read once
+        with pacsv.open_csv(path) as reader:
+            names = reader.schema.names
+        pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
             column_types={c: pa.string() for c in names}))
+
+    for name in ("patients.csv", "alsfrs.csv"):
+        read_text(cohort / name)
     csf = next(cohort.glob("csf.*"))
     if csf.suffix == ".parquet":
         pq.read_table(csf)
     else:
-        names = pacsv.read_csv(csf).column_names
-        pacsv.read_csv(csf, convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in names}))
+        read_text(csf)
     timings["read_files"] = time.perf_counter() - start
 
     loaded = tracking.load_scoring_model(model_uri)

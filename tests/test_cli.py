@@ -197,3 +197,38 @@ def test_leaving_waits_for_a_running_thread_and_says_a_message_as_sys_exit_does(
     assert waited.returncode == 0 and "thread ended" in waited.stdout
     said = _leaving("no model found")
     assert said.returncode == 1 and said.stderr.strip() == "no model found"
+
+
+# ------------------------------------------------------------------ garbage collector
+_IMPORT_STACK = """
+import gc, sys
+if sys.argv[1] == "cli":
+    from pipelines.cli import collect_less
+    collect_less()
+import pandas, scipy.stats, sklearn.pipeline
+print(gc.get_stats()[2]["collections"])
+"""
+
+
+def test_importing_the_stack_runs_no_full_collection_with_the_cli_thresholds():
+    import subprocess
+    import sys
+
+    full = {how: int(subprocess.run([sys.executable, "-c", _IMPORT_STACK, how], check=True,
+                                    capture_output=True, text=True, timeout=120).stdout)
+            for how in ("python", "cli")}
+    assert full["python"] > 0  # what the thresholds spare: full collections while importing
+    assert full["cli"] == 0
+
+
+def test_every_command_runs_with_the_cli_thresholds():
+    import subprocess
+    import sys
+
+    from pipelines.cli import GC_THRESHOLDS
+
+    script = ("import gc; from pipelines import cli; "
+              "cli.app = lambda prog_name: print(*gc.get_threshold()); cli.main()")
+    shown = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                           text=True, timeout=60).stdout.split()
+    assert tuple(map(int, shown)) == GC_THRESHOLDS != (700, 10, 10)

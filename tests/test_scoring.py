@@ -298,6 +298,25 @@ def test_drift_statistics_are_exact_whatever_the_chunks():
     assert found["psi"] > 0.25
 
 
+def test_drift_statistics_are_exact_with_values_tied_to_training_values():
+    rng = np.random.default_rng(2)
+    # ties with training values are the rule; odd values fall between them
+    train = 2.0 * rng.integers(1, 6, 40)
+    new = rng.integers(1, 12, 3000).astype(float) ** rng.choice([1, 1.2], 3000)
+    accumulator = scoring.DriftAccumulator({"x": _reference(np.log(train))})
+    for part in np.array_split(new, 4):
+        accumulator.add(pd.DataFrame({"x": part}), np.full(len(part), 0.5))
+    found = accumulator.statistics()["x"]
+    assert found["ks"] == pytest.approx(stats.ks_2samp(train, new).statistic, abs=1e-12)
+    assert found["n"] == 3000
+    # the supremum just below a training value, where new values sit too
+    train, new = np.repeat([1.0, np.e ** 2], [3, 7]), np.repeat([np.e, np.e ** 2], 50)
+    accumulator = scoring.DriftAccumulator({"x": _reference(np.log(train))})
+    accumulator.add(pd.DataFrame({"x": new}), np.full(len(new), 0.5))
+    assert accumulator.statistics()["x"]["ks"] == pytest.approx(0.3, abs=1e-12)
+    assert stats.ks_2samp(train, new).statistic == pytest.approx(0.3, abs=1e-12)
+
+
 def test_no_drift_gives_a_small_index_and_a_large_p_value():
     rng = np.random.default_rng(1)
     train = rng.normal(5, 0.5, 400)

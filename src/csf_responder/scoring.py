@@ -1036,12 +1036,17 @@ class DriftAccumulator:
             values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype="float64")
             with np.errstate(divide="ignore", invalid="ignore"):
                 logs = np.log(values[values > 0])
-            logs.sort()
             edges, points = np.asarray(ref["edges"]), np.asarray(ref["ks_reference"])
             counts = np.bincount(np.searchsorted(edges, logs, side="right"),
                                  minlength=len(edges) + 1)
-            below = np.searchsorted(logs, points, side="left")
-            at_most = np.searchsorted(logs, points, side="right")
+            # each value placed among the few training points (sorted), not the other
+            # way round: no sort of the chunk's values. A value is below point j when
+            # fewer than j + 1 points are at most it, at most point j when fewer than
+            # j + 1 points are below it
+            below = np.cumsum(np.bincount(np.searchsorted(points, logs, side="right"),
+                                          minlength=len(points) + 1))[:len(points)]
+            at_most = np.cumsum(np.bincount(np.searchsorted(points, logs, side="left"),
+                                            minlength=len(points) + 1))[:len(points)]
             if column not in self._counts:
                 self._counts[column] = np.zeros_like(counts)
                 self._below[column] = np.zeros(len(points), np.int64)

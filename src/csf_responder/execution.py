@@ -50,13 +50,17 @@ CONNECT_TIMEOUT_SECONDS = 20
 WATCH_SECONDS = 0.5
 
 #: Allocator settings (environment variables) of :func:`keep_freed_memory`: glibc's
-#: malloc keeps up to 256 MiB free at the top of its heap, serves blocks up to 32 MiB
-#: from the heap rather than from fresh mappings, and Arrow's mimalloc keeps the pages
-#: it frees for 250 ms (not 10) before handing them back. Keeping everything (1 GiB,
-#: never) saved no more time and raised the peak memory of scoring a million patients
-#: from 3.1 to 3.4 GiB.
+#: malloc keeps up to 256 MiB free at the top of its heap and serves blocks up to 1 GiB
+#: from the heap rather than from fresh mappings (a chunk's tables and matrices of
+#: 40-80 MB were mapped and unmapped chunk after chunk), and Arrow's mimalloc keeps the
+#: pages it frees for 10 s (not 10 ms: longer than a chunk takes) before handing them
+#: back. On a virtual machine whose host takes back freed memory within seconds,
+#: touching it again costs about 2.3 s per GiB: scoring a million patients made 480,000
+#: page faults and spent 2.8-3.1 s of system time with these settings, 565,000-595,000
+#: and 3.6-5.6 s with 32 MiB and 250 ms (4 alternated pairs; the command's peak
+#: resident size the same, 1.6-1.7 GB).
 ALLOCATOR_SETTINGS = {"MALLOC_TRIM_THRESHOLD_": str(2**28), "MALLOC_TOP_PAD_": str(2**28),
-                      "MALLOC_MMAP_THRESHOLD_": str(2**25), "MIMALLOC_PURGE_DELAY": "250"}
+                      "MALLOC_MMAP_THRESHOLD_": str(2**30), "MIMALLOC_PURGE_DELAY": "10000"}
 
 #: glibc ``mallopt`` parameters of the settings above (``malloc.h``).
 _MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_TOP_PAD_": -2, "MALLOC_MMAP_THRESHOLD_": -3}
@@ -69,8 +73,8 @@ def keep_freed_memory() -> None:
     Work that builds and drops tables of a hundred thousand rows over and over (scoring a
     large cohort chunk by chunk) otherwise maps fresh pages for each: on a virtual
     machine a page fault is slow, and they took about a seventh of the CPU time of
-    scoring a million patients. Peak memory grows by what is kept (2.8 to 3.2 GiB for a
-    million patients). Settings already in the environment are kept. Call before pyarrow is
+    scoring a million patients. Peak memory may grow by what is kept (``make bench``
+    records it). Settings already in the environment are kept. Call before pyarrow is
     imported: mimalloc reads its setting once, when it loads; glibc's are also set in
     this process now (``mallopt``; nothing on systems without glibc).
     """

@@ -130,14 +130,14 @@ def parts(cohort: Path, out: Path, model_uri: str) -> dict[str, float]:
     from csf_responder import scoring, tracking
     from csf_responder.ingest import scoring_chunks
 
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
     def read_text(path: Path) -> None:  # the header alone first: the file is read once
         with pacsv.open_csv(path) as reader:
             names = reader.schema.names
         pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
             column_types={c: pa.string() for c in names}))
 
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
     for name in ("patients.csv", "alsfrs.csv"):
         read_text(cohort / name)
     csf = next(cohort.glob("csf.*"))

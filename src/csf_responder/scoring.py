@@ -1008,6 +1008,14 @@ def psi(expected: np.ndarray, observed: np.ndarray) -> float:
     return float(np.sum((o - e) * np.log(o / e)))
 
 
+def _within(points: np.ndarray, values: np.ndarray, side: str) -> np.ndarray:
+    """Per sorted point j: how many ``values`` have at most j ``points`` at most them
+    (``side="right"``) or below them (``"left"``); each value is placed among the few
+    points, so ``values`` is never sorted."""
+    places = np.searchsorted(points, values, side=side)
+    return np.cumsum(np.bincount(places, minlength=len(points) + 1))[:len(points)]
+
+
 @dataclass
 class DriftAccumulator:
     """Drift of each CSF value the model uses, against its training values, chunk by chunk.
@@ -1039,14 +1047,9 @@ class DriftAccumulator:
             edges, points = np.asarray(ref["edges"]), np.asarray(ref["ks_reference"])
             counts = np.bincount(np.searchsorted(edges, logs, side="right"),
                                  minlength=len(edges) + 1)
-            # each value placed among the few training points (sorted), not the other
-            # way round: no sort of the chunk's values. A value is below point j when
-            # fewer than j + 1 points are at most it, at most point j when fewer than
-            # j + 1 points are below it
-            below = np.cumsum(np.bincount(np.searchsorted(points, logs, side="right"),
-                                          minlength=len(points) + 1))[:len(points)]
-            at_most = np.cumsum(np.bincount(np.searchsorted(points, logs, side="left"),
-                                            minlength=len(points) + 1))[:len(points)]
+            # below point j: at most j points are <= the value; at most point j: at
+            # most j points are < it
+            below, at_most = _within(points, logs, "right"), _within(points, logs, "left")
             if column not in self._counts:
                 self._counts[column] = np.zeros_like(counts)
                 self._below[column] = np.zeros(len(points), np.int64)

@@ -317,6 +317,25 @@ def test_drift_statistics_are_exact_with_values_tied_to_training_values():
     assert stats.ks_2samp(train, new).statistic == pytest.approx(0.3, abs=1e-12)
 
 
+def test_drift_index_bins_values_tied_to_an_edge_above_it():
+    rng = np.random.default_rng(3)
+    train = np.log(rng.integers(1, 9, 200).astype(float))  # deciles on training values
+    reference = _reference(train)
+    new = rng.integers(0, 11, 4000).astype(float)  # zeros: no log, not counted
+    accumulator = scoring.DriftAccumulator({"x": reference})
+    for part in np.array_split(new, 3):
+        accumulator.add(pd.DataFrame({"x": part}), np.full(len(part), 0.5))
+    logs = np.log(new[new > 0])
+    assert np.isin(logs, reference["edges"]).mean() > 0.3  # ties are common
+    # each value in the bin from the edge it equals, as the training fractions count
+    observed = np.bincount(np.searchsorted(reference["edges"], logs, side="right"),
+                           minlength=len(reference["edges"]) + 1) / len(logs)
+    found = accumulator.statistics()["x"]
+    assert found["psi"] == pytest.approx(scoring.psi(reference["fractions"], observed),
+                                         abs=1e-12)
+    assert found["n"] == len(logs)
+
+
 def test_no_drift_gives_a_small_index_and_a_large_p_value():
     rng = np.random.default_rng(1)
     train = rng.normal(5, 0.5, 400)

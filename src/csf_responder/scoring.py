@@ -1008,12 +1008,16 @@ def psi(expected: np.ndarray, observed: np.ndarray) -> float:
     return float(np.sum((o - e) * np.log(o / e)))
 
 
-def _within(points: np.ndarray, values: np.ndarray, side: str) -> np.ndarray:
-    """Per sorted point j: how many ``values`` have at most j ``points`` at most them
-    (``side="right"``) or below them (``"left"``); each value is placed among the few
-    points, so ``values`` is never sorted."""
-    places = np.searchsorted(points, values, side=side)
-    return np.cumsum(np.bincount(places, minlength=len(points) + 1))[:len(points)]
+def _placed(grid: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per point of ``grid`` (sorted, distinct): how many ``values`` are below it and how
+    many at most it. Each value is placed once among the few points (binary search) and
+    checked for a tie with the point it lands on; ``values`` is never sorted."""
+    if not len(grid):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    places = np.searchsorted(grid, values, side="left")  # how many points are below it
+    tied = grid[np.minimum(places, len(grid) - 1)] == values
+    at_most = np.cumsum(np.bincount(places, minlength=len(grid) + 1))[:len(grid)]
+    return at_most - np.bincount(places[tied], minlength=len(grid)), at_most
 
 
 @dataclass
@@ -1031,6 +1035,7 @@ class DriftAccumulator:
     _below: dict[str, np.ndarray] = field(init=False, default_factory=dict)
     _at_most: dict[str, np.ndarray] = field(init=False, default_factory=dict)
     _n: dict[str, int] = field(init=False, default_factory=dict)
+    _grids: dict[str, tuple[np.ndarray, ...]] = field(init=False, default_factory=dict)
     _scores: np.ndarray = field(init=False, default_factory=lambda: np.zeros(1000, np.int64))
     _sum: float = field(init=False, default=0.0)
 
@@ -1040,25 +1045,37 @@ class DriftAccumulator:
         self._sum += float(probability.sum())
         bins = np.clip((probability * 1000).astype(int), 0, 999)
         self._scores += np.bincount(bins, minlength=1000)
-        for column, ref in self.drift.items():
+        for column in self.drift:
             values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype="float64")
             with np.errstate(divide="ignore", invalid="ignore"):
                 logs = np.log(values[values > 0])
-            edges, points = np.asarray(ref["edges"]), np.asarray(ref["ks_reference"])
-            counts = np.bincount(np.searchsorted(edges, logs, side="right"),
-                                 minlength=len(edges) + 1)
-            # below point j: at most j points are <= the value; at most point j: at
-            # most j points are < it
-            below, at_most = _within(points, logs, "right"), _within(points, logs, "left")
+            grid, edge_at, point_at = self._grid(column)
+            below, at_most = _placed(grid, logs)
+            # PSI bin k: from edge k-1 (included) to edge k; KS: below and at most each
+            # training value
+            counts = np.diff(below[edge_at], prepend=0, append=len(logs))
+            below, at_most = below[point_at], at_most[point_at]
             if column not in self._counts:
                 self._counts[column] = np.zeros_like(counts)
-                self._below[column] = np.zeros(len(points), np.int64)
-                self._at_most[column] = np.zeros(len(points), np.int64)
+                self._below[column] = np.zeros_like(below)
+                self._at_most[column] = np.zeros_like(at_most)
                 self._n[column] = 0
             self._counts[column] += counts
             self._below[column] += below
             self._at_most[column] += at_most
             self._n[column] += len(logs)
+
+    def _grid(self, column: str) -> tuple[np.ndarray, ...]:
+        """A column's PSI edges and KS training values as one sorted grid of distinct
+        points (:func:`_placed`), and where each edge and each training value sits in it."""
+        if column not in self._grids:
+            ref = self.drift[column]
+            edges = np.asarray(ref["edges"], dtype="float64")
+            points = np.asarray(ref["ks_reference"], dtype="float64")
+            grid = np.unique(np.concatenate([edges, points]))
+            self._grids[column] = (grid, np.searchsorted(grid, edges),
+                                   np.searchsorted(grid, points))
+        return self._grids[column]
 
     def statistics(self) -> dict[str, dict[str, float]]:
         """Column -> ``psi``, ``ks``, ``ks_p`` (asymptotic two-sample p-value; with few

@@ -247,7 +247,7 @@ def score(
 
     from csf_responder.execution import keep_freed_memory
 
-    keep_freed_memory()  # before pyarrow loads: chunk after chunk reuses the same memory
+    keep_freed_memory()  # before numpy and pyarrow load: chunks reuse the same memory
 
     from rich.console import Console
 

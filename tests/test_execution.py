@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -416,6 +417,44 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again(size):
     mapped and unmapped each time); with the allocator settings the process reuses its
     own."""
     assert _page_faults("keep", size) < _page_faults("default", size) / 4
+
+
+_HUGE = """
+import sys
+if sys.argv[1] == "keep":
+    from csf_responder.execution import keep_freed_memory
+    keep_freed_memory()
+import numpy as np
+a = np.ones(2**24)  # 128 MB, touched
+with open("/proc/self/smaps_rollup") as stream:
+    print(next(int(line.split()[1]) for line in stream if line.startswith("AnonHugePages:")))
+"""
+
+
+def _huge_pages_kib(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items() if k not in execution.ALLOCATOR_SETTINGS}
+    done = subprocess.run([sys.executable, "-c", _HUGE, mode], env=env, check=True,
+                          capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def _transparent_huge_pages() -> str:
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return ""
+    return text.split("[", 1)[-1].split("]", 1)[0]
+
+
+@pytest.mark.skipif(_transparent_huge_pages() != "madvise",
+                    reason="huge pages only where a program asks for them (Linux)")
+def test_large_arrays_are_not_given_huge_pages():
+    """NumPy asks for huge pages for large arrays by default (where the kernel grants
+    them); with the allocator settings it does not."""
+    default = _huge_pages_kib("default")
+    if default == 0:
+        pytest.skip("no huge page was free to give")
+    assert _huge_pages_kib("keep") == 0
 
 
 def _environment(names) -> dict:

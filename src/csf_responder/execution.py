@@ -58,9 +58,14 @@ WATCH_SECONDS = 0.5
 #: touching it again costs about 2.3 s per GiB: scoring a million patients made 480,000
 #: page faults and spent 2.8-3.1 s of system time with these settings, 565,000-595,000
 #: and 3.6-5.6 s with 32 MiB and 250 ms (4 alternated pairs; the command's peak
-#: resident size the same, 1.6-1.7 GB).
+#: resident size the same, 1.6-1.7 GB). And NumPy does not ask for transparent huge
+#: pages for its large arrays: there a first touch zeroes 2 MiB at once, from blocks
+#: the host has taken back (2.3 s per GiB touched, against 0.5 s in 4 KiB pages); a
+#: million patients scored spent 2.2-2.6 s of system time without them, 4.0-4.6 s with
+#: them (5 alternated pairs; 1.2 CPU seconds less in all).
 ALLOCATOR_SETTINGS = {"MALLOC_TRIM_THRESHOLD_": str(2**28), "MALLOC_TOP_PAD_": str(2**28),
-                      "MALLOC_MMAP_THRESHOLD_": str(2**30), "MIMALLOC_PURGE_DELAY": "10000"}
+                      "MALLOC_MMAP_THRESHOLD_": str(2**30), "MIMALLOC_PURGE_DELAY": "10000",
+                      "NUMPY_MADVISE_HUGEPAGE": "0"}
 
 #: glibc ``mallopt`` parameters of the settings above (``malloc.h``).
 _MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_TOP_PAD_": -2, "MALLOC_MMAP_THRESHOLD_": -3}
@@ -74,9 +79,9 @@ def keep_freed_memory() -> None:
     large cohort chunk by chunk) otherwise maps fresh pages for each: on a virtual
     machine a page fault is slow, and they took about a seventh of the CPU time of
     scoring a million patients. Peak memory may grow by what is kept (``make bench``
-    records it). Settings already in the environment are kept. Call before pyarrow is
-    imported: mimalloc reads its setting once, when it loads; glibc's are also set in
-    this process now (``mallopt``; nothing on systems without glibc).
+    records it). Settings already in the environment are kept. Call before numpy and
+    pyarrow are imported: they read their settings once, when they load; glibc's are
+    also set in this process now (``mallopt``; nothing on systems without glibc).
     """
     import ctypes
     import ctypes.util

@@ -55,14 +55,14 @@ WATCH_SECONDS = 0.5
 #: 40-80 MB were mapped and unmapped chunk after chunk), and Arrow's mimalloc keeps the
 #: pages it frees for 10 s (not 10 ms: longer than a chunk takes) before handing them
 #: back. On a virtual machine whose host takes back freed memory within seconds,
-#: touching it again costs about 2.3 s per GiB: scoring a million patients made 480,000
-#: page faults and spent 2.8-3.1 s of system time with these settings, 565,000-595,000
-#: and 3.6-5.6 s with 32 MiB and 250 ms (4 alternated pairs; the command's peak
-#: resident size the same, 1.6-1.7 GB). And NumPy does not ask for transparent huge
-#: pages for its large arrays: there a first touch zeroes 2 MiB at once, from blocks
-#: the host has taken back (2.3 s per GiB touched, against 0.5 s in 4 KiB pages); a
-#: million patients scored spent 2.2-2.6 s of system time without them, 4.0-4.6 s with
-#: them (5 alternated pairs; 1.2 CPU seconds less in all).
+#: touching it again is slow (0.5-1.6 s per GiB in 4 KiB pages, 2.3-2.7 in 2 MiB ones):
+#: scoring a million patients made 480,000 page faults and spent 2.8-3.1 s of system
+#: time with these settings, 565,000-595,000 and 3.6-5.6 s with 32 MiB and 250 ms
+#: (4 alternated pairs; the command's peak resident size the same, 1.6-1.7 GB). And
+#: NumPy does not ask for transparent huge pages for its large arrays: a first touch
+#: zeroes 2 MiB at once, taken from the blocks the host has reclaimed; a million
+#: patients scored spent 2.2-2.6 s of system time without them, 4.0-4.6 s with them
+#: (5 alternated pairs; 1.2 CPU seconds less in all).
 ALLOCATOR_SETTINGS = {"MALLOC_TRIM_THRESHOLD_": str(2**28), "MALLOC_TOP_PAD_": str(2**28),
                       "MALLOC_MMAP_THRESHOLD_": str(2**30), "MIMALLOC_PURGE_DELAY": "10000",
                       "NUMPY_MADVISE_HUGEPAGE": "0"}

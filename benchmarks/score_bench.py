@@ -27,15 +27,13 @@ parts is repeated (``--repeat``, default 3), alternately, and the fastest of eac
 kept (every sample is recorded): the same treatment for both sides of the ratio.
 
 Memory is the other source of noise on this virtual machine: memory a process frees is
-handed back to the host within a few seconds, and touching it again costs about 2.3 s
-of system time per GiB (0.1 s while it is still held): touching 1 GiB at once took
-2.5 s, 0.11 s right after freeing it, 0.8 s two seconds later, 2.3 s after fifteen. A
-run's system time (3-6 s of 35-40 CPU seconds for a million patients) therefore
-depends on what ran just before it. Most of that cost was NumPy's 2 MiB pages (it asks
-for transparent huge pages for large arrays): a fresh GiB of a NumPy array, 15 s after
-the last was freed, took 2.3-2.7 s of system time in them and 1.3-1.6 s without; since
-the command stops NumPy asking (``NUMPY_MADVISE_HUGEPAGE=0``, 5c684c3) a million
-patients take 2.2-2.6 s of system time.
+handed back to the host within a few seconds, and touching it again is slow. A fresh
+GiB of a NumPy array, 15 s after the last was freed, took 2.3-2.7 s of system time in
+the 2 MiB pages NumPy asks for by default and 1.3-1.6 s in 4 KiB pages (0.1 s right
+after freeing it, 0.8 s two seconds later). The command stops NumPy asking
+(``NUMPY_MADVISE_HUGEPAGE=0``, see ``csf_responder.execution.ALLOCATOR_SETTINGS``): a
+million patients take 2.2-2.6 s of system time (4.0-4.6 s before), which still depends
+on what ran just before.
 
     .venv/bin/python benchmarks/score_bench.py [--n 1000000] [--repeat 3] [--out ...]
 """

@@ -402,12 +402,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _page_faults(mode: str, size: int) -> int:
-    env = {k: v for k, v in os.environ.items()
-           if k not in execution.ALLOCATOR_SETTINGS}
-    done = subprocess.run([sys.executable, "-c", _CHURN, mode, str(size)], env=env,
+def _fresh_python(code: str, *args) -> int:
+    """The number ``code`` prints, run in a new interpreter whose environment holds none
+    of the allocator settings (its first argument: ``keep`` to set them itself)."""
+    env = {k: v for k, v in os.environ.items() if k not in execution.ALLOCATOR_SETTINGS}
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env,
                           check=True, capture_output=True, text=True)
     return int(done.stdout)
+
+
+def _page_faults(mode: str, size: int) -> int:
+    return _fresh_python(_CHURN, mode, size)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
@@ -432,10 +437,7 @@ with open("/proc/self/smaps_rollup") as stream:
 
 
 def _huge_pages_kib(mode: str) -> int:
-    env = {k: v for k, v in os.environ.items() if k not in execution.ALLOCATOR_SETTINGS}
-    done = subprocess.run([sys.executable, "-c", _HUGE, mode], env=env, check=True,
-                          capture_output=True, text=True)
-    return int(done.stdout)
+    return _fresh_python(_HUGE, mode)
 
 
 def _transparent_huge_pages() -> str:

@@ -78,8 +78,9 @@ def keep_freed_memory() -> None:
     Work that builds and drops tables of a hundred thousand rows over and over (scoring a
     large cohort chunk by chunk) otherwise maps fresh pages for each: on a virtual
     machine a page fault is slow, and they took about a seventh of the CPU time of
-    scoring a million patients. Peak memory may grow by what is kept (``make bench``
-    records it). Settings already in the environment are kept. Call before numpy and
+    scoring a million patients. NumPy is also told not to ask for 2 MiB pages, slower
+    still to touch there. Peak memory may grow by what is kept (``make bench`` records
+    it). Settings already in the environment are kept. Call before numpy and
     pyarrow are imported: they read their settings once, when they load; glibc's are
     also set in this process now (``mallopt``; nothing on systems without glibc).
     """

@@ -232,6 +232,27 @@ def _copy_cohort(source: Path, target: Path) -> Path:
     return target
 
 
+def test_a_damaged_model_file_is_a_clear_error_and_leaves_no_output(scored, tmp_path,
+                                                                    monkeypatch):
+    """A file of the model that cannot be read (here the Pipeline's) stops the run
+    with one line naming the model: no traceback, no output."""
+    import mlflow
+
+    work, env, _, _ = scored
+    uri = env["MLFLOW_TRACKING_URI"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    version = mlflow.MlflowClient(tracking_uri=uri).get_model_version("csf-responder", "1")
+    local = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=version.source, dst_path=str(tmp_path / "local"), tracking_uri=uri))
+    (local / "model.skops").write_bytes(b"not a model")
+    out = tmp_path / "o"
+    result = _run([CLI, "score", "--cohort", str(work / "new"), "--model", str(local),
+                   "--out", str(out), "--set", "chunk_size=30"], work, env, ok=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"model {local}: cannot be loaded" in result.stderr.replace("\n", "")
+    assert not out.exists()
+
+
 def test_a_missing_analyte_is_a_clear_error_and_an_extra_one_a_note(scored, tmp_path):
     work, env, _, _ = scored
     cohort = _copy_cohort(work / "new", tmp_path / "no-mcp1")

@@ -760,21 +760,26 @@ def load_scoring_model(model: str | ModelFiles) -> ScoringModel:
     Raises
     ------
     CsfResponderError
-        As :func:`find_scoring_model`.
+        As :func:`find_scoring_model`; or when a file of the model cannot be read.
     """
     import mlflow
     import mlflow.sklearn
     import skops.io
 
     from csf_responder import scoring
+    from csf_responder.errors import CsfResponderError
 
     found = model if isinstance(model, ModelFiles) else find_scoring_model(model)
     path, profile = found.path, found.profile
-    pipeline = mlflow.sklearn.load_model(str(path))
     intervals_path = path / "extra_files" / scoring.INTERVAL_FILE
-    intervals = (skops.io.load(intervals_path, trusted=profile["trusted_types"])
-                 if intervals_path.is_file() else [])
-    meta = mlflow.models.Model.load(str(path / "MLmodel"))
+    try:
+        pipeline = mlflow.sklearn.load_model(str(path))
+        intervals = (skops.io.load(intervals_path, trusted=profile["trusted_types"])
+                     if intervals_path.is_file() else [])
+        meta = mlflow.models.Model.load(str(path / "MLmodel"))
+    except Exception as exc:  # a damaged file, a type not trusted: MLflow's, skops' own
+        raise CsfResponderError(f"model {found.uri}: cannot be loaded "
+                                f"({type(exc).__name__}: {exc})") from exc
     return ScoringModel(uri=found.uri, model=pipeline, profile=profile,
                         interval_models=list(intervals),
                         run_id=found.run_id or (meta.run_id or ""),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from csf_responder import scoring, tracking
 from csf_responder.config import ScoreConfig, load_config
 from csf_responder.ingest import ScoringRead
 from csf_responder.io import StagedDirectory, TableStream, cohort_digest
@@ -71,10 +72,6 @@ def run(*, cohort: Path, config_path: Path, overrides: list[str], reporter: Repo
     target = out or default_out(config.out_dir, cohort, now)
     with StagedDirectory(target, force=force) as staging, \
             ScoringRead(cohort, chunk_size=config.chunk_size) as reading:  # started now
-        # scikit-learn, xgboost and MLflow load (a second and more) while the files are
-        # read, not before the reading starts
-        from csf_responder import scoring, tracking
-
         uri = tracking.setup_tracking(config.tracking.uri,
                                       artifact_root=config.tracking.artifact_root,
                                       experiment=config.tracking.experiment)

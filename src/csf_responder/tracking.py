@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from csf_responder.errors import CsfResponderError
 from csf_responder.metrics import MetricCI
 from csf_responder.training import FamilyResult, TrainingData
 
@@ -732,7 +733,6 @@ def find_scoring_model(uri: str) -> ModelFiles:
     import mlflow
 
     from csf_responder import scoring
-    from csf_responder.errors import CsfResponderError
 
     local = Path(uri)
     try:
@@ -767,7 +767,6 @@ def load_scoring_model(model: str | ModelFiles) -> ScoringModel:
     import skops.io
 
     from csf_responder import scoring
-    from csf_responder.errors import CsfResponderError
 
     found = model if isinstance(model, ModelFiles) else find_scoring_model(model)
     path, profile = found.path, found.profile

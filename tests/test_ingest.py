@@ -15,6 +15,7 @@ from csf_responder.ingest import ScoringRead, ingest_cohort
 from csf_responder.io import read_cohort_chunks, write_cohort
 from csf_responder.simulate import simulate_trial
 from tests.conftest import CONFIGS
+from tests.simulated import simulation_config
 
 ALIASES = {"TGF-beta1": "TGFB1", "MCP-1": "CCL2", "VEGF": "VEGF-A", "Angiogenin": "ANG"}
 
@@ -255,3 +256,125 @@ def test_a_background_read_left_unnamed_stops_and_errors_reach_the_caller(small_
         reading.name_visits(IndicationSpec.model_construct(visits_file="alsfrs.csv"))
         with pytest.raises(CohortError, match="alsfrs.csv"):
             reading.chunks()
+
+
+# ------------------------------------------- wide CSF checked in its layout (scoring)
+@pytest.fixture(scope="module")
+def scoring_tables() -> dict[str, pd.DataFrame]:
+    """A simulated scoring cohort of 40 patients: its three tables as text, the CSF wide
+    with units in the headers (Angiogenin in ng/mL, the panel's unit being pg/mL) and
+    censored cells written as ``<lloq``."""
+    from csf_responder.simulate import scoring_blocks
+
+    block = next(scoring_blocks(simulation_config(noise=()), 40))
+    return {name: table.to_pandas().astype(str) for name, table in
+            (("patients.csv", block.patients), ("alsfrs.csv", block.alsfrs),
+             ("csf.csv", block.csf))}
+
+
+def _checked_both_ways(directory, tables, config, panel=None):
+    """Check the scoring cohort written from ``tables`` as a wide chunk would be, and
+    again melted first (the long layout, the reference); assert that both give the same
+    table, rejects, accounting and notes; return whether the wide layout was checked as
+    it is (rather than melted after all)."""
+    from csf_responder.ingest import _analyte_names, check_scoring_chunk
+    from csf_responder.io import melt_chunk
+
+    directory.mkdir()
+    for name, table in tables.items():
+        table.to_csv(directory / name, index=False)
+    raw = next(read_cohort_chunks(directory, visits_file="alsfrs.csv", chunk_size=None,
+                                  melt=False))
+    panel = panel or config.panel
+    kwargs = {"panel": panel, "indication": config.indication, "drop_columns": (),
+              "lead_in_days": config.labels.lead_in_days, "baseline_tolerance_days": 14,
+              "min_visits_lead_in": config.labels.min_visits_lead_in}
+    as_read = check_scoring_chunk(raw, **kwargs)
+    melted = check_scoring_chunk(melt_chunk(raw, _analyte_names(panel)), **kwargs)
+    assert melted.checked.csf_cells is None
+    pd.testing.assert_frame_equal(as_read.table, melted.table, check_exact=True)
+    pd.testing.assert_frame_equal(as_read.rejects, melted.rejects)
+    for part in ("rejects", "accounting"):
+        pd.testing.assert_frame_equal(getattr(as_read.checked, part),
+                                      getattr(melted.checked, part))
+    assert as_read.checked.notes == melted.checked.notes
+    pd.testing.assert_series_equal(as_read.subjects, melted.subjects)
+    return as_read.checked.csf_cells is not None
+
+
+def _with_csf(tables, change) -> dict[str, pd.DataFrame]:
+    csf = tables["csf.csv"].copy()
+    return {**tables, "csf.csv": change(csf)}
+
+
+def _cells(csf: pd.DataFrame, rows: list[int], column: str, values: list[str]):
+    csf.loc[rows, csf.columns[csf.columns.str.startswith(column)][0]] = values
+    return csf
+
+
+CLEAN_WIDE = {  # every cell passes the contract: checked in the wide layout
+    "as simulated": lambda csf: csf,
+    "censored without a number, missing, extrapolated, spaces": lambda csf: _cells(
+        csf, [0, 1, 2, 3, 4], "TGF-beta1", ["< LLOQ", "", "ND", "*41.5", " 52.5 "]),
+    "a censored cell in a converted unit": lambda csf: _cells(
+        csf, [0, 5], "Angiogenin", ["<LLOQ", "BLQ"]),
+    "timepoints spelled otherwise": lambda csf: csf.assign(
+        timepoint=csf["timepoint"].map({"baseline": "Baseline", "week4": "Week 4"})),
+    "ids and plates with spaces": lambda csf: csf.assign(
+        subject_id=" " + csf["subject_id"], plate=csf["plate"] + " "),
+    "no plate column": lambda csf: csf.drop(columns="plate"),
+    "a patient without CSF, another without week4": lambda csf: csf.iloc[3:].drop(
+        index=8),
+}
+
+NOT_CLEAN_WIDE = {  # some cell breaks a rule, or the file needs the long layout
+    "an invalid value": lambda csf: _cells(csf, [3], "MCP-1", ["12..5"]),
+    "a negative value": lambda csf: _cells(csf, [4], "VEGF", ["-3"]),
+    "an unknown subject": lambda csf: csf.assign(
+        subject_id=csf["subject_id"].where(csf.index != 2, "XX0001")),
+    "a blank subject": lambda csf: csf.assign(
+        subject_id=csf["subject_id"].where(csf.index != 2, "")),
+    "a sample on two rows": lambda csf: pd.concat([csf, csf.iloc[[5]]], ignore_index=True),
+    "a conflicting sample": lambda csf: pd.concat(
+        [csf, _cells(csf.iloc[[5]].copy(), [5], "VEGF", ["999"])], ignore_index=True),
+    "an unknown timepoint": lambda csf: csf.assign(
+        timepoint=csf["timepoint"].where(csf.index != 0, "week12")),
+    "above a limit the panel does not give": lambda csf: _cells(csf, [7], "MCP-1",
+                                                                ["> ULOQ"]),
+    "replicate wells": lambda csf: pd.concat([csf.assign(replicate="1"),
+                                              csf.assign(replicate="2")], ignore_index=True),
+    "a limit column": lambda csf: csf.assign(lloq="10"),
+    "no units": lambda csf: csf.rename(columns=lambda c: c.split(" (")[0]),
+}
+
+
+@pytest.mark.parametrize("label", list(CLEAN_WIDE))
+def test_a_clean_wide_csf_checked_in_its_layout_gives_what_its_long_layout_gives(
+        tmp_path, scoring_tables, config, label):
+    tables = _with_csf(scoring_tables, CLEAN_WIDE[label])
+    assert _checked_both_ways(tmp_path / "cohort", tables, config)
+
+
+@pytest.mark.parametrize("label", list(NOT_CLEAN_WIDE))
+def test_a_wide_csf_with_a_rejected_cell_is_checked_in_its_long_layout(
+        tmp_path, scoring_tables, config, label):
+    tables = _with_csf(scoring_tables, NOT_CLEAN_WIDE[label])
+    assert not _checked_both_ways(tmp_path / "cohort", tables, config)
+
+
+def test_a_wide_csf_in_decimal_commas_checked_in_its_layout_reads_the_same(
+        tmp_path, scoring_tables, config):
+    analytes = [c for c in scoring_tables["csf.csv"] if "(" in c]
+    tables = _with_csf(scoring_tables, lambda csf: csf.assign(
+        **{c: csf[c].str.replace(".", ",", regex=False) for c in analytes}))
+    comma = config.panel.model_copy(update={"decimal_comma": True})
+    assert _checked_both_ways(tmp_path / "comma", tables, config, panel=comma)
+
+
+def test_a_unit_that_cannot_be_converted_is_the_same_error_in_the_wide_layout(
+        tmp_path, scoring_tables, config):
+    tables = _with_csf(scoring_tables, lambda csf: csf.rename(
+        columns=lambda c: c.replace("(pg/mL)", "(furlongs)") if c.startswith("VEGF") else c))
+    with pytest.raises(CohortError, match=r"csf.csv, line 2, column 'unit': unit "
+                                          "'furlongs' cannot be converted to pg/mL"):
+        _checked_both_ways(tmp_path / "cohort", tables, config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,8 @@ import pyarrow.compute as pc
 from csf_responder.config import AnalyteSpec
 from csf_responder.readers import arrow_text, index_in, take_text
 
-__all__ = ["BRIDGE_SUFFIX", "FLAG_SUFFIX", "VISIT_COLUMNS", "cohort_table", "csf_columns"]
+__all__ = ["BRIDGE_SUFFIX", "FLAG_SUFFIX", "VISIT_COLUMNS", "CsfCells", "cohort_table",
+           "csf_columns"]
 
 #: Suffix of the column that holds each CSF value's censoring flag.
 FLAG_SUFFIX = "_flag"
@@ -29,10 +31,37 @@ def csf_columns(keys: Sequence[str], timepoints: Sequence[str]) -> list[str]:
     return [f"{key}_{tp}" for key in keys for tp in timepoints]
 
 
+@dataclass(frozen=True)
+class CsfCells:
+    """A checked CSF panel as the cells of the wide table: one row per subject, one
+    column per analyte and timepoint (``a * n_timepoints + t``), and an extra last row
+    (no value, flag ``missing``, no plate) for patients without a CSF sample.
+
+    Attributes
+    ----------
+    subjects : Index
+        The subjects of the rows, in order (without the extra last row).
+    values : ndarray
+        Values in the canonical unit (the limit when censored), NaN without one.
+    flags, flag_names
+        Codes into ``flag_names``, whose last name is ``missing``.
+    plates, plate_names
+        One column per timepoint: codes into ``plate_names``, whose last name is ""
+        (no plate).
+    """
+
+    subjects: pd.Index
+    values: np.ndarray
+    flags: np.ndarray
+    flag_names: list[str]
+    plates: np.ndarray
+    plate_names: list[str]
+
+
 def cohort_table(
     patients: pd.DataFrame,
     lead_in: pd.DataFrame,
-    csf: pd.DataFrame,
+    csf: pd.DataFrame | CsfCells,
     *,
     covariates: Sequence[str],
     analytes: Sequence[AnalyteSpec],
@@ -51,9 +80,11 @@ def cohort_table(
         same subjects (:func:`csf_responder.labels.lead_in_summary`).
     covariates : sequence of str
         The indication's clinical covariates, in order.
-    csf : DataFrame
+    csf : DataFrame or CsfCells
         Checked CSF table: ``subject_id``, ``timepoint``, ``analyte``, ``value`` (canonical
-        unit; the limit when censored) and ``flag``.
+        unit; the limit when censored), ``flag`` and optionally ``plate``; or its cells
+        already (a wide CSF file checked in its layout, see
+        :func:`csf_responder.contracts.check_cohort`).
     analytes, timepoints
         The panel, which fixes the CSF columns whether or not a patient has the sample.
     bridges : DataFrame, optional
@@ -75,29 +106,17 @@ def cohort_table(
     table = _join_lead_in(patients, lead_in)
     table = table[["subject_id", "arm", *covariates, *VISIT_COLUMNS]].copy()
     by_name = {spec.name: spec.column_key for spec in analytes}
-    subject, subjects = _codes(csf["subject_id"])
-    row = index_in(table["subject_id"], subjects)  # -1: no CSF row
-    analyte = _positions(csf["analyte"], list(by_name))
-    timepoint = _positions(csf["timepoint"], list(timepoints))
-    _refuse_repeats(subject, analyte, timepoint, len(by_name), len(timepoints))
-    known = (analyte >= 0) & (timepoint >= 0)
-    cell = analyte * len(timepoints) + timepoint
-    values = _scatter(csf["value"].to_numpy(dtype="float64"), subject, cell, known,
-                      (len(subjects), len(by_name) * len(timepoints)), np.nan)
-    flag_code, flag_names = _codes(csf["flag"])
-    flag_names = [*flag_names, "missing"]  # a NaN flag: missing
-    flag_code = np.where(flag_code < 0, len(flag_names) - 1, flag_code)
-    flags = _scatter(flag_code, subject, cell, known,
-                     (len(subjects), len(by_name) * len(timepoints)), len(flag_names) - 1)
+    cells = csf if isinstance(csf, CsfCells) else _long_cells(csf, list(by_name), timepoints)
+    row = index_in(table["subject_id"], cells.subjects)  # -1: no CSF row
     columns: dict[str, np.ndarray | pd.Series] = {}
     for a, key in enumerate(by_name.values()):
         for t, tp in enumerate(timepoints):
-            columns[f"{key}_{tp}"] = values[row, a * len(timepoints) + t]
-            columns[f"{key}_{tp}{FLAG_SUFFIX}"] = _text(flag_names,
-                                                        flags[row, a * len(timepoints) + t])
-    plate_code, plate_names = _plates(csf, subject, timepoint, len(subjects), len(timepoints))
+            columns[f"{key}_{tp}"] = cells.values[row, a * len(timepoints) + t]
+            columns[f"{key}_{tp}{FLAG_SUFFIX}"] = _text(
+                cells.flag_names, cells.flags[row, a * len(timepoints) + t])
     for t, tp in enumerate(timepoints):
-        columns[f"plate_{tp}"] = _text(plate_names, plate_code[row, t])
+        columns[f"plate_{tp}"] = _text(cells.plate_names, cells.plates[row, t])
+    plate_code, plate_names = cells.plates, cells.plate_names
     has_bridges = bridges is not None and not bridges.empty
     for name, key in by_name.items():
         mine = bridges.loc[bridges["analyte"] == name] if has_bridges else None
@@ -110,6 +129,27 @@ def cohort_table(
                 of_plate[plate_code[row, t]] if of_plate is not None
                 else np.full(len(row), np.nan))
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(columns)], axis=1)
+
+
+def _long_cells(csf: pd.DataFrame, analytes: Sequence[str], timepoints: Sequence[str]
+                ) -> CsfCells:
+    """The :class:`CsfCells` of a checked CSF table in long layout (one row per subject,
+    timepoint and analyte)."""
+    subject, subjects = _codes(csf["subject_id"])
+    analyte = _positions(csf["analyte"], analytes)
+    timepoint = _positions(csf["timepoint"], list(timepoints))
+    _refuse_repeats(subject, analyte, timepoint, len(analytes), len(timepoints))
+    known = (analyte >= 0) & (timepoint >= 0)
+    cell = analyte * len(timepoints) + timepoint
+    shape = (len(subjects), len(analytes) * len(timepoints))
+    values = _scatter(csf["value"].to_numpy(dtype="float64"), subject, cell, known, shape,
+                      np.nan)
+    flag_code, flag_names = _codes(csf["flag"])
+    flag_names = [*flag_names, "missing"]  # a NaN flag: missing
+    flag_code = np.where(flag_code < 0, len(flag_names) - 1, flag_code)
+    flags = _scatter(flag_code, subject, cell, known, shape, len(flag_names) - 1)
+    plates, plate_names = _plates(csf, subject, timepoint, len(subjects), len(timepoints))
+    return CsfCells(pd.Index(subjects), values, flags, flag_names, plates, plate_names)
 
 
 def _join_lead_in(patients: pd.DataFrame, lead_in: pd.DataFrame) -> pd.DataFrame:

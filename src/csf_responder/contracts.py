@@ -31,6 +31,7 @@ from csf_responder.censoring import (
     dictionary_codes,
     parse_numbers,
 )
+from csf_responder.cohort import CsfCells
 from csf_responder.config import (
     CovariateSpec,
     IndicationSpec,
@@ -40,7 +41,7 @@ from csf_responder.config import (
 )
 from csf_responder.errors import CohortError
 from csf_responder.io import LINE, RawCohort
-from csf_responder.readers import blank_text, constant_text, match_headers
+from csf_responder.readers import WideCsf, blank_text, constant_text, match_headers
 from csf_responder.units import conversion_factor
 
 __all__ = ["ACCOUNT_COLUMNS", "BRIDGE_COLUMNS", "QC_COLUMNS", "REJECT_COLUMNS", "RULES",
@@ -134,7 +135,8 @@ class CheckedCohort:
     csf : DataFrame
         One row per subject, timepoint and analyte: ``value`` in the analyte's canonical
         unit (the limit when censored), ``flag``, ``limit``, ``plate``, ``n_replicates``
-        and ``cv_percent`` (NaN with fewer than two quantified replicates).
+        and ``cv_percent`` (NaN with fewer than two quantified replicates). Empty when
+        ``csf_cells`` holds the CSF instead.
     bridges : DataFrame
         Bridging samples (``sample_type: bridge``), :data:`BRIDGE_COLUMNS`: the mean
         quantified value (canonical unit) of each analyte on each plate.
@@ -146,6 +148,9 @@ class CheckedCohort:
         Per file, rows read = rows used + rows rejected, :data:`ACCOUNT_COLUMNS`.
     notes : list of str
         What a user should know (dropped columns, assumed units, merged replicates).
+    csf_cells : CsfCells or None
+        A wide CSF file whose every cell passed the contract, as the cells of the wide
+        cohort table (``check_cohort(..., wide_csf=...)``); None otherwise.
     """
 
     patients: pd.DataFrame
@@ -156,6 +161,7 @@ class CheckedCohort:
     qc: pd.DataFrame
     accounting: pd.DataFrame
     notes: list[str]
+    csf_cells: CsfCells | None = None
 
 
 # ------------------------------------------------------------------ schema helpers
@@ -764,6 +770,79 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     return csf, bridges, qc, rejects, raw, n_wells
 
 
+def _check_wide_csf(wide: WideCsf, file: str, patients: pd.DataFrame, all_ids: pd.Series,
+                    panel: PanelSpec, notes: list[str]) -> CsfCells | None:
+    """The cells of a wide CSF table whose every cell passes the contract, checked in
+    its wide layout (no long table is built); None when some cell may not, or the file
+    has what only the long layout handles (replicates, limits, bridging samples, blank
+    or unconvertible units, nulls): :func:`_check_csf` then checks its long layout.
+
+    For the tables it accepts it gives what :func:`_check_csf` and
+    :func:`csf_responder.cohort.cohort_table` give: the same rules and notes, the same
+    numbers (each column parsed and converted as its long rows would be).
+    """
+    data = wide.data
+    if (not len(data) or set(wide.repeated) - {"subject_id", "timepoint", "plate"}
+            or any(_arrow_strings(data[c]) is None for c in [*wide.repeated, *wide.headers])):
+        return None
+    spellings = {key: i for i, spec in enumerate(panel.analytes)
+                 for key in (analyte_match_key(n) for n in (spec.name, *spec.aliases))}
+    analyte = [spellings.get(analyte_match_key(n), -1) for n in wide.names]
+    units = pc.utf8_trim_whitespace(pyarrow.array(wide.units, pyarrow.string())).to_pylist()
+    if min(analyte) < 0 or "" in units or any(
+            spec.required and i not in analyte for i, spec in enumerate(panel.analytes)):
+        return None
+    try:
+        factors = [conversion_factor(u, panel.analytes[a].unit)
+                   for u, a in zip(units, analyte, strict=True)]
+    except KeyError:
+        return None  # an error, which the long layout reports with its line
+    subject, subjects = _codes(data["subject_id"])
+    if (not np.asarray(subjects != "").all()
+            or not _isin(pd.Series(subjects), patients["subject_id"]).all()):
+        return None  # blank, unknown or rejected subjects
+    added: list[str] = []  # notes, kept only if the table is accepted
+    tp_code, tps = _codes(data["timepoint"])
+    tp_code, tps = _canonical_timepoints(tp_code, tps, panel.timepoints, file, added)
+    where = pd.Index(panel.timepoints).get_indexer(tps)
+    if (where < 0).any():
+        return None
+    timepoint = where[tp_code]
+    n_t = len(panel.timepoints)
+    sample = subject.astype(np.int64) * n_t + timepoint
+    if len(sample) > 1 and np.bincount(sample).max() > 1:
+        return None  # a sample on two rows: duplicates or conflicts, cell by cell
+    n_cells = len(panel.analytes) * n_t
+    values = np.full((len(subjects) + 1, n_cells), np.nan)
+    flags = np.full((len(subjects) + 1, n_cells), len(FLAG_CODES), dtype=np.int64)
+    for header, a, factor in zip(wide.headers, analyte, factors, strict=True):
+        spec = panel.analytes[a]
+        bounds = {c: (getattr(spec, c) or np.nan) / factor for c in ("lloq", "uloq")}
+        value, flag, _ = concentration_arrays(
+            data[header], decimal_comma=panel.decimal_comma,
+            lloq=lambda rows, b=bounds["lloq"]: np.full(len(rows), b),
+            uloq=lambda rows, b=bounds["uloq"]: np.full(len(rows), b))
+        censored = (flag == FLAG_CODES.index("below")) | (flag == FLAG_CODES.index("above"))
+        if ((flag == FLAG_CODES.index("invalid")).any() or (value < 0).any()
+                or (censored & np.isnan(value)).any()):
+            return None
+        if factor != 1:
+            value *= factor
+        column = a * n_t + timepoint
+        values[subject, column] = value
+        flags[subject, column] = flag
+    plates = np.full((len(subjects) + 1, n_t), 0, dtype=np.int64)
+    plate_names = [""]
+    if "plate" in data:
+        code, names = dictionary_codes(pc.utf8_trim_whitespace(_text_storage(data["plate"])))
+        plate_names = [*names.to_pylist(), ""]
+        plates[:] = len(plate_names) - 1
+        plates[subject, timepoint] = code
+    notes.extend(added)
+    return CsfCells(pd.Index(subjects), values, flags, [*FLAG_CODES, "missing"], plates,
+                    plate_names)
+
+
 def _canonical_timepoints(codes: np.ndarray, spellings: pd.Index, timepoints: Sequence[str],
                           file: str, notes: list[str]) -> tuple[np.ndarray, pd.Index]:
     """Read timepoint spellings that differ from the panel's only in case, spaces or
@@ -850,7 +929,8 @@ def _account(file: str, rows_read: int, rows_used: int, rejects: pd.DataFrame
 
 def check_cohort(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec,
                  label_column: str | None = None, drop_columns: Sequence[str] = (),
-                 arm_required: bool = True) -> CheckedCohort:
+                 arm_required: bool = True, wide_csf: WideCsf | None = None
+                 ) -> CheckedCohort:
     """Check a raw cohort against the input contract and return typed tables.
 
     Parameters
@@ -869,6 +949,12 @@ def check_cohort(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec
     arm_required : bool
         False for a cohort to score: ``patients.csv`` may then lack ``arm`` (missing in
         the typed table); when present it is checked as usual.
+    wide_csf : WideCsf, optional
+        The CSF file in its wide layout, ``raw.csf`` being its rows as read
+        (:func:`csf_responder.io.layout_chunk`). When every cell passes the contract it
+        is checked as it is and comes back as :attr:`CheckedCohort.csf_cells` (the
+        wide cohort table takes it without a long table in between); otherwise it is
+        melted and checked as a long table, with the same rejects and notes.
 
     Raises
     ------
@@ -887,15 +973,26 @@ def check_cohort(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec
     visits_file = indication.visits_file
     visits, v_rejects, _ = _check_visits(tables[visits_file], files[visits_file], patients,
                                          all_ids, notes, drop_columns, indication.score)
-    csf, bridges, qc, c_rejects, _, n_wells = _check_csf(
-        tables["csf.csv"], files["csf.csv"], patients, all_ids, panel, notes, drop_columns)
+    cells = (_check_wide_csf(wide_csf, files["csf.csv"], patients, all_ids, panel, notes)
+             if wide_csf is not None else None)
+    if cells is not None:  # every cell used: no long table
+        csf, bridges, qc = (pd.DataFrame(columns=list(c)) for c in (
+            ["subject_id", "timepoint", "analyte", "value", "flag", "limit", "plate",
+             "n_replicates", "cv_percent"], BRIDGE_COLUMNS, QC_COLUMNS))
+        c_rejects = pd.DataFrame(columns=[*REJECT_COLUMNS, ROW])
+        csf_read = n_wells = wide_csf.n_cells
+    else:
+        long = wide_csf.long() if wide_csf is not None else tables["csf.csv"]
+        csf, bridges, qc, c_rejects, _, n_wells = _check_csf(
+            long, files["csf.csv"], patients, all_ids, panel, notes, drop_columns)
+        csf_read = len(long)
     accounting = pd.DataFrame([
         _account(files["patients.csv"], len(p_raw), len(patients), p_rejects),
         _account(files[visits_file], len(tables[visits_file]), len(visits), v_rejects),
-        _account(files["csf.csv"], len(tables["csf.csv"]), n_wells, c_rejects),
+        _account(files["csf.csv"], csf_read, n_wells, c_rejects),
     ], columns=list(ACCOUNT_COLUMNS))
     parts = [r.drop(columns=ROW) for r in (p_rejects, v_rejects, c_rejects) if len(r)]
     rejects = (pd.concat(parts, ignore_index=True) if parts
                else pd.DataFrame(columns=list(REJECT_COLUMNS)))
     return CheckedCohort(patients, visits, csf.reset_index(drop=True), bridges, rejects, qc,
-                         accounting, notes)
+                         accounting, notes, cells)

@@ -20,7 +20,7 @@ from csf_responder.contracts import CheckedCohort, check_cohort
 from csf_responder.io import (
     CohortFiles,
     RawCohort,
-    melt_chunk,
+    layout_chunk,
     read_cohort,
     read_cohort_chunks,
     read_cohort_files,
@@ -261,9 +261,9 @@ def check_scoring_chunk(raw: RawCohort, *, panel: PanelSpec, indication: Indicat
                         ) -> ScoringCohort:
     """The second half of :func:`scoring_chunks`, one raw chunk at a time (each chunk's
     patients are its own, so chunks can be checked in any order, or in parallel)."""
-    raw = melt_chunk(raw, _analyte_names(panel))
+    raw, wide = layout_chunk(raw, _analyte_names(panel))
     checked = check_cohort(raw, panel=panel, indication=indication,
-                           drop_columns=drop_columns, arm_required=False)
+                           drop_columns=drop_columns, arm_required=False, wide_csf=wide)
     later = int((checked.visits["day"] > 0).sum())
     if later:
         checked.notes.append(f"{raw.file(indication.visits_file)}: {later} visit(s) after "
@@ -290,8 +290,9 @@ def check_scoring_chunk(raw: RawCohort, *, panel: PanelSpec, indication: Indicat
         "rule": reason[excluded].to_numpy(dtype=object), "column": indication.score.column,
         "value": "", "detail": [EXCLUSIONS[r] for r in reason[excluded]]})
     # the wide table of the patients kept only (each row is its patient's alone)
+    csf = checked.csf if checked.csf_cells is None else checked.csf_cells
     table = cohort_table(checked.patients.loc[~excluded].reset_index(drop=True), summary,
-                         checked.csf, covariates=list(indication.covariates),
+                         csf, covariates=list(indication.covariates),
                          analytes=panel.analytes, timepoints=panel.timepoints,
                          bridges=checked.bridges)
     p_file = raw.file("patients.csv")

@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from csf_responder.errors import CohortError, CsfResponderError
-from csf_responder.readers import LINE, arrow_text, csf_to_long, read_table
+from csf_responder.readers import LINE, WideCsf, arrow_text, csf_layout, read_table
 
 __all__ = [
     "COHORT_FILES", "CSF_SUFFIXES", "CohortFiles", "LINE", "RawCohort", "StagedDirectory",
-    "TableStream", "cohort_digest", "melt_chunk", "read_cohort",
+    "TableStream", "cohort_digest", "layout_chunk", "melt_chunk", "read_cohort",
     "read_cohort_chunks", "read_cohort_files", "subject_ids", "write_cohort", "write_outputs",
     "write_table",
 ]
@@ -263,15 +263,28 @@ def read_cohort_chunks(directory: str | Path, *, visits_file: str,
     yield from files.chunks(is_analyte=is_analyte, melt=melt)
 
 
-def melt_chunk(raw: RawCohort, is_analyte: Callable[[str], bool | str] | None) -> RawCohort:
-    """A chunk of :func:`read_cohort_chunks` (``melt=False``) with its CSF rows in long
-    layout (:func:`csf_to_long`) and the layout's notes added; a melted one as it is."""
+def layout_chunk(raw: RawCohort, is_analyte: Callable[[str], bool | str] | None
+                 ) -> tuple[RawCohort, WideCsf | None]:
+    """A chunk of :func:`read_cohort_chunks` (``melt=False``) with the CSF layout's notes
+    added (:func:`csf_layout`), and its wide CSF understood: ``(chunk, None)`` with the
+    CSF in long layout when the file is long (or the chunk melted already), else
+    ``(chunk, wide)`` with the chunk's CSF rows left as read and ``wide`` describing
+    them (:meth:`WideCsf.long` melts them)."""
     if raw.csf_melted:
-        return raw
-    long, layout = csf_to_long(raw.csf, file=raw.file("csf.csv"),
+        return raw, None
+    found, layout = csf_layout(raw.csf, file=raw.file("csf.csv"),
                                is_analyte=is_analyte or (lambda name: False))
     notes = [*raw.notes, *layout.notes] if raw.layout_notes else raw.notes
-    return replace(raw, csf=long, notes=notes, csf_melted=True)
+    if isinstance(found, WideCsf):
+        return replace(raw, notes=notes), found
+    return replace(raw, csf=found, notes=notes, csf_melted=True), None
+
+
+def melt_chunk(raw: RawCohort, is_analyte: Callable[[str], bool | str] | None) -> RawCohort:
+    """A chunk of :func:`read_cohort_chunks` (``melt=False``) with its CSF rows in long
+    layout and the layout's notes added (:func:`layout_chunk`); a melted one as it is."""
+    raw, wide = layout_chunk(raw, is_analyte)
+    return raw if wide is None else replace(raw, csf=wide.long(), csf_melted=True)
 
 
 def cohort_digest(raw: RawCohort) -> str:

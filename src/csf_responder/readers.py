@@ -54,9 +54,9 @@ import pyarrow.csv as pacsv
 from csf_responder.errors import CohortError
 from csf_responder.units import normalise_unit
 
-__all__ = ["LINE", "SOURCE_COLUMN", "Layout", "ReadResult", "arrow_text", "blank_text",
-           "constant_text", "csf_to_long", "index_in", "match_headers", "read_table",
-           "strip_unit", "take_text"]
+__all__ = ["LINE", "SOURCE_COLUMN", "Layout", "ReadResult", "WideCsf", "arrow_text",
+           "blank_text", "constant_text", "csf_layout", "csf_to_long", "index_in",
+           "match_headers", "read_table", "strip_unit", "take_text"]
 
 #: Column with the line number a user sees (header = 1, first data row = 2).
 LINE = "_line"
@@ -89,6 +89,32 @@ class Layout:
 
     kind: str
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WideCsf:
+    """A wide CSF table understood but not melted (:func:`csf_layout`).
+
+    ``data`` holds the sample rows as read (a units row removed); ``repeated`` the id
+    and carry columns present, which each long row repeats; ``headers``, ``names`` and
+    ``units`` describe the analyte columns (header as written, the analyte it names,
+    its unit or "" when none is given).
+    """
+
+    data: pd.DataFrame
+    repeated: list[str]
+    headers: list[str]
+    names: list[str]
+    units: list[str]
+
+    @property
+    def n_cells(self) -> int:
+        """Rows of the long layout: one per sample row and analyte column."""
+        return len(self.data) * len(self.headers)
+
+    def long(self) -> pd.DataFrame:
+        """The long layout (see :func:`csf_to_long`)."""
+        return _melt(self.data, self.repeated, self.headers, self.names, self.units)
 
 
 def strip_unit(header: str) -> tuple[str, str | None]:
@@ -639,11 +665,28 @@ def csf_to_long(
     id_columns: Sequence[str] = ("subject_id", "timepoint"),
     carry_columns: Sequence[str] = ("plate", "replicate", "lloq", "uloq", "sample_type"),
 ) -> tuple[pd.DataFrame, Layout]:
-    """Bring a CSF table (from :func:`read_table`) to the long layout.
+    """Bring a CSF table (from :func:`read_table`) to the long layout: :func:`csf_layout`,
+    then :meth:`WideCsf.long` for a wide table."""
+    found, layout = csf_layout(table, file=file, is_analyte=is_analyte,
+                               id_columns=id_columns, carry_columns=carry_columns)
+    return (found.long() if isinstance(found, WideCsf) else found), layout
+
+
+def csf_layout(
+    table: pd.DataFrame,
+    *,
+    file: str,
+    is_analyte: Callable[[str], bool | str],
+    id_columns: Sequence[str] = ("subject_id", "timepoint"),
+    carry_columns: Sequence[str] = ("plate", "replicate", "lloq", "uloq", "sample_type"),
+) -> tuple[pd.DataFrame | WideCsf, Layout]:
+    """Tell the layout of a CSF table (from :func:`read_table`): a long table as it will
+    be checked, or a wide one understood (:class:`WideCsf`, melted on demand).
 
     A table with ``analyte`` and ``value`` columns is already long and is returned as a
     copy with :data:`SOURCE_COLUMN` = ``"value"``. Otherwise each column whose header
-    (without a trailing ``(unit)``/``[unit]``) satisfies ``is_analyte`` is melted into
+    (without a trailing ``(unit)``/``[unit]``) satisfies ``is_analyte`` is an analyte
+    column, which the long layout melts into
     rows ``id_columns..., carry columns present, analyte, value, unit, LINE,
     SOURCE_COLUMN``, ordered by source row then column; empty cells give value "".
     When ``is_analyte`` returns a string rather than True, that string is the analyte
@@ -732,8 +775,8 @@ def csf_to_long(
     order = [s for s in ("header", "units row", "not given") if s in sources]
     notes.insert(0, f"{file}: wide layout, {len(headers)} analyte columns "
                     f"(units from {' and '.join(order)})")
-    return _melt(data, [*id_columns, *carry], headers, names,
-                 [u or "" for u in units]), Layout("wide", notes)
+    return WideCsf(data, [*id_columns, *carry], headers, names,
+                   [u or "" for u in units]), Layout("wide", notes)
 
 
 def _melt(data: pd.DataFrame, repeated: Sequence[str], headers: Sequence[str],

@@ -770,8 +770,8 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     return csf, bridges, qc, rejects, raw, n_wells
 
 
-def _check_wide_csf(wide: WideCsf, file: str, patients: pd.DataFrame, all_ids: pd.Series,
-                    panel: PanelSpec, notes: list[str]) -> CsfCells | None:
+def _check_wide_csf(wide: WideCsf, file: str, patients: pd.DataFrame, panel: PanelSpec,
+                    notes: list[str]) -> CsfCells | None:
     """The cells of a wide CSF table whose every cell passes the contract, checked in
     its wide layout (no long table is built); None when some cell may not, or the file
     has what only the long layout handles (replicates, limits, bridging samples, blank
@@ -973,7 +973,7 @@ def check_cohort(raw: RawCohort, *, panel: PanelSpec, indication: IndicationSpec
     visits_file = indication.visits_file
     visits, v_rejects, _ = _check_visits(tables[visits_file], files[visits_file], patients,
                                          all_ids, notes, drop_columns, indication.score)
-    cells = (_check_wide_csf(wide_csf, files["csf.csv"], patients, all_ids, panel, notes)
+    cells = (_check_wide_csf(wide_csf, files["csf.csv"], patients, panel, notes)
              if wide_csf is not None else None)
     if cells is not None:  # every cell used: no long table
         csf, bridges, qc = (pd.DataFrame(columns=list(c)) for c in (

@@ -231,7 +231,8 @@ class ScoringRead:
 
     def chunks(self) -> Iterator[RawCohort]:
         """The raw chunks of at most ``chunk_size`` patients, their CSF rows as read
-        (melted by :func:`check_scoring_chunk`), when the reading is done.
+        (checked by :func:`check_scoring_chunk`: a wide CSF in its layout, melted
+        when some cell needs the long one), when the reading is done.
 
         Raises
         ------

@@ -38,9 +38,9 @@ CSF_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".parquet", ".pq")
 class RawCohort:
     """The three cohort tables as read, every cell a string, plus each row's line number.
 
-    ``visits`` is the visits file (``visits_name``, e.g. ``alsfrs.csv``); ``csf`` is
-    always in long layout (a wide file is melted on reading); ``csf_name`` is the CSF
-    file's name as found (``csf.xlsx``, ...).
+    ``visits`` is the visits file (``visits_name``, e.g. ``alsfrs.csv``); ``csf`` is in
+    long layout (a wide file is melted on reading) unless ``csf_melted`` says otherwise;
+    ``csf_name`` is the CSF file's name as found (``csf.xlsx``, ...).
     """
 
     directory: Path
@@ -51,7 +51,8 @@ class RawCohort:
     csf_name: str
     notes: list[str] = field(default_factory=list)
     #: False for a chunk of :func:`read_cohort_chunks` with ``melt=False``: ``csf`` is
-    #: still the file's rows as read, until :func:`melt_chunk`.
+    #: still the file's rows as read, until :func:`melt_chunk` (or, when they are
+    #: wide, for good: :func:`layout_chunk`).
     csf_melted: bool = True
     #: Whether melting adds the CSF layout's notes (the first chunk's alone do).
     layout_notes: bool = True

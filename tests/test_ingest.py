@@ -325,7 +325,18 @@ CLEAN_WIDE = {  # every cell passes the contract: checked in the wide layout
     "no plate column": lambda csf: csf.drop(columns="plate"),
     "a patient without CSF, another without week4": lambda csf: csf.iloc[3:].drop(
         index=8),
+    "analytes under their aliases": lambda csf: csf.rename(columns=lambda c: c.replace(
+        "MCP-1", "CCL2").replace("TGF-beta1", "TGFB1")),
+    "units in a units row": lambda csf: _units_row(csf),
 }
+
+
+def _units_row(csf: pd.DataFrame) -> pd.DataFrame:
+    """The units moved from the headers to a first row (as some lab exports have them)."""
+    units = {c: c.split(" (")[1].rstrip(")") for c in csf if " (" in c}
+    row = pd.DataFrame([{c: units.get(c, "") for c in csf}])
+    return pd.concat([row, csf], ignore_index=True).rename(
+        columns=lambda c: c.split(" (")[0])
 
 NOT_CLEAN_WIDE = {  # some cell breaks a rule, or the file needs the long layout
     "an invalid value": lambda csf: _cells(csf, [3], "MCP-1", ["12..5"]),

@@ -116,17 +116,16 @@ def cohort_table(
                 cells.flag_names, cells.flags[row, a * len(timepoints) + t])
     for t, tp in enumerate(timepoints):
         columns[f"plate_{tp}"] = _text(cells.plate_names, cells.plates[row, t])
-    plate_code, plate_names = cells.plates, cells.plate_names
     has_bridges = bridges is not None and not bridges.empty
     for name, key in by_name.items():
         mine = bridges.loc[bridges["analyte"] == name] if has_bridges else None
         by_plate = (pd.Series(mine["value"].to_numpy(), index=mine["plate"].astype(str))
                     if has_bridges else None)
-        of_plate = (pd.Series(plate_names).map(by_plate).to_numpy(dtype="float64")
+        of_plate = (pd.Series(cells.plate_names).map(by_plate).to_numpy(dtype="float64")
                     if by_plate is not None and len(by_plate) else None)
         for t, tp in enumerate(timepoints):
             columns[f"{key}_{tp}{BRIDGE_SUFFIX}"] = (
-                of_plate[plate_code[row, t]] if of_plate is not None
+                of_plate[cells.plates[row, t]] if of_plate is not None
                 else np.full(len(row), np.nan))
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(columns)], axis=1)
 

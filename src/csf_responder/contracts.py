@@ -619,6 +619,15 @@ def _limits(panel: PanelSpec, c: str, analyte: np.ndarray, factor: np.ndarray | 
     return of
 
 
+def _panel_positions(panel: PanelSpec, names: Sequence[str]) -> np.ndarray:
+    """Each analyte name's position in ``panel.analytes``, matched by name or alias
+    (:func:`csf_responder.config.analyte_match_key`); -1 when not in the panel."""
+    spellings = {key: i for i, spec in enumerate(panel.analytes)
+                 for key in (analyte_match_key(n) for n in (spec.name, *spec.aliases))}
+    return np.array([spellings.get(analyte_match_key(n), -1) for n in names],
+                    dtype=np.int32)
+
+
 def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd.Series,
                panel: PanelSpec, notes: list[str], drop: Sequence[str]):
     raw = _columns(raw, CSF_COLUMNS, CSF_COLUMNS + CSF_OPTIONAL + ("_column",), file, drop,
@@ -634,11 +643,8 @@ def _check_csf(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids: pd
     known = _series(known_code[subject] | bridge)  # a bridge is no patient
     not_rejected = _series((usable_code | ~known_code | ~present_code)[subject] | bridge)
     plate_ok = _series(~bridge | ~blank_text(raw["plate"]) if "plate" in raw else ~bridge)
-    spellings = {key: i for i, spec in enumerate(panel.analytes)
-                 for key in (analyte_match_key(n) for n in (spec.name, *spec.aliases))}
     name_code, names = _codes(raw["analyte"])
-    of_name = np.array([spellings.get(analyte_match_key(n), -1) for n in names],
-                       dtype=np.int32)
+    of_name = _panel_positions(panel, names)
     analyte = of_name[name_code] if len(names) else np.zeros(0, np.int32)
     del name_code
     analyte_ok = _series(analyte >= 0)
@@ -785,9 +791,7 @@ def _check_wide_csf(wide: WideCsf, file: str, patients: pd.DataFrame, panel: Pan
     if (not len(data) or set(wide.repeated) - {"subject_id", "timepoint", "plate"}
             or any(_arrow_strings(data[c]) is None for c in [*wide.repeated, *wide.headers])):
         return None
-    spellings = {key: i for i, spec in enumerate(panel.analytes)
-                 for key in (analyte_match_key(n) for n in (spec.name, *spec.aliases))}
-    analyte = [spellings.get(analyte_match_key(n), -1) for n in wide.names]
+    analyte = _panel_positions(panel, wide.names)
     units = pc.utf8_trim_whitespace(pyarrow.array(wide.units, pyarrow.string())).to_pylist()
     if min(analyte) < 0 or "" in units or any(
             spec.required and i not in analyte for i, spec in enumerate(panel.analytes)):
@@ -831,13 +835,12 @@ def _check_wide_csf(wide: WideCsf, file: str, patients: pd.DataFrame, panel: Pan
         column = a * n_t + timepoint
         values[subject, column] = value
         flags[subject, column] = flag
-    plates = np.full((len(subjects) + 1, n_t), 0, dtype=np.int64)
-    plate_names = [""]
+    code, plate_names = 0, [""]  # the last name: no plate
     if "plate" in data:
         code, names = dictionary_codes(pc.utf8_trim_whitespace(_text_storage(data["plate"])))
         plate_names = [*names.to_pylist(), ""]
-        plates[:] = len(plate_names) - 1
-        plates[subject, timepoint] = code
+    plates = np.full((len(subjects) + 1, n_t), len(plate_names) - 1, dtype=np.int64)
+    plates[subject, timepoint] = code
     notes.extend(added)
     return CsfCells(pd.Index(subjects), values, flags, [*FLAG_CODES, "missing"], plates,
                     plate_names)

@@ -459,6 +459,29 @@ def test_large_arrays_are_not_given_huge_pages():
     assert _huge_pages_kib("keep") == 0
 
 
+_ARROW_HUGE = """
+import sys
+if sys.argv[1] == "keep":
+    from csf_responder.execution import keep_freed_memory
+    keep_freed_memory()
+import pyarrow.compute as pc
+values = pc.random(2**24)  # 128 MB from Arrow's allocator, written
+with open("/proc/self/smaps_rollup") as stream:
+    print(next(int(line.split()[1]) for line in stream if line.startswith("AnonHugePages:")))
+"""
+
+
+@pytest.mark.skipif(_transparent_huge_pages() != "madvise",
+                    reason="huge pages only where a program asks for them (Linux)")
+def test_arrow_buffers_are_not_given_huge_pages():
+    """Arrow's default allocator (mimalloc) asks for huge pages for its buffers; with the
+    allocator settings Arrow allocates with glibc's malloc, which does not."""
+    default = _fresh_python(_ARROW_HUGE, "default")
+    if default == 0:
+        pytest.skip("no huge page was free to give, or Arrow's allocator asked for none")
+    assert _fresh_python(_ARROW_HUGE, "keep") == 0
+
+
 def _environment(names) -> dict:
     return {name: os.environ.get(name) for name in names}
 

@@ -52,20 +52,27 @@ WATCH_SECONDS = 0.5
 #: Allocator settings (environment variables) of :func:`keep_freed_memory`: glibc's
 #: malloc keeps up to 256 MiB free at the top of its heap and serves blocks up to 1 GiB
 #: from the heap rather than from fresh mappings (a chunk's tables and matrices of
-#: 40-80 MB were mapped and unmapped chunk after chunk), and Arrow's mimalloc keeps the
-#: pages it frees for 10 s (not 10 ms: longer than a chunk takes) before handing them
-#: back. On a virtual machine whose host takes back freed memory within seconds,
-#: touching it again is slow (0.5-1.6 s per GiB in 4 KiB pages, 2.3-2.7 in 2 MiB ones):
+#: 40-80 MB were mapped and unmapped chunk after chunk), and Arrow's mimalloc (where a
+#: user's own setting picks it) keeps the pages it frees for 10 s (not 10 ms: longer
+#: than a chunk takes) before handing them back. On a virtual machine whose host takes
+#: back freed memory within seconds, touching it again is slow (0.5-1.6 s per GiB in
+#: 4 KiB pages, 2.3-2.7 in 2 MiB ones):
 #: scoring a million patients made 480,000 page faults and spent 2.8-3.1 s of system
 #: time with these settings, 565,000-595,000 and 3.6-5.6 s with 32 MiB and 250 ms
 #: (4 alternated pairs; the command's peak resident size the same, 1.6-1.7 GB). And
 #: NumPy does not ask for transparent huge pages for its large arrays: a first touch
 #: zeroes 2 MiB at once, taken from the blocks the host has reclaimed; a million
 #: patients scored spent 2.2-2.6 s of system time without them, 4.0-4.6 s with them
-#: (5 alternated pairs; 1.2 CPU seconds less in all).
+#: (5 alternated pairs; 1.2 CPU seconds less in all). Nor does Arrow: its default
+#: allocator (mimalloc) gives its buffers 2 MiB pages where the kernel grants them on
+#: request, so Arrow uses glibc's malloc (the ``system`` pool) and the settings above:
+#: a million patients scored spent 2.1-2.5 s of system time with it, 3.8-4.1 with
+#: mimalloc (about 530 huge pages, mostly in reading the files), 33.4 CPU s in all
+#: against 35.2, peak resident size 1.56-1.59 GB against 1.66-1.69 (7 alternated runs
+#: of each; jemalloc, Arrow's third, 34.1 CPU s).
 ALLOCATOR_SETTINGS = {"MALLOC_TRIM_THRESHOLD_": str(2**28), "MALLOC_TOP_PAD_": str(2**28),
                       "MALLOC_MMAP_THRESHOLD_": str(2**30), "MIMALLOC_PURGE_DELAY": "10000",
-                      "NUMPY_MADVISE_HUGEPAGE": "0"}
+                      "NUMPY_MADVISE_HUGEPAGE": "0", "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 #: glibc ``mallopt`` parameters of the settings above (``malloc.h``).
 _MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_TOP_PAD_": -2, "MALLOC_MMAP_THRESHOLD_": -3}
@@ -79,7 +86,8 @@ def keep_freed_memory() -> None:
     large cohort chunk by chunk) otherwise maps fresh pages for each: on a virtual
     machine a page fault is slow, and they took about a seventh of the CPU time of
     scoring a million patients. NumPy is also told not to ask for 2 MiB pages, slower
-    still to touch there. Peak memory may grow by what is kept (``make bench`` records
+    still to touch there, and Arrow to allocate with glibc's malloc (its own allocator
+    asks for them too). Peak memory may grow by what is kept (``make bench`` records
     it). Settings already in the environment are kept. Call before numpy and
     pyarrow are imported: they read their settings once, when they load; glibc's are
     also set in this process now (``mallopt``; nothing on systems without glibc).

@@ -245,9 +245,10 @@ def score(
     out-of-distribution flags per patient; rejects with reasons; drift vs training."""
     import signal
 
-    from csf_responder.execution import keep_freed_memory
+    from csf_responder.execution import keep_freed_memory, single_threaded_blas
 
     keep_freed_memory()  # before numpy and pyarrow load: chunks reuse the same memory
+    single_threaded_blas()  # no BLAS work worth a thread: none spins idle
 
     from rich.console import Console
 

@@ -482,6 +482,33 @@ def test_arrow_buffers_are_not_given_huge_pages():
     assert _fresh_python(_ARROW_HUGE, "keep") == 0
 
 
+_BLAS_THREADS = """
+import sys
+if sys.argv[1] == "single":
+    from csf_responder.execution import single_threaded_blas
+    single_threaded_blas()
+import numpy, scipy.linalg
+from threadpoolctl import threadpool_info
+print(max(pool["num_threads"] for pool in threadpool_info()
+          if pool["internal_api"] == "openblas"))
+"""
+
+
+def _blas_threads(mode: str, **environment: str) -> int:
+    env = {k: v for k, v in os.environ.items() if k not in execution._THREAD_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", _BLAS_THREADS, mode],
+                          env={**env, **environment}, check=True, capture_output=True,
+                          text=True)
+    return int(done.stdout)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS runs one thread anyway")
+def test_single_threaded_blas_starts_openblas_with_one_thread_unless_told_otherwise():
+    assert _blas_threads("default") > 1
+    assert _blas_threads("single") == 1
+    assert _blas_threads("single", OPENBLAS_NUM_THREADS="2") == 2  # the user's own wins
+
+
 def _environment(names) -> dict:
     return {name: os.environ.get(name) for name in names}
 

@@ -31,9 +31,10 @@ handed back to the host within a few seconds, and touching it again is slow. A f
 GiB of a NumPy array, 15 s after the last was freed, took 2.3-2.7 s of system time in
 the 2 MiB pages NumPy asks for by default and 1.3-1.6 s in 4 KiB pages (0.1 s right
 after freeing it, 0.8 s two seconds later). The command stops NumPy asking
-(``NUMPY_MADVISE_HUGEPAGE=0``, see ``csf_responder.execution.ALLOCATOR_SETTINGS``): a
-million patients take 2.2-2.6 s of system time (4.0-4.6 s before), which still depends
-on what ran just before.
+(``NUMPY_MADVISE_HUGEPAGE=0``, see ``csf_responder.execution.ALLOCATOR_SETTINGS``), and
+Arrow, whose own allocator asks too, allocates with glibc's malloc
+(``ARROW_DEFAULT_MEMORY_POOL=system``): a million patients take 2.0-2.6 s of system time
+(3.8-4.6 s with either asking), which still depends on what ran just before.
 
     .venv/bin/python benchmarks/score_bench.py [--n 1000000] [--repeat 3] [--out ...]
 """

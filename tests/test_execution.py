@@ -489,8 +489,8 @@ if sys.argv[1] == "single":
     single_threaded_blas()
 import numpy, scipy.linalg
 from threadpoolctl import threadpool_info
-print(max(pool["num_threads"] for pool in threadpool_info()
-          if pool["internal_api"] == "openblas"))
+print(max((pool["num_threads"] for pool in threadpool_info()
+           if pool["internal_api"] == "openblas"), default=0))
 """
 
 
@@ -504,7 +504,10 @@ def _blas_threads(mode: str, **environment: str) -> int:
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS runs one thread anyway")
 def test_single_threaded_blas_starts_openblas_with_one_thread_unless_told_otherwise():
-    assert _blas_threads("default") > 1
+    default = _blas_threads("default")
+    if default == 0:
+        pytest.skip("NumPy and SciPy use another BLAS than OpenBLAS here")
+    assert default > 1
     assert _blas_threads("single") == 1
     assert _blas_threads("single", OPENBLAS_NUM_THREADS="2") == 2  # the user's own wins
 

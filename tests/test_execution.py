@@ -220,6 +220,42 @@ def test_process_pool_maps_in_order_in_other_processes_a_few_items_ahead():
     assert set().union(*(r[3] for r in [first, *rest])) == {pool.threads}
 
 
+def _remember(value, *, then=None):
+    """Keeps ``value`` in the worker, and returns what it held before, its pid and
+    name (a pool of one worker: the calls share the process)."""
+    import os
+
+    held = getattr(execution, "_HELD", None)
+    execution._HELD = value
+    name = (Path("/proc/self/comm").read_text().strip()
+            if Path("/proc/self/comm").exists() else "")
+    if then == "fail":
+        raise ValueError(f"failed after holding {value}")
+    return held, os.getpid(), name
+
+
+def test_a_pool_of_one_runs_submitted_calls_in_order_in_one_named_process():
+    """What the scoring recipe does with MLflow: calls with keyword arguments, run one
+    after the other in the same other process, whose state the later ones see; a call's
+    error is raised where its result is asked for, and the process goes on."""
+    import os
+
+    with execution.ProcessPool(1, name="csf-test-helper-process") as pool:
+        first = pool.submit(_remember, "a")
+        second = pool.submit(_remember, "b")
+        failing = pool.submit(_remember, "c", then="fail")
+        last = pool.submit(_remember, "d")
+        assert pool.result(second)[0] == "a" and pool.result(first)[0] is None
+        with pytest.raises(ValueError, match="failed after holding c"):
+            pool.result(failing)
+        held, pid, name = pool.result(last)
+    assert held == "c" and pid != os.getpid()
+    assert {pool.result(f)[1] for f in (first, second)} == {pid}
+    if sys.platform.startswith("linux"):
+        assert name == "csf-test-helper"  # the kernel keeps 15 characters
+        assert Path("/proc/self/comm").read_text().strip() != name  # not this process
+
+
 _CLOSING = """
 import sys, time
 from csf_responder import execution

@@ -169,6 +169,38 @@ def test_the_scoring_run_is_in_mlflow_without_patient_rows(scored):
     assert "SC0000001" not in json.dumps(logged)
 
 
+_WATCHED = """
+import atexit, sys
+atexit.register(lambda: print("store here:", "mlflow.store.tracking.sqlalchemy_store"
+                              in sys.modules, file=sys.stderr))
+sys.argv = ["csf-responder", *sys.argv[1:]]
+from pipelines.cli import main
+main()
+"""
+
+
+def test_mlflow_finds_the_model_and_logs_the_run_from_a_process_of_its_own(scored,
+                                                                          tmp_path):
+    """MLflow's store (a CPU second of imports) is opened in a helper process, while
+    this one reads the cohort and loads the model: the run is logged all the same."""
+    import mlflow
+
+    work, env, _, _ = scored
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("csf-responder-scoring")
+    before = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
+    out = tmp_path / "watched"
+    result = _run([sys.executable, "-c", _WATCHED, "score", "--cohort", str(work / "new"),
+                   "--out", str(out)], work, env)
+    assert "store here: False" in result.stderr
+    runs = [r for r in client.search_runs([experiment.experiment_id])
+            if r.info.run_id not in before]
+    assert len(runs) == 1 and runs[0].info.run_id in result.stdout.replace("\n", "")
+    assert runs[0].data.tags["model_version"] == "1"
+    summary = json.loads((out / "summary.json").read_text())
+    assert runs[0].data.metrics["n_scored"] == summary["counts"]["scored"]
+
+
 def test_every_kind_of_model_uri_gives_the_same_scores(scored, tmp_path, monkeypatch):
     import mlflow
 
@@ -321,6 +353,13 @@ def test_an_interrupted_run_leaves_no_partial_output(scored, big, tmp_path, how)
     assert "20,000 in" in result.stdout
 
 
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:  # ended meanwhile
+        return ""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_a_worker_killed_mid_run_is_one_clear_error_and_leaves_no_output(scored, big,
                                                                        tmp_path):
@@ -335,7 +374,8 @@ def test_a_worker_killed_mid_run_is_one_clear_error_and_leaves_no_output(scored,
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # wait until the workers are scoring
         staged = list(tmp_path.glob(".out.partial-*/scores.parquet"))
-        workers = descendants(process.pid)
+        workers = [pid for pid in descendants(process.pid)  # not MLflow's process
+                   if _name(pid) == "csf-score"]
         if staged and staged[0].stat().st_size > 0 and workers:
             break
         assert process.poll() is None, "scoring ended before a worker could be killed"

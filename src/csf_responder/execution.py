@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 from csf_responder.errors import ConfigError, WorkerLost
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from csf_responder.config import ExecutionSpec
 
 __all__ = ["ALLOCATOR_SETTINGS", "CONNECT_TIMEOUT_SECONDS", "WATCH_SECONDS", "ProcessPool",
@@ -209,10 +211,23 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _start_worker(modules: tuple[str, ...], parent: int, threads: int) -> None:
+def _name_process(name: str) -> None:
+    """Give this process the name ``ps`` and ``top`` show (Linux; 15 characters kept)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):  # not Linux
+        return
+
+
+def _start_worker(modules: tuple[str, ...], parent: int, threads: int, name: str = ""
+                  ) -> None:
     """A :class:`ProcessPool` worker's start: end with the parent process ``parent``,
-    let its numeric libraries use ``threads`` threads, and import ``modules`` (already
-    there in a forked worker)."""
+    take the name ``name``, let its numeric libraries use ``threads`` threads, and
+    import ``modules`` (already there in a forked worker)."""
     import importlib
     import os
     import signal
@@ -220,6 +235,8 @@ def _start_worker(modules: tuple[str, ...], parent: int, threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
     _die_with_parent(parent)
+    if name:
+        _name_process(name)
     # not the parent's handlers (a forked worker inherits them): the pool stops its
     # workers itself, and Ctrl-C in the terminal reaches the parent, which does
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -277,10 +294,13 @@ class ProcessPool:
         Modules the workers need (imported here first, when the workers are forked).
     inherit : object, optional
         What the forked workers find with :func:`inherited` (not pickled).
+    name : str, optional
+        The workers' process name, as ``ps`` and ``top`` show it (Linux; at most 15
+        characters kept).
     """
 
     def __init__(self, n_workers: int, *, warm_up: tuple[str, ...] = (),
-                 inherit: Any = None) -> None:
+                 inherit: Any = None, name: str = "") -> None:
         import gc
         import importlib
         import multiprocessing
@@ -304,7 +324,7 @@ class ProcessPool:
             self.n_workers,
             mp_context=multiprocessing.get_context("fork" if forked else "spawn"),
             initializer=_start_worker,
-            initargs=(tuple(warm_up), os.getpid(), self.threads))
+            initargs=(tuple(warm_up), os.getpid(), self.threads, name))
         if forked:
             _INHERITED = inherit
             # the objects made so far stay out of the workers' garbage collections: a
@@ -363,11 +383,21 @@ class ProcessPool:
         except BrokenProcessPool:
             raise WorkerLost(self._lost_message()) from None
 
-    def _submit(self, func: Callable[[Any], Any], item: Any):
+    def submit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Start ``func(*args, **kwargs)`` in a worker (calls run in the order given when
+        there is one worker); :meth:`result` waits for what it returns."""
+        return self._submit(func, *args, **kwargs)
+
+    def result(self, future: Future) -> Any:
+        """What the call :meth:`submit` started returned, or its error raised here;
+        :class:`WorkerLost` if a worker ends first."""
+        return self._result(future)
+
+    def _submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            return self._executor.submit(func, item)
+            return self._executor.submit(func, *args, **kwargs)
         except BrokenProcessPool:
             raise WorkerLost(self._lost_message()) from None
 
@@ -451,12 +481,12 @@ class ProcessPool:
 
 
 @contextmanager
-def process_pool(n_workers: int, *, warm_up: tuple[str, ...] = (), inherit: Any = None
-                 ) -> Iterator[ProcessPool | None]:
+def process_pool(n_workers: int, *, warm_up: tuple[str, ...] = (), inherit: Any = None,
+                 name: str = "") -> Iterator[ProcessPool | None]:
     """A :class:`ProcessPool` of ``n_workers`` for the block, or None (work in this
     process) when ``n_workers`` is 1 or less."""
     if n_workers <= 1:
         yield None
         return
-    with ProcessPool(n_workers, warm_up=warm_up, inherit=inherit) as pool:
+    with ProcessPool(n_workers, warm_up=warm_up, inherit=inherit, name=name) as pool:
         yield pool

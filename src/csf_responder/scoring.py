@@ -896,7 +896,8 @@ def scoring_pool(files, scorer: Scorer, *, n_jobs: int):
     from csf_responder.execution import process_pool
 
     workers = min(files.n_chunks, effective_n_jobs(n_jobs)) if files.n_chunks > 1 else 1
-    return process_pool(workers, warm_up=WORKER_IMPORTS, inherit=(files, scorer))
+    return process_pool(workers, warm_up=WORKER_IMPORTS, inherit=(files, scorer),
+                        name="csf-score")
 
 
 def _score_inherited(k: int, **kwargs) -> ChunkScores:

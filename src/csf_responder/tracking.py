@@ -23,10 +23,10 @@ from csf_responder.training import FamilyResult, TrainingData
 
 __all__ = [
     "BackgroundRun", "ChildRun", "EffectChild", "LoggedChild", "ModelFiles", "ScoringModel",
-    "Terminated", "find_scoring_model", "flatten", "git_state", "load_scoring_model",
-    "log_child_run", "log_effect_child", "log_family_run", "log_parent_run",
-    "log_scoring_run", "resolve_uri", "run", "scoring_files", "setup_tracking",
-    "sqlite_path", "store_lock", "warm_up",
+    "Terminated", "find_scoring_model", "flatten", "git_state", "import_model_loader",
+    "load_scoring_model", "log_child_run", "log_effect_child", "log_family_run",
+    "log_parent_run", "log_scoring_run", "resolve_uri", "run", "scoring_files",
+    "setup_tracking", "sqlite_path", "store_lock", "warm_up",
 ]
 
 
@@ -751,6 +751,15 @@ def find_scoring_model(uri: str) -> ModelFiles:
     profile = json.loads(profile_path.read_text(encoding="utf-8"))
     return ModelFiles(uri=uri, path=path, profile=profile, run_id=run_id, name=name,
                       version=version)
+
+
+def import_model_loader() -> None:
+    """Import what :func:`load_scoring_model` needs and the lookup does not (MLflow's
+    scikit-learn flavor, skops and every scikit-learn module skops trusts: about a CPU
+    second), say while :func:`find_scoring_model` runs in another process."""
+    import mlflow.models
+    import mlflow.sklearn  # noqa: F401
+    import skops.io  # noqa: F401
 
 
 def load_scoring_model(model: str | ModelFiles) -> ScoringModel:

@@ -154,6 +154,7 @@ def parts(cohort: Path, out: Path, model_uri: str) -> dict[str, float]:
     model, profile = loaded.model, loaded.profile
     panel, indication = scoring.contract_specs(profile)
     predict = shap = 0.0
+    # in chunks to bound memory, larger than scoring's: no more calls than it makes
     for chunk in scoring_chunks(cohort, panel=panel, indication=indication,
                                 chunk_size=100_000, **profile["contract"]["lead_in"]):
         X = chunk.table[profile["inputs"]]

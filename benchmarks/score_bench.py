@@ -24,7 +24,8 @@ Targets, with the default model on 2 cores:
 The speed of this machine's two virtual cores drifts by a fifth from one minute to the
 next (other tenants of the host), so each end-to-end run and each measurement of the
 parts is repeated (``--repeat``, default 3), alternately, and the fastest of each is
-kept (every sample is recorded): the same treatment for both sides of the ratio.
+kept (every sample is recorded, with each run's ratio to the parts measured right after
+it): the same treatment for both sides of the ratio.
 
 Memory is the other source of noise on this virtual machine: memory a process frees is
 handed back to the host within a few seconds, and touching it again is slow. A fresh
@@ -241,7 +242,12 @@ def main() -> None:
                                "ratio_to_parts": round(seconds / sum(timings.values()), 2),
                                "samples": {"seconds": [round(r[0], 1) for r in runs],
                                            "parts_total_seconds": [
-                                               round(sum(t.values()), 1) for t in samples]}}
+                                               round(sum(t.values()), 1) for t in samples],
+                                           # each run over the parts measured after it:
+                                           # how much of the ratio is the machine's noise
+                                           "ratios_by_pair": [
+                                               round(r[0] / sum(t.values()), 2)
+                                               for r, t in zip(runs, samples, strict=True)]}}
     big, small = results[str(args.n)], results[str(args.n // 10)]
     figures = {"score_seconds": big["seconds"], "score_peak_gib": big["peak_gib"],
                "score_vs_parts_ratio": big["ratio_to_parts"],

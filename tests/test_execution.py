@@ -234,12 +234,18 @@ def _remember(value, *, then=None):
     return held, os.getpid(), name
 
 
-def test_a_pool_of_one_runs_submitted_calls_in_order_in_one_named_process():
+@pytest.mark.parametrize("platform", ["linux", "darwin"])  # a forked, a spawned worker
+def test_a_pool_of_one_runs_submitted_calls_in_order_in_one_named_process(platform,
+                                                                         monkeypatch):
     """What the scoring recipe does with MLflow: calls with keyword arguments, run one
     after the other in the same other process, whose state the later ones see; a call's
     error is raised where its result is asked for, and the process goes on."""
     import os
 
+    if platform == "linux" and not sys.platform.startswith("linux"):
+        pytest.skip("fork")
+    real = sys.platform
+    monkeypatch.setattr(sys, "platform", platform)
     with execution.ProcessPool(1, name="csf-test-helper-process") as pool:
         first = pool.submit(_remember, "a")
         second = pool.submit(_remember, "b")
@@ -251,7 +257,7 @@ def test_a_pool_of_one_runs_submitted_calls_in_order_in_one_named_process():
         held, pid, name = pool.result(last)
     assert held == "c" and pid != os.getpid()
     assert {pool.result(f)[1] for f in (first, second)} == {pid}
-    if sys.platform.startswith("linux"):
+    if real.startswith("linux"):
         assert name == "csf-test-helper"  # the kernel keeps 15 characters
         assert Path("/proc/self/comm").read_text().strip() != name  # not this process
 

@@ -190,6 +190,19 @@ def serial(func: Callable[..., Any]) -> Callable[..., Any]:
     return _Serial(func)
 
 
+def _prctl(option: int, value: Any) -> bool:
+    """``prctl(option, value)`` on this process (Linux); False where there is none."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(option, value, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        return False
+    return True
+
+
 def _die_with_parent(parent: int) -> None:
     """End this process when its parent process ends, however it ends (Linux).
 
@@ -197,15 +210,10 @@ def _die_with_parent(parent: int) -> None:
     a parent killed outright (SIGKILL, the out-of-memory killer) leaves nothing to stop
     them, and they would go on with their chunks for minutes, holding memory and
     cores."""
-    import ctypes
-    import ctypes.util
     import os
     import signal
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux
+    if not _prctl(1, int(signal.SIGKILL)):  # PR_SET_PDEATHSIG
         return
     if os.getppid() != parent:  # the parent (pid ``parent``) ended before the request
         os._exit(1)
@@ -214,13 +222,8 @@ def _die_with_parent(parent: int) -> None:
 def _name_process(name: str) -> None:
     """Give this process the name ``ps`` and ``top`` show (Linux; 15 characters kept)."""
     import ctypes
-    import ctypes.util
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):  # not Linux
-        return
+    _prctl(15, ctypes.c_char_p(name.encode()[:15]))  # PR_SET_NAME
 
 
 def _start_worker(modules: tuple[str, ...], parent: int, threads: int, name: str = ""
@@ -265,7 +268,8 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 class ProcessPool:
     """Local worker processes for an ordered map over a stream of large items, a few
-    items ahead of the caller.
+    items ahead of the caller (:meth:`imap`), or for calls one at a time (:meth:`submit`:
+    with one worker, a process of its own that keeps its state between calls).
 
     On Linux the workers are copies of this process made at once (``fork``), after it
     imported ``warm_up``: they start with those modules loaded instead of importing them

@@ -289,14 +289,16 @@ def melt_chunk(raw: RawCohort, is_analyte: Callable[[str], bool | str] | None) -
 
 
 def cohort_digest(raw: RawCohort) -> str:
-    """SHA-256 over the cohort files' bytes (first 16 hex digits): the data's identity."""
+    """SHA-256 over the cohort files' names and bytes (first 16 hex digits): the data's
+    identity. The files are read a block at a time: memory does not grow with them."""
     digest = hashlib.sha256()
     directory = raw.directory
     for path in [directory / "patients.csv", directory / raw.visits_name,
                  directory / raw.csf_name]:
-        name = path.name
-        digest.update(name.encode())
-        digest.update(path.read_bytes() if path.is_file() else b"")
+        digest.update(path.name.encode())
+        if path.is_file():
+            with path.open("rb") as stream:
+                hashlib.file_digest(stream, lambda: digest)  # adds to ``digest``
     return digest.hexdigest()[:16]
 
 

@@ -285,6 +285,43 @@ def test_a_damaged_model_file_is_a_clear_error_and_leaves_no_output(scored, tmp_
     assert not out.exists()
 
 
+def test_the_pipeline_loads_as_mlflows_own_loader_loads_it(scored, monkeypatch):
+    import mlflow.sklearn
+
+    from csf_responder import tracking
+
+    _, env, _, _ = scored
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    found = tracking.find_scoring_model("models:/csf-responder@champion")
+    loaded = tracking.load_scoring_model(found)
+    theirs = mlflow.sklearn.load_model(str(found.path))
+    assert found.flavor["serialization_format"] == "skops"  # our path, not MLflow's
+    meta = mlflow.models.Model.load(str(found.path / "MLmodel"))
+    example = meta.load_input_example(str(found.path))  # rows logged with the model
+    assert len(example) and np.array_equal(loaded.model.predict_proba(example),
+                                           theirs.predict_proba(example))
+    assert [type(s) for s in loaded.model] == [type(s) for s in theirs]
+
+    def settings(pipeline):  # every step's parameters, nested estimators by their own
+        return repr({k: v for k, v in pipeline.get_params().items()
+                     if not hasattr(v, "get_params")})
+
+    assert settings(loaded.model) == settings(theirs)
+    assert (loaded.run_id, loaded.model_id) == (meta.run_id, meta.model_id)
+
+
+def test_mlflows_setting_against_deserializing_models_stops_the_run(scored, tmp_path):
+    """The command loads the Pipeline with skops itself (MLflow works in another
+    process), and still honours MLflow's switch: false loads no model file."""
+    work, env, _, _ = scored
+    out = tmp_path / "refused"
+    result = _run([CLI, "score", "--cohort", str(work / "new"), "--out", str(out)], work,
+                  {**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}, ok=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false" in result.stderr.replace("\n", "")
+    assert not out.exists()
+
+
 def test_a_missing_analyte_is_a_clear_error_and_an_extra_one_a_note(scored, tmp_path):
     work, env, _, _ = scored
     cohort = _copy_cohort(work / "new", tmp_path / "no-mcp1")

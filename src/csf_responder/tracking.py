@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -716,6 +716,12 @@ class ModelFiles:
     run_id: str
     name: str = ""
     version: str = ""
+    model_id: str = ""
+    #: The MLmodel's ``sklearn`` flavor: how the Pipeline is stored (file, format and
+    #: the types skops may rebuild).
+    flavor: dict[str, Any] = field(default_factory=dict)
+    #: MLflow's ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``, as MLflow reads it.
+    may_deserialize: bool = True
 
 
 def find_scoring_model(uri: str) -> ModelFiles:
@@ -749,16 +755,23 @@ def find_scoring_model(uri: str) -> ModelFiles:
             f"model {uri}: has no scoring profile ({scoring.PROFILE_FILE}); it was logged "
             "before batch scoring existed: train it again with make train")
     profile = json.loads(profile_path.read_text(encoding="utf-8"))
-    return ModelFiles(uri=uri, path=path, profile=profile, run_id=run_id, name=name,
-                      version=version)
+    try:
+        meta = mlflow.models.Model.load(str(path / "MLmodel"))
+    except Exception as exc:  # a missing or damaged MLmodel file
+        raise CsfResponderError(f"model {uri}: cannot be loaded "
+                                f"({type(exc).__name__}: {exc})") from exc
+    from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
+
+    return ModelFiles(uri=uri, path=path, profile=profile, run_id=run_id or meta.run_id or "",
+                      name=name, version=version, model_id=meta.model_id or "",
+                      flavor=dict(meta.flavors.get("sklearn", {})),
+                      may_deserialize=bool(MLFLOW_ALLOW_PICKLE_DESERIALIZATION.get()))
 
 
 def import_model_loader() -> None:
-    """Import what :func:`load_scoring_model` needs and the lookup does not (MLflow's
-    scikit-learn flavor, skops and every scikit-learn module skops trusts: about a CPU
-    second), say while :func:`find_scoring_model` runs in another process."""
-    import mlflow.models
-    import mlflow.sklearn  # noqa: F401
+    """Import what :func:`load_scoring_model` needs and the lookup does not (skops, and
+    every scikit-learn module it trusts: about a CPU second), say while
+    :func:`find_scoring_model` runs in another process."""
     import skops.io  # noqa: F401
 
 
@@ -766,32 +779,46 @@ def load_scoring_model(model: str | ModelFiles) -> ScoringModel:
     """Load a model for scoring: the Pipeline, its interval models and its profile, from
     a model URI or directory (:func:`find_scoring_model`) or a model found already.
 
+    A Pipeline stored with skops (as training logs it) is loaded as MLflow's scikit-learn
+    flavor loads it, ``skops.io.load`` of the flavor's file with the flavor's trusted
+    types, without importing MLflow here (the scoring command leaves MLflow to a process
+    of its own); any other is loaded by MLflow. MLflow's
+    ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` set to false forbids both, and the interval
+    models.
+
     Raises
     ------
     CsfResponderError
-        As :func:`find_scoring_model`; or when a file of the model cannot be read.
+        As :func:`find_scoring_model`; when MLflow's setting forbids loading models; or
+        when a file of the model cannot be read.
     """
-    import mlflow
-    import mlflow.sklearn
     import skops.io
 
     from csf_responder import scoring
 
     found = model if isinstance(model, ModelFiles) else find_scoring_model(model)
-    path, profile = found.path, found.profile
+    path, profile, flavor = found.path, found.profile, found.flavor
+    if not found.may_deserialize:
+        raise CsfResponderError(
+            f"model {found.uri}: not loaded: MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false "
+            "(set it to true to load models you trust)")
     intervals_path = path / "extra_files" / scoring.INTERVAL_FILE
     try:
-        pipeline = mlflow.sklearn.load_model(str(path))
+        if flavor.get("serialization_format") == "skops" and not flavor.get("code"):
+            pipeline = skops.io.load(path / flavor["pickled_model"],
+                                     trusted=flavor.get("skops_trusted_types"))
+        else:
+            import mlflow.sklearn
+
+            pipeline = mlflow.sklearn.load_model(str(path))
         intervals = (skops.io.load(intervals_path, trusted=profile["trusted_types"])
                      if intervals_path.is_file() else [])
-        meta = mlflow.models.Model.load(str(path / "MLmodel"))
     except Exception as exc:  # a damaged file, a type not trusted: MLflow's, skops' own
         raise CsfResponderError(f"model {found.uri}: cannot be loaded "
                                 f"({type(exc).__name__}: {exc})") from exc
     return ScoringModel(uri=found.uri, model=pipeline, profile=profile,
-                        interval_models=list(intervals),
-                        run_id=found.run_id or (meta.run_id or ""),
-                        model_id=meta.model_id or "", name=found.name, version=found.version)
+                        interval_models=list(intervals), run_id=found.run_id,
+                        model_id=found.model_id, name=found.name, version=found.version)
 
 
 def log_scoring_run(*, name: str, summary: dict[str, Any], files: list[Path]) -> str:

@@ -342,7 +342,7 @@ class ProcessPool:
             if forked:
                 gc.unfreeze()
                 _INHERITED = None
-        #: The worker processes, watched while a result is awaited (:meth:`_result`).
+        #: The worker processes, watched while a result is awaited (:meth:`result`).
         self._workers = list((self._executor._processes or {}).values())
 
     def imap(self, func: Callable[[Any], Any], items, *, ahead: int | None = None
@@ -356,11 +356,11 @@ class ProcessPool:
         pending: deque = deque()
         try:
             for item in items:
-                pending.append(self._submit(func, item))
+                pending.append(self.submit(func, item))
                 if len(pending) >= ahead:
-                    yield self._result(pending.popleft())
+                    yield self.result(pending.popleft())
             while pending:
-                yield self._result(pending.popleft())
+                yield self.result(pending.popleft())
         except WorkerLost:  # nothing more will come: the pool is stopped as it is left
             raise
         except Exception:  # let the items in flight end before the pool is stopped
@@ -369,9 +369,20 @@ class ProcessPool:
             wait(pending)
             raise
 
-    def _result(self, future) -> Any:
-        """``future``'s result, once it is there; :class:`WorkerLost` as soon as a
-        worker is seen to have ended (checked every :data:`WATCH_SECONDS`).
+    def submit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Start ``func(*args, **kwargs)`` in a worker (calls run in the order given when
+        there is one worker); :meth:`result` waits for what it returns."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self._executor.submit(func, *args, **kwargs)
+        except BrokenProcessPool:
+            raise WorkerLost(self._lost_message()) from None
+
+    def result(self, future: Future) -> Any:
+        """What the call :meth:`submit` started returned, or its error raised here, once
+        it is there; :class:`WorkerLost` as soon as a worker is seen to have ended
+        (checked every :data:`WATCH_SECONDS`).
 
         The executor notices a worker that dies while working, but not one killed while
         it writes its result to the pipe: its reader then waits for the rest of the
@@ -384,24 +395,6 @@ class ProcessPool:
                 raise WorkerLost(self._lost_message()) from None
         try:
             return future.result()
-        except BrokenProcessPool:
-            raise WorkerLost(self._lost_message()) from None
-
-    def submit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        """Start ``func(*args, **kwargs)`` in a worker (calls run in the order given when
-        there is one worker); :meth:`result` waits for what it returns."""
-        return self._submit(func, *args, **kwargs)
-
-    def result(self, future: Future) -> Any:
-        """What the call :meth:`submit` started returned, or its error raised here;
-        :class:`WorkerLost` if a worker ends first."""
-        return self._result(future)
-
-    def _submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
-        from concurrent.futures.process import BrokenProcessPool
-
-        try:
-            return self._executor.submit(func, *args, **kwargs)
         except BrokenProcessPool:
             raise WorkerLost(self._lost_message()) from None
 

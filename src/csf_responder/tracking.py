@@ -737,6 +737,7 @@ def find_scoring_model(uri: str) -> ModelFiles:
         model from before scoring existed: train again).
     """
     import mlflow
+    from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
 
     from csf_responder import scoring
 
@@ -760,8 +761,6 @@ def find_scoring_model(uri: str) -> ModelFiles:
     except Exception as exc:  # a missing or damaged MLmodel file
         raise CsfResponderError(f"model {uri}: cannot be loaded "
                                 f"({type(exc).__name__}: {exc})") from exc
-    from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
-
     return ModelFiles(uri=uri, path=path, profile=profile, run_id=run_id or meta.run_id or "",
                       name=name, version=version, model_id=meta.model_id or "",
                       flavor=dict(meta.flavors.get("sklearn", {})),

@@ -515,3 +515,18 @@ def test_chunks_score_the_same_in_this_process_and_in_either_kind_of_pool(
         for mine, theirs in zip(here, found, strict=True):
             for a, b in zip(mine, theirs, strict=True):
                 pd.testing.assert_frame_equal(a, b)
+
+
+def test_scoring_command_modules_load_without_scikit_learn():
+    """The command forks MLflow's process right after importing these: scikit-learn,
+    scipy.stats and xgboost (about a CPU second) load afterwards, with the model, while
+    that process starts; were they imported here, the two processes could not share
+    that second."""
+    import subprocess
+    import sys
+
+    code = ("import sys, csf_responder.scoring, csf_responder.tracking, pipelines.score\n"
+            "loaded = [m for m in ('sklearn', 'scipy.stats', 'xgboost', 'mlflow', 'skops')\n"
+            "          if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from csf_responder.cohort import csf_columns
-from csf_responder.validation import stateless_prefix
+
+if TYPE_CHECKING:  # scikit-learn loads with the model (see tracking.import_model_loader)
+    from sklearn.pipeline import Pipeline
 
 __all__ = ["ChunkScores", "DriftAccumulator", "Scorer", "ScoringTally", "WORKER_IMPORTS",
            "check_accounting", "check_inputs", "contract_specs", "csf_rejects",
@@ -533,6 +534,8 @@ class Scorer:
 
     def __post_init__(self) -> None:
         import os
+
+        from csf_responder.validation import stateless_prefix
 
         # fitted on one core per fold; predicting, use them all (unless told otherwise)
         self.use_threads(os.cpu_count() or 1)

@@ -13,13 +13,16 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from csf_responder.errors import CsfResponderError
-from csf_responder.metrics import MetricCI
-from csf_responder.training import FamilyResult, TrainingData
+
+if TYPE_CHECKING:  # training's modules (scikit-learn, scipy.stats: a CPU second) load
+    # where they are used: scoring's MLflow process needs none of them
+    from csf_responder.metrics import MetricCI
+    from csf_responder.training import FamilyResult, TrainingData
 
 __all__ = [
     "BackgroundRun", "ChildRun", "EffectChild", "LoggedChild", "ModelFiles", "ScoringModel",
@@ -391,6 +394,8 @@ def log_metrics(run_id: str, metrics: dict[str, MetricCI | float]) -> None:
     ``m_ci_high``."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
+
+    from csf_responder.metrics import MetricCI
 
     def values(name: str, value: MetricCI | float) -> list[tuple[str, float]]:
         if isinstance(value, MetricCI):

@@ -440,6 +440,26 @@ def test_sentences_are_the_words_of_every_row_whatever_its_feature():
         assert [b for b, r in zip(built, rows, strict=True) if r] == words, one["kind"]
 
 
+def test_values_are_written_as_python_writes_three_significant_digits():
+    """The reasons' values are rounded in numpy and each distinct number written once;
+    the text is Python's ``.3g`` of every value, at the edges too: halves exactly
+    representable (1.125 -> 1.12) or a float away from it, 999.5 -> 1e+03, the switch to
+    exponents at 1e-4 and 1e3, zeros, signs, subnormals, the largest floats."""
+    rng = np.random.default_rng(3)
+    edges = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 5e-324, 1e-300, 1.7e308,
+                      -1.7e308, 999.5, 9.995, 0.9995, 1.125, 0.125, 2.675, 1000.0, 999.0,
+                      100.0, 1e-4, 9.9999e-5, 1e-5, 0.000123, 12345.0, 99999.0, 1.0])
+    halves = (rng.integers(1000, 10000, 3000) + 0.5) * 10.0 ** rng.integers(-9, 8, 3000)
+    values = np.concatenate([
+        edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf), halves,
+        np.nextafter(halves, np.inf), np.nextafter(halves, -np.inf),
+        rng.lognormal(0, 4, 20000) * rng.choice([-1, 1], 20000),
+        rng.integers(-3000, 3000, 5000) / rng.choice([1, 8, 100, 1024], 5000)])
+    expected = [f"{v:.3g}" if np.isfinite(v) else "missing" for v in values.tolist()]
+    assert scoring._format(values).tolist() == expected
+    assert scoring._format(np.array([])).tolist() == []
+
+
 def test_text_columns_are_str_and_empty_ones_object():
     column = scoring._text_column(["a", "bb"], np.array([1, 0, 1]))
     assert column.tolist() == ["bb", "a", "bb"]

@@ -455,9 +455,49 @@ def _effect_codes(contribution: np.ndarray) -> np.ndarray:
     return codes
 
 
+def _spelled(mantissa: int, exponent: int) -> str:
+    """``f"{mantissa * 10 ** (exponent - 2):.3g}"`` for a mantissa of three digits
+    (with its sign), written from the digits themselves."""
+    digits, sign = str(abs(mantissa)), "-" if mantissa < 0 else ""
+    if -4 <= exponent < 3:  # where .3g writes the number in full, as .3g writes it
+        whole, fraction = ((digits[:exponent + 1], digits[exponent + 1:]) if exponent >= 0
+                           else ("0", "0" * (-exponent - 1) + digits))
+        fraction = fraction.rstrip("0")
+        return sign + whole + ("." + fraction if fraction else "")
+    fraction = digits[1:].rstrip("0")
+    return f"{sign}{digits[0]}{'.' + fraction if fraction else ''}e{exponent:+03d}"
+
+
 def _format(values: np.ndarray) -> np.ndarray:
-    """Three significant digits, as text (NaN: ``missing``)."""
-    out = np.array([f"{value:.3g}" for value in values.tolist()], dtype=object)
+    """Three significant digits, as text: ``f"{value:.3g}"`` (NaN: ``missing``).
+
+    A chunk's 50,000 values round to a few thousand distinct three-digit numbers, so
+    the rounding is done in numpy and each distinct number is written once. A value
+    whose scaled mantissa lies within 1e-9 of half a unit (where the float arithmetic,
+    off by 1e-13 at most, could round the other way from Python's exact decimal
+    rounding), zero, and values beyond 1e+-300 are written by Python itself.
+    """
+    values = np.asarray(values, dtype="float64")
+    size = np.abs(values)
+    usual = np.isfinite(values) & (size > 1e-300) & (size < 1e300)
+    size = np.where(usual, size, 1.0)
+    exponent = np.floor(np.log10(size)).astype(np.int64)  # of the leading digit
+    scaled = size * 10.0 ** (2 - exponent)
+    exponent += (scaled >= 1000).astype(np.int64) - (scaled < 100)  # log10 off by one
+    scaled = size * 10.0 ** (2 - exponent)  # in [100, 1000)
+    usual &= np.abs(scaled - np.floor(scaled) - 0.5) > 1e-9
+    mantissa = np.rint(scaled)
+    carry = mantissa >= 1000  # 999.5 -> 1.00e+03
+    exponent += carry
+    mantissa = np.where(carry, 100, mantissa).astype(np.int64)
+    key = np.where(values < 0, -mantissa, mantissa) * 2048 + (exponent + 1024)
+    out = np.empty(len(values), dtype=object)
+    if usual.any():
+        distinct, inverse = np.unique(key[usual], return_inverse=True)
+        out[usual] = np.array([_spelled(k // 2048, k % 2048 - 1024)
+                               for k in distinct.tolist()], dtype=object)[inverse]
+    rest = np.flatnonzero(~usual)
+    out[rest] = [f"{value:.3g}" for value in values[rest].tolist()]
     out[~np.isfinite(values)] = "missing"
     return out
 

@@ -550,3 +550,21 @@ def test_scoring_command_modules_load_without_scikit_learn():
             "          if m in sys.modules]\n"
             "assert not loaded, loaded\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_largest_contributions_come_in_the_order_a_stable_sort_gives():
+    """The top reasons are picked by argmax passes; they are the first columns of a
+    stable sort by decreasing size, ties (zeros of unused features, equal values) in
+    column order, and whatever the values when they are not sizes."""
+    rng = np.random.default_rng(5)
+    size = np.abs(np.round(rng.normal(size=(2000, 7)), 1))  # many ties
+    size[:, 2] = 0.0
+    size[::5] = 0.0
+    for k in (1, 3, 7):
+        expected = np.argsort(-size, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(scoring._largest(size, k), expected)
+    odd = size.copy()
+    odd[0, 1], odd[1, :2] = np.nan, -np.inf
+    np.testing.assert_array_equal(scoring._largest(odd, 3),
+                                  np.argsort(-odd, axis=1, kind="stable")[:, :3])
+    assert scoring._largest(size, 0).shape == (2000, 0)

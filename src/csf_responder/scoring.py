@@ -422,6 +422,22 @@ def _predict(classifier, frame) -> np.ndarray:
     return np.asarray(classifier.predict_proba(frame))[:, 1]
 
 
+def _largest(size: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` largest values of each row, largest first, ties in
+    column order: ``np.argsort(-size, axis=1, kind="stable")[:, :k]``. Of sizes (none
+    negative, none NaN), by ``k`` passes of ``argmax`` rather than a sort of each row;
+    of anything else, by that sort."""
+    if k > size.shape[1] or not (size >= 0).all():
+        return np.argsort(-size, axis=1, kind="stable")[:, :k]
+    size = size.copy()
+    rows = np.arange(len(size))
+    order = np.empty((len(size), k), dtype=np.intp)
+    for r in range(k):
+        order[:, r] = np.argmax(size, axis=1)  # the first of equal values
+        size[rows, order[:, r]] = -1.0  # below every size left
+    return order
+
+
 def _text_column(texts: Sequence[str], codes: np.ndarray) -> pd.Series:
     """``texts[codes]`` as a pandas ``str`` column, built in Arrow (what a column of
     Python strings becomes in a DataFrame, without a pass over Python objects); without
@@ -670,7 +686,7 @@ class Scorer:
         """The ``n_reasons`` largest |SHAP| per patient, as data and in words."""
         n, p = contributions.shape
         k = min(self.n_reasons, p)
-        order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+        order = _largest(np.abs(contributions), k)
         rows = np.arange(n)[:, None]
         chosen_shap = contributions[rows, order]
         chosen_value = engineered[rows, order]

@@ -341,3 +341,20 @@ def test_no_visit_at_all_excludes_everyone_without_error():
     out = labels_of(empty, ["A", "B"])
     assert out["exclusion"].tolist() == ["no_visits", "no_visits"]
     assert out["responder"].isna().all()
+
+
+def test_rows_in_subject_and_day_order_are_kept_and_others_sorted_as_lexsort_does():
+    """The lead-in summary skips the sort of visits already in (subject, day) order:
+    the order is lexsort's either way, ties and rows without an id (code -1) too."""
+    from csf_responder.labels import _by_group_and_day
+
+    rng = np.random.default_rng(2)
+    groups = np.sort(rng.integers(-1, 40, 300))
+    day = rng.integers(-90, 1, 300).astype(float)
+    ordered = np.lexsort((day, groups))
+    cases = {"ordered": (groups[ordered], day[ordered]), "shuffled": (groups, day),
+             "one day out of order": (groups[ordered], day[ordered][::-1].copy()),
+             "no id last": (np.r_[groups[ordered] + 1, -1], np.r_[day[ordered], 0.0]),
+             "empty": (np.zeros(0, np.intp), np.zeros(0))}
+    for name, (g, d) in cases.items():
+        np.testing.assert_array_equal(_by_group_and_day(g, d), np.lexsort((d, g)), name)

@@ -92,6 +92,16 @@ def _slopes(groups: np.ndarray, day: np.ndarray, score: np.ndarray
     return sums["n"].astype("int64").to_numpy(), slope.to_numpy()
 
 
+def _by_group_and_day(groups: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Row order by group code, then day, ties in row order: ``np.lexsort((day,
+    groups))``; the rows' own order, without a sort, when they are in it already (the
+    checked visits are, by subject and day)."""
+    if not len(groups) or ((groups[1:] > groups[:-1])
+                           | ((groups[1:] == groups[:-1]) & (day[1:] >= day[:-1]))).all():
+        return np.arange(len(groups))
+    return np.lexsort((day, groups))
+
+
 def lead_in_summary(
     visits: pd.DataFrame,
     *,
@@ -122,7 +132,7 @@ def lead_in_summary(
     groups, ids = pd.factorize(pre["subject_id"])  # each id hashed once (see window_slopes)
     day = pre["day"].to_numpy(dtype="float64")
     score = pre["score"].to_numpy(dtype="float64")
-    by_day = np.lexsort((day, groups))  # by subject, then day; ties keep their order
+    by_day = _by_group_and_day(groups, day)
     by_day = by_day[groups[by_day] >= 0]
     coded = groups[by_day]
     last = by_day[np.flatnonzero(np.r_[coded[1:] != coded[:-1], True])] if len(coded) \

@@ -205,6 +205,21 @@ def test_category_with_three_levels_gives_two_indicators():
     assert out["subtype_C"].tolist() == [0.0, 0.0, 1.0, 0.0]
 
 
+def test_category_indicators_are_the_same_from_arrow_text_and_python_objects():
+    """Arrow text is compared by Arrow; Python objects (None, NaN, numbers among them)
+    one by one; the indicators agree, missing and unknown values being neither level."""
+    values = ["B", None, "C", "other", "A", np.nan, "B"]
+    transformer = CohortFeatures(analytes=(), ratios=(), clinical=("subtype",),
+                                 categories=(("subtype", ("A", "B", "C")),))
+    as_objects = pd.DataFrame({"subtype": pd.Series(values, dtype=object)})
+    as_arrow = pd.DataFrame({"subtype": pd.Series(values, dtype="str")})
+    assert isinstance(as_arrow["subtype"].dtype, pd.StringDtype)
+    expected = pd.DataFrame({"subtype_B": [1, np.nan, 0, np.nan, 0, np.nan, 1],
+                             "subtype_C": [0, np.nan, 1, np.nan, 0, np.nan, 0]}, dtype=float)
+    for table in (as_objects, as_arrow):
+        pd.testing.assert_frame_equal(transformer.fit_transform(table), expected)
+
+
 def test_delta_fs_of_a_score_that_rises_with_progression(wide):
     # UMSARS-like: best score 0; baseline 40 after 16 months -> 2.5 points/month
     out = features(analytes=(), ratios=(), clinical=("delta_fs",),

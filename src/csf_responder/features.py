@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import optimize, stats
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -65,6 +67,23 @@ def _text(column: pd.Series) -> np.ndarray:
         out = np.asarray(values, dtype=object)
         return np.where(pd.isna(out), None, out)
     return values.to_numpy(dtype=object, na_value=None)
+
+
+def _level_tests(column: pd.Series, levels: list) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(whether each value is one of ``levels``, whether it is each level) of a
+    categorical column; missing values are none. Compared by Arrow when the column is
+    Arrow text and the levels are text (no Python string per row)."""
+    storage = getattr(column.array, "_pa_array", None)
+    if (storage is not None and all(isinstance(level, str) for level in levels)
+            and (pa.types.is_string(storage.type) or pa.types.is_large_string(storage.type))):
+        def flags(values) -> np.ndarray:
+            return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False),
+                              dtype=bool)
+
+        return (flags(pc.is_in(storage, value_set=pa.array(levels, storage.type))),
+                [flags(pc.equal(storage, pa.scalar(level, storage.type))) for level in levels])
+    values = _text(column)
+    return np.isin(values, levels), [values == level for level in levels]
 
 
 def _as_frame(X) -> pd.DataFrame:
@@ -292,11 +311,9 @@ class CohortFeatures(TransformerMixin, BaseEstimator):
                                                np.abs(self.score_best - baseline) / months,
                                                np.nan)
             elif feature in levels:
-                values = _text(X[feature])
-                known = np.isin(values, list(levels[feature]))
-                for level in levels[feature][1:]:
-                    out[f"{feature}_{level}"] = np.where(known, (values == level) * 1.0,
-                                                         np.nan)
+                known, equal = _level_tests(X[feature], list(levels[feature]))
+                for level, is_level in zip(levels[feature][1:], equal[1:], strict=True):
+                    out[f"{feature}_{level}"] = np.where(known, is_level * 1.0, np.nan)
             else:
                 out[feature] = _numbers(X[feature])
         return pd.DataFrame(out, index=X.index)

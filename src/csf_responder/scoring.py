@@ -509,7 +509,7 @@ def _format(values: np.ndarray) -> np.ndarray:
     key = np.where(values < 0, -mantissa, mantissa) * 2048 + (exponent + 1024)
     out = np.empty(len(values), dtype=object)
     if usual.any():
-        distinct, inverse = np.unique(key[usual], return_inverse=True)
+        inverse, distinct = pd.factorize(key[usual])  # hashed: no sort
         out[usual] = np.array([_spelled(k // 2048, k % 2048 - 1024)
                                for k in distinct.tolist()], dtype=object)[inverse]
     rest = np.flatnonzero(~usual)

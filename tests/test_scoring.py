@@ -197,6 +197,23 @@ def test_out_of_distribution_flags_name_the_feature_and_catch_the_far_patient(co
     assert "log_tgf_beta1_baseline" in scores.loc[1, "ood_range_features"].split(";")
     assert scores.loc[2, "ood_multivariate"]
     assert scores.loc[2, "ood_distance"] > scores.loc[0, "ood_distance"]
+    listed = scores.loc[2, "ood_range_features"].split(";")  # each once, in feature order
+    assert {"log_tgf_beta1_baseline", "age"} <= set(listed)
+    assert listed == [f for f in profile["features"] if f in listed]
+    assert scores.loc[0, "ood_range_features"] == ""
+
+
+def test_scores_are_the_same_whether_ids_are_arrow_text_or_python_objects(cohort, xgb):
+    """Text columns of the scores are pandas' str whatever the ids' dtype."""
+    _, _, data = cohort
+    model, refits, profile = xgb
+    scorer = scoring.Scorer(model, profile, refits)
+    rows = data.X.head(40)
+    as_text = scorer.score(rows.assign(subject_id=rows["subject_id"].astype("str")))
+    as_objects = scorer.score(rows.assign(subject_id=rows["subject_id"].astype(object)))
+    pd.testing.assert_frame_equal(as_text, as_objects)
+    expected = pd.DataFrame({"x": np.array(["a"], dtype=object)})["x"].dtype
+    assert as_text["subject_id"].dtype == as_text["ood_range_features"].dtype == expected
 
 
 def test_missing_inputs_are_counted_and_said(cohort, linear):
@@ -568,3 +585,19 @@ def test_largest_contributions_come_in_the_order_a_stable_sort_gives():
     np.testing.assert_array_equal(scoring._largest(odd, 3),
                                   np.argsort(-odd, axis=1, kind="stable")[:, :3])
     assert scoring._largest(size, 0).shape == (2000, 0)
+
+
+@pytest.mark.parametrize("p", [5, 70])
+def test_listed_names_are_each_rows_flags_in_order_however_many(p):
+    """Out-of-range features are listed per pattern of flags (bits of an integer, or
+    packed rows beyond 62 features); row by row, the list is the plain join."""
+    rng = np.random.default_rng(p)
+    flags = rng.random((500, p)) < 0.05
+    flags[:3] = [False], [True], [False]  # none, all, none
+    flags[3:50] = flags[50:97]  # shared patterns
+    names = [f"f{j}" for j in range(p)]
+    listed = scoring._listed(flags, names)
+    expected = [";".join(n for n, f in zip(names, row, strict=True) if f) for row in flags]
+    assert listed.tolist() == expected
+    assert listed.dtype == pd.DataFrame({"x": np.array(["a"], dtype=object)})["x"].dtype
+    assert scoring._listed(np.zeros((0, p), dtype=bool), names).tolist() == []

@@ -451,6 +451,14 @@ def _text_column(texts: Sequence[str], codes: np.ndarray) -> pd.Series:
     return take_text(pa.array(list(texts), pa.large_string()), codes)
 
 
+def _is_str(column: pd.Series) -> bool:
+    """Whether a column is of pandas' default text dtype (``str``: Arrow-backed, NaN for
+    missing), the dtype a column of Python strings becomes."""
+    dtype = column.dtype
+    return (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
+            and dtype.na_value is np.nan)
+
+
 def _arrow_column(array) -> pd.Series:
     """Arrow text as a pandas ``str`` column (see :func:`_text_column`)."""
     import pyarrow as pa
@@ -484,8 +492,9 @@ def _spelled(mantissa: int, exponent: int) -> str:
     return f"{sign}{digits[0]}{'.' + fraction if fraction else ''}e{exponent:+03d}"
 
 
-def _format(values: np.ndarray) -> np.ndarray:
-    """Three significant digits, as text: ``f"{value:.3g}"`` (NaN: ``missing``).
+def _formatted(values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Three significant digits, as text: ``f"{value:.3g}"`` (NaN: ``missing``), as
+    distinct texts and each value's index into them (:func:`_format` takes them).
 
     A chunk's 50,000 values round to a few thousand distinct three-digit numbers, so
     the rounding is done in numpy and each distinct number is written once. A value
@@ -495,7 +504,8 @@ def _format(values: np.ndarray) -> np.ndarray:
     """
     values = np.asarray(values, dtype="float64")
     size = np.abs(values)
-    usual = np.isfinite(values) & (size > 1e-300) & (size < 1e300)
+    finite = np.isfinite(values)
+    usual = finite & (size > 1e-300) & (size < 1e300)
     size = np.where(usual, size, 1.0)
     exponent = np.floor(np.log10(size)).astype(np.int64)  # of the leading digit
     scaled = size * 10.0 ** (2 - exponent)
@@ -507,15 +517,23 @@ def _format(values: np.ndarray) -> np.ndarray:
     exponent += carry
     mantissa = np.where(carry, 100, mantissa).astype(np.int64)
     key = np.where(values < 0, -mantissa, mantissa) * 2048 + (exponent + 1024)
-    out = np.empty(len(values), dtype=object)
+    codes = np.zeros(len(values), dtype=np.intp)  # 0: missing
+    texts = ["missing"]
     if usual.any():
         inverse, distinct = pd.factorize(key[usual])  # hashed: no sort
-        out[usual] = np.array([_spelled(k // 2048, k % 2048 - 1024)
-                               for k in distinct.tolist()], dtype=object)[inverse]
-    rest = np.flatnonzero(~usual)
-    out[rest] = [f"{value:.3g}" for value in values[rest].tolist()]
-    out[~np.isfinite(values)] = "missing"
-    return out
+        texts += [_spelled(k // 2048, k % 2048 - 1024) for k in distinct.tolist()]
+        codes[usual] = inverse + 1
+    rest = np.flatnonzero(finite & ~usual)
+    codes[rest] = np.arange(len(texts), len(texts) + len(rest))
+    texts += [f"{value:.3g}" for value in values[rest].tolist()]
+    return texts, codes
+
+
+def _format(values: np.ndarray) -> np.ndarray:
+    """Three significant digits, as text (NaN: ``missing``): :func:`_formatted` as an
+    array of Python strings."""
+    texts, codes = _formatted(values)
+    return np.array(texts, dtype=object)[codes]
 
 
 #: How a value reads, by code: its level among the training tertiles (``typical``,
@@ -558,11 +576,11 @@ def _sentences(info: Sequence[dict[str, Any]], which: np.ndarray, shown: np.ndar
                     after.append(f"{' ' + i['unit'] if i['unit'] else ''}, {level}: {effect}")
     words = pa.array((which * len(LEVELS) + code) * len(EFFECTS)
                      + _effect_codes(contribution))
-    values = _format(shown)
-    values[on_indicator] = ""
+    texts, shown_as = _formatted(shown)
+    shown_as[on_indicator] = len(texts)  # an indicator's words say its value: ""
     text = pa.large_string()
     return pc.binary_join_element_wise(pa.array(before, text).take(words),
-                                       pa.array(values, text),
+                                       pa.array([*texts, ""], text).take(pa.array(shown_as)),
                                        pa.array(after, text).take(words), pa.scalar("", text))
 
 
@@ -611,8 +629,9 @@ class Scorer:
         head = self.model[:self._head].transform(X) if self._head else X
         final = _before_classifier(self.model, self._head, head)
         probability = _predict(self.model[-1], final).astype("float64")
-        out = pd.DataFrame({"subject_id": table["subject_id"].to_numpy(),
-                            "probability": probability})
+        ids = table["subject_id"]  # pandas' str (Arrow) kept; anything else made str
+        out = pd.DataFrame({"subject_id": ids.reset_index(drop=True) if _is_str(ids)
+                            else ids.to_numpy(), "probability": probability})
         level = self.profile["interval_level"]
         if len(self.interval_models):
             ready = all(_numpy_ready(step) for _, step in self.model.steps[self._head:-1])
@@ -717,11 +736,7 @@ class Scorer:
         highs = np.array([np.nan if i["max"] is None else i["max"] for i in self._info])
         with np.errstate(invalid="ignore"):
             outside = (engineered < lows) | (engineered > highs)
-        names = np.asarray(self._features, dtype=object)
-        listed = np.full(len(engineered), "", dtype=object)
-        for j in np.flatnonzero(outside.any(axis=0)):
-            hit = outside[:, j]
-            listed[hit] = np.where(listed[hit] == "", names[j], listed[hit] + ";" + names[j])
+        listed = _listed(outside, self._features)
         ood = self.profile["ood"]
         if ood is None:
             distance = np.full(len(matrix), np.nan)
@@ -731,8 +746,28 @@ class Scorer:
             distance = np.einsum("ij,jk,ik->i", centred, np.asarray(ood["precision"]),
                                  centred)
             far = distance > ood["threshold"]
-        return pd.DataFrame({"ood_range": outside.any(axis=1), "ood_range_features": listed,
+        return pd.DataFrame({"ood_range": outside.any(axis=1),
+                             "ood_range_features": listed,
                              "ood_distance": distance, "ood_multivariate": far})
+
+
+def _listed(flags: np.ndarray, names: Sequence[str]) -> pd.Series:
+    """Each row's names whose flag is set, joined by ``;`` in the order of ``names``
+    ("" for none), as a ``str`` column. Rows share a few patterns of flags: each
+    pattern is found by hashing (its flags as the bits of one integer; sorting the
+    packed rows, with more than 62 names) and written once."""
+    p = flags.shape[1]
+    if p <= 62:
+        codes, bits = pd.factorize(flags.astype(np.int64)
+                                   @ (np.int64(1) << np.arange(p, dtype=np.int64)))
+        patterns = (bits[:, None] >> np.arange(p)) & 1
+    else:
+        packed, codes = np.unique(np.packbits(flags, axis=1, bitorder="little"), axis=0,
+                                  return_inverse=True)
+        patterns = np.unpackbits(packed, axis=1, count=p, bitorder="little")
+    texts = [";".join(name for name, set_ in zip(names, row, strict=True) if set_)
+             for row in patterns.astype(bool).tolist()]
+    return _text_column(texts, np.asarray(codes, dtype=np.int64).ravel())
 
 
 def score_columns(n_reasons: int = 3) -> list[str]:

@@ -140,6 +140,10 @@ def test_analyte_without_any_row_still_gets_columns(patients, lead_in, csf):
     table = build(patients, lead_in, only_tgf)
     assert table[["mcp_1_baseline", "mcp_1_week4"]].isna().all().all()
     assert set(table["mcp_1_baseline_flag"]) == {"missing"}
+    # its flag columns are made once and shared: writing one changes no other
+    table.loc[0, "mcp_1_week4_flag"] = "below"
+    assert set(table["mcp_1_baseline_flag"]) == {"missing"}
+    assert table["mcp_1_week4_flag"].tolist()[:2] == ["below", "missing"]
 
 
 def test_csf_of_unknown_subject_adds_no_row(patients, lead_in, csf):

@@ -109,11 +109,22 @@ def cohort_table(
     cells = csf if isinstance(csf, CsfCells) else _long_cells(csf, list(by_name), timepoints)
     row = index_in(table["subject_id"], cells.subjects)  # -1: no CSF row
     columns: dict[str, np.ndarray | pd.Series] = {}
+    alike: dict[int, pd.Series] = {}  # flag columns of one flag, each made once
+
+    def flag_text(codes: np.ndarray) -> pd.Series:
+        """The flags' names (an analyte of the panel that no file holds: all missing,
+        shared by its columns)."""
+        if not len(codes) or codes.min() != codes.max():
+            return _text(cells.flag_names, codes)
+        if int(codes[0]) not in alike:
+            alike[int(codes[0])] = _text(cells.flag_names, codes)
+        return alike[int(codes[0])]
+
     for a, key in enumerate(by_name.values()):
         for t, tp in enumerate(timepoints):
             columns[f"{key}_{tp}"] = cells.values[row, a * len(timepoints) + t]
-            columns[f"{key}_{tp}{FLAG_SUFFIX}"] = _text(
-                cells.flag_names, cells.flags[row, a * len(timepoints) + t])
+            columns[f"{key}_{tp}{FLAG_SUFFIX}"] = flag_text(
+                cells.flags[row, a * len(timepoints) + t])
     for t, tp in enumerate(timepoints):
         columns[f"plate_{tp}"] = _text(cells.plate_names, cells.plates[row, t])
     has_bridges = bridges is not None and not bridges.empty

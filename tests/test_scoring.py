@@ -601,3 +601,12 @@ def test_listed_names_are_each_rows_flags_in_order_however_many(p):
     assert listed.tolist() == expected
     assert listed.dtype == pd.DataFrame({"x": np.array(["a"], dtype=object)})["x"].dtype
     assert scoring._listed(np.zeros((0, p), dtype=bool), names).tolist() == []
+
+
+def test_threads_are_set_on_every_xgboost_model_each_time_they_change(cohort, xgb):
+    _, _, data = cohort
+    model, refits, profile = xgb
+    scorer = scoring.Scorer(model, profile, refits)
+    for n in (1, 1, 2, 1):
+        scorer.use_threads(n)
+        assert {m[-1].get_params()["n_jobs"] for m in [model, *refits]} == {n}

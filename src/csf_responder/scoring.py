@@ -605,6 +605,7 @@ class Scorer:
     interval_models: Sequence[Pipeline] = ()
     n_reasons: int = 3
     _head: int = field(init=False, default=0)
+    _threads: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         import os
@@ -619,9 +620,12 @@ class Scorer:
 
     def use_threads(self, n: int) -> None:
         """Threads each model's prediction may use (xgboost's ``n_jobs``)."""
+        if n == self._threads:  # as set already (set_params on 21 models: 2 ms a chunk)
+            return
         for model in [self.model, *self.interval_models]:
             if hasattr(model[-1], "get_booster"):
                 model[-1].set_params(n_jobs=n)
+        self._threads = n
 
     def score(self, table: pd.DataFrame) -> pd.DataFrame:
         """One row per row of ``table``: the columns described in docs/scoring.md."""

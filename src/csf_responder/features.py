@@ -60,19 +60,11 @@ def _numbers(column: pd.Series) -> np.ndarray:
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
-def _text(column: pd.Series) -> np.ndarray:
-    """A text column as an object array, missing values as None."""
-    values = column.array
-    if isinstance(values, np.ndarray | pd.arrays.NumpyExtensionArray):
-        out = np.asarray(values, dtype=object)
-        return np.where(pd.isna(out), None, out)
-    return values.to_numpy(dtype=object, na_value=None)
-
-
 def _level_tests(column: pd.Series, levels: list) -> tuple[np.ndarray, list[np.ndarray]]:
     """(whether each value is one of ``levels``, whether it is each level) of a
     categorical column; missing values are none. Compared by Arrow when the column is
-    Arrow text and the levels are text (no Python string per row)."""
+    Arrow text and the levels are text, else once per distinct value (no comparison of
+    Python objects per row)."""
     storage = getattr(column.array, "_pa_array", None)
     if (storage is not None and all(isinstance(level, str) for level in levels)
             and (pa.types.is_string(storage.type) or pa.types.is_large_string(storage.type))):
@@ -82,8 +74,13 @@ def _level_tests(column: pd.Series, levels: list) -> tuple[np.ndarray, list[np.n
 
         return (flags(pc.is_in(storage, value_set=pa.array(levels, storage.type))),
                 [flags(pc.equal(storage, pa.scalar(level, storage.type))) for level in levels])
-    values = _text(column)
-    return np.isin(values, levels), [values == level for level in levels]
+    codes, uniques = pd.factorize(column)  # missing: -1; few distinct values
+
+    def of_rows(per_value: list[bool]) -> np.ndarray:
+        return np.append(np.asarray(per_value, dtype=bool), False)[codes]
+
+    return (of_rows([u in levels for u in uniques]),
+            [of_rows([u == level for u in uniques]) for level in levels])
 
 
 def _as_frame(X) -> pd.DataFrame:

@@ -631,16 +631,18 @@ class Scorer:
         """One row per row of ``table``: the columns described in docs/scoring.md."""
         X = table[self.profile["inputs"]]
         head = self.model[:self._head].transform(X) if self._head else X
-        final = _before_classifier(self.model, self._head, head)
+        # the fitted tail of every model (the final one's and its refits') runs on the
+        # head's output as one float matrix, its NaN found once (see _tail_matrix)
+        ready = all(_numpy_ready(step) for _, step in self.model.steps[self._head:-1])
+        base = _as_matrix(head) if ready and self._head < len(self.model) - 1 else None
+        missing = np.isnan(base) if base is not None else None
+        final = _tail_matrix(self.model, self._head, head, base, missing)
         probability = _predict(self.model[-1], final).astype("float64")
         ids = table["subject_id"]  # pandas' str (Arrow) kept; anything else made str
         out = pd.DataFrame({"subject_id": ids.reset_index(drop=True) if _is_str(ids)
                             else ids.to_numpy(), "probability": probability})
         level = self.profile["interval_level"]
         if len(self.interval_models):
-            ready = all(_numpy_ready(step) for _, step in self.model.steps[self._head:-1])
-            base = _as_matrix(head) if ready and self._head < len(self.model) - 1 else None
-            missing = np.isnan(base) if base is not None else None
             spread = np.column_stack([
                 _predict(m[-1], _tail_matrix(m, self._head, head, base, missing))
                 for m in self.interval_models])

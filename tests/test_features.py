@@ -54,6 +54,20 @@ def test_missing_flag_gives_nan_even_with_a_value(censored):
     assert np.isnan(out["mcp1_baseline"].iloc[4])    # value 7 but flagged missing
 
 
+@pytest.mark.parametrize("dtype", ["str", "string", object, "category"])
+def test_flags_read_the_same_whatever_their_dtype(censored, dtype):
+    """Arrow text flags are compared by Arrow, others by pandas: the same values, a
+    blank flag (None, NaN) reading missing."""
+    flags = censored.assign(vegf_baseline_flag=["observed", None, "below", np.nan, "below"])
+    expected = CensoredValueImputer().fit_transform(flags.astype({
+        "mcp1_baseline_flag": object, "vegf_baseline_flag": object}))
+    typed = flags.astype({"mcp1_baseline_flag": dtype, "vegf_baseline_flag": dtype})
+    out = CensoredValueImputer().fit_transform(typed)
+    pd.testing.assert_frame_equal(out, expected)
+    assert np.isnan(out["vegf_baseline"].iloc[[1, 3]]).all()
+    assert out["vegf_baseline"].iloc[2] == pytest.approx(8 / math.sqrt(2))
+
+
 def test_flag_columns_dropped_and_other_columns_pass_through(censored):
     out = CensoredValueImputer().fit_transform(censored)
     assert list(out.columns) == ["subject_id", "mcp1_baseline", "vegf_baseline", "age",

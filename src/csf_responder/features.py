@@ -83,6 +83,18 @@ def _level_tests(column: pd.Series, levels: list) -> tuple[np.ndarray, list[np.n
             [of_rows([u == level for u in uniques]) for level in levels])
 
 
+def _flag_is(flag: pd.Series, name: str, *, blank: bool) -> np.ndarray:
+    """Whether each row's flag is ``name`` (a blank flag: ``blank``). Arrow text is
+    compared by Arrow itself (a tenth of the time of pandas' comparison of it)."""
+    storage = getattr(flag.array, "_pa_array", None)
+    if storage is not None and (pa.types.is_string(storage.type)
+                                or pa.types.is_large_string(storage.type)):
+        equal = pc.fill_null(pc.equal(storage, pa.scalar(name, storage.type)), blank)
+        return np.asarray(equal.to_numpy(zero_copy_only=False), dtype=bool)
+    equal = flag.eq(name).to_numpy(dtype=bool, na_value=False)
+    return equal | flag.isna().to_numpy() if blank else equal
+
+
 def _as_frame(X) -> pd.DataFrame:
     if not isinstance(X, pd.DataFrame):
         raise TypeError("expects the wide cohort table as a pandas DataFrame")
@@ -164,13 +176,12 @@ class CensoredValueImputer(TransformerMixin, BaseEstimator):
             raise ValueError(f"input is missing column(s) {', '.join(missing)}")
         replaced = {}
         for column in self.value_columns_:
-            flag = X[column + FLAG_SUFFIX]  # compared by Arrow, not as Python strings
+            flag = X[column + FLAG_SUFFIX]
             value = _numbers(X[column]).copy()
-            below = flag.eq("below").to_numpy(dtype=bool, na_value=False)
+            below = _flag_is(flag, "below", blank=False)
             if below.any():
                 value[below] = np.asarray(self._below(column, pd.Series(value[below])))
-            missing = flag.eq("missing") | flag.isna()
-            value[missing.to_numpy(dtype=bool, na_value=True)] = np.nan
+            value[_flag_is(flag, "missing", blank=True)] = np.nan
             replaced[column] = value
         # the other columns as they are: as Series, not copied (copy on write); their
         # arrays alone (X[c].array) DataFrame copies, 6 ms per 50,000 rows

@@ -442,13 +442,28 @@ def _check_patients(raw: pd.DataFrame, file: str, notes: list[str], drop: Sequen
 
 
 def _subject_rules(raw: pd.DataFrame, patients: pd.DataFrame, all_ids: pd.Series,
-                   ) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """(subject_id given, known in patients.csv or blank, not rejected there)."""
-    ids = raw["subject_id"].str.strip()
+                   ids: pd.Series | None = None) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(subject_id given, known in patients.csv or blank, not rejected there); ``ids``:
+    the rows' subject_id stripped, if done already."""
+    ids = raw["subject_id"].str.strip() if ids is None else ids
     present = ids.ne("")
-    known = _isin(ids, all_ids) | ~present
-    usable = _isin(ids, patients["subject_id"])
+    in_file = _isin(ids, all_ids)
+    kept = patients["subject_id"]
+    same = len(kept) == len(all_ids) and _chunked(_arrow_text(kept)).equals(
+        _chunked(_arrow_text(all_ids)))  # no patient rejected (the usual case): one lookup
+    usable = in_file if same else _isin(ids, kept)
+    known = in_file | ~present
     return present, known, usable | ~known | ~present
+
+
+def _chunked(array: pyarrow.Array | pyarrow.ChunkedArray) -> pyarrow.ChunkedArray:
+    return array if isinstance(array, pyarrow.ChunkedArray) else pyarrow.chunked_array([array])
+
+
+def _integral(values: pd.Series) -> np.ndarray:
+    """Whether each number is a whole one (NaN: no)."""
+    numbers = values.to_numpy(dtype="float64")
+    return ~np.isnan(numbers) & (numbers % 1 == 0)
 
 
 # ------------------------------------------------------------------------- visits
@@ -456,13 +471,17 @@ def _check_visits(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids:
                   notes: list[str], drop: Sequence[str], score: ScoreSpec):
     columns = (*VISIT_COLUMNS, score.column)
     raw = _columns(raw, columns, (*columns, *score.items), file, drop, notes)
-    present, known, not_rejected = _subject_rules(raw, patients, all_ids)
+    ids = raw["subject_id"].str.strip()
+    present, known, not_rejected = _subject_rules(raw, patients, all_ids, ids)
     day, value = _number(raw["day"]), _number(raw[score.column])
-    day_ok = day.notna() & (day % 1 == 0)
-    score_ok = value.notna() & (value % 1 == 0) & value.between(score.min, score.max)
+    day_ok = _series(_integral(day), index=raw.index)
+    numbers = value.to_numpy()
+    with np.errstate(invalid="ignore"):
+        score_ok = _series(_integral(value) & (numbers >= score.min) & (numbers <= score.max),
+                           index=raw.index)
     blank = _blank(raw[score.column])
     usable = present & known & not_rejected & day_ok & score_ok
-    keys = pd.DataFrame({"s": raw["subject_id"].str.strip(), "d": day})
+    keys = pd.DataFrame({"s": ids, "d": day})
     exact, conflict = _duplicates(keys, keys.assign(y=value), usable)
     schema = pa.DataFrameSchema({
         "subject_id": pa.Column(checks=[
@@ -479,7 +498,7 @@ def _check_visits(raw: pd.DataFrame, file: str, patients: pd.DataFrame, all_ids:
     rejects = _validate(raw, schema, file)
     keep = _kept(raw, rejects)
     visits = pd.DataFrame({
-        "subject_id": raw.loc[keep, "subject_id"].str.strip(),
+        "subject_id": ids.loc[keep],
         "day": day[keep].astype("int64"),
         "score": value[keep].astype("int64"),
     })

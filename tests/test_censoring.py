@@ -129,3 +129,26 @@ def test_input_series_is_not_mutated():
     parse_concentrations(values, lloq=lloq, uloq=100.0)
     pd.testing.assert_series_equal(values, before_values)
     pd.testing.assert_series_equal(lloq, before_lloq)
+
+
+@pytest.mark.parametrize("cells", [
+    ["12.5", " 7", "1e3", "-.5", "+4", "5.", "00012", "-0", "1e-400", "3\t"],  # all cast
+    ["12.5", "", "  ", None, "8"],  # blanks: NaN, still one cast
+    ["12.5", "nan", "NaN", "7"],  # NaN spelled: NaN either way
+    ["12.5", "inf", "7"], ["1e500", "2"], ["Infinity", "2"],  # infinities: the pattern
+    ["12.5", "<15.6", "ND", "7"],  # censored and words: the pattern
+    ["12.5", "1\u00a0", "\u00a02", "\v3"],  # spaces the pattern does not allow
+    ["0x1A", "1_000", "1,5", "1 000", "1e", "e5", ".", "-", "1.2.3", "\u0661"],
+])
+def test_a_column_cast_at_once_reads_as_the_plain_number_pattern_reads_it(cells):
+    """Columns of plain numbers are parsed by one Arrow cast; the numbers are those of
+    the pattern, cell by cell, whatever else the column holds."""
+    import pyarrow as pa
+
+    from csf_responder.censoring import _matched_numbers, _plain_numbers
+
+    for kind in (pa.string(), pa.large_string()):
+        column = pa.array(cells, kind)
+        np.testing.assert_array_equal(_plain_numbers(column), _matched_numbers(column))
+        chunked = pa.chunked_array([column.slice(0, 2), column.slice(2)])
+        np.testing.assert_array_equal(_plain_numbers(chunked), _matched_numbers(chunked))

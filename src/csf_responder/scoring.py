@@ -752,8 +752,7 @@ class Scorer:
             distance = np.einsum("ij,jk,ik->i", centred, np.asarray(ood["precision"]),
                                  centred)
             far = distance > ood["threshold"]
-        return pd.DataFrame({"ood_range": outside.any(axis=1),
-                             "ood_range_features": listed,
+        return pd.DataFrame({"ood_range": outside.any(axis=1), "ood_range_features": listed,
                              "ood_distance": distance, "ood_multivariate": far})
 
 

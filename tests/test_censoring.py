@@ -132,8 +132,8 @@ def test_input_series_is_not_mutated():
 
 
 @pytest.mark.parametrize("cells", [
-    ["12.5", " 7", "1e3", "-.5", "+4", "5.", "00012", "-0", "1e-400", "3\t"],  # all cast
-    ["12.5", "", "  ", None, "8"],  # blanks: NaN, still one cast
+    ["12.5", "7", "1e3", "-.5", "+4", "5.", "00012", "-0", "1e-400", None],  # one cast
+    ["12.5", " 7", "3\t", "", "  ", "8"],  # spaces and blanks: the pattern
     ["12.5", "nan", "NaN", "7"],  # NaN spelled: NaN either way
     ["12.5", "inf", "7"], ["1e500", "2"], ["Infinity", "2"],  # infinities: the pattern
     ["12.5", "<15.6", "ND", "7"],  # censored and words: the pattern

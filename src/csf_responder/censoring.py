@@ -149,22 +149,16 @@ def _few_distinct(array: pa.Array | pa.ChunkedArray) -> bool:
     return len(pc.unique(sample)) <= len(sample) // 4  # a null counts, as one value
 
 
-#: The spaces ``\s`` of :data:`_PLAIN_NUMBER` matches (RE2: ASCII only).
-_SPACES = " \t\n\f\r"
-
-
 def _cast_numbers(array: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
-    """Every cell as a number by Arrow's cast alone (surrounding :data:`_SPACES`
-    trimmed, blank: NaN), when every cell casts and none to an infinity; else None.
+    """Every cell as a number by Arrow's cast alone, when every cell casts (no spaces,
+    no blanks: nulls are NaN) and none to an infinity; else None.
 
     Arrow's cast reads the plain numbers of :data:`_PLAIN_NUMBER` (sign, digits,
     point, exponent) and, beyond them, only spellings of infinity and NaN: a column it
     casts without an infinity gives what the pattern would (``nan`` is NaN either way),
-    without matching the pattern against every cell."""
-    trimmed = pc.utf8_trim(array, characters=_SPACES)
-    cells = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, trimmed.type), trimmed)
+    without matching the pattern against every cell, nor copying the column's text."""
     try:
-        numbers = pc.cast(cells, pa.float64())
+        numbers = pc.cast(array, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a cell is no number
         return None
     values = np.array(numbers.to_numpy(zero_copy_only=False), dtype="float64")

@@ -41,7 +41,13 @@ from csf_responder.config import (
 )
 from csf_responder.errors import CohortError
 from csf_responder.io import LINE, RawCohort
-from csf_responder.readers import WideCsf, blank_text, constant_text, match_headers
+from csf_responder.readers import (
+    WideCsf,
+    arrow_text,
+    blank_text,
+    constant_text,
+    match_headers,
+)
 from csf_responder.units import conversion_factor
 
 __all__ = ["ACCOUNT_COLUMNS", "BRIDGE_COLUMNS", "QC_COLUMNS", "REJECT_COLUMNS", "RULES",
@@ -449,15 +455,11 @@ def _subject_rules(raw: pd.DataFrame, patients: pd.DataFrame, all_ids: pd.Series
     present = ids.ne("")
     in_file = _isin(ids, all_ids)
     kept = patients["subject_id"]
-    same = len(kept) == len(all_ids) and _chunked(_arrow_text(kept)).equals(
-        _chunked(_arrow_text(all_ids)))  # no patient rejected (the usual case): one lookup
+    same = len(kept) == len(all_ids) and arrow_text(kept).equals(
+        arrow_text(all_ids))  # no patient rejected (the usual case): one lookup
     usable = in_file if same else _isin(ids, kept)
     known = in_file | ~present
     return present, known, usable | ~known | ~present
-
-
-def _chunked(array: pyarrow.Array | pyarrow.ChunkedArray) -> pyarrow.ChunkedArray:
-    return array if isinstance(array, pyarrow.ChunkedArray) else pyarrow.chunked_array([array])
 
 
 def _integral(values: pd.Series) -> np.ndarray:

@@ -60,14 +60,20 @@ def _numbers(column: pd.Series) -> np.ndarray:
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
+def _text_storage(column: pd.Series) -> pa.ChunkedArray | None:
+    """The Arrow storage of a text column (pandas ``str``), else None."""
+    storage = getattr(column.array, "_pa_array", None)
+    return storage if storage is not None and (pa.types.is_string(storage.type)
+                                               or pa.types.is_large_string(storage.type)) else None
+
+
 def _level_tests(column: pd.Series, levels: list) -> tuple[np.ndarray, list[np.ndarray]]:
     """(whether each value is one of ``levels``, whether it is each level) of a
     categorical column; missing values are none. Compared by Arrow when the column is
     Arrow text and the levels are text, else once per distinct value (no comparison of
     Python objects per row)."""
-    storage = getattr(column.array, "_pa_array", None)
-    if (storage is not None and all(isinstance(level, str) for level in levels)
-            and (pa.types.is_string(storage.type) or pa.types.is_large_string(storage.type))):
+    storage = _text_storage(column)
+    if storage is not None and all(isinstance(level, str) for level in levels):
         def flags(values) -> np.ndarray:
             return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False),
                               dtype=bool)
@@ -86,9 +92,8 @@ def _level_tests(column: pd.Series, levels: list) -> tuple[np.ndarray, list[np.n
 def _flag_is(flag: pd.Series, name: str, *, blank: bool) -> np.ndarray:
     """Whether each row's flag is ``name`` (a blank flag: ``blank``). Arrow text is
     compared by Arrow itself (a tenth of the time of pandas' comparison of it)."""
-    storage = getattr(flag.array, "_pa_array", None)
-    if storage is not None and (pa.types.is_string(storage.type)
-                                or pa.types.is_large_string(storage.type)):
+    storage = _text_storage(flag)
+    if storage is not None:
         equal = pc.fill_null(pc.equal(storage, pa.scalar(name, storage.type)), blank)
         return np.asarray(equal.to_numpy(zero_copy_only=False), dtype=bool)
     equal = flag.eq(name).to_numpy(dtype=bool, na_value=False)

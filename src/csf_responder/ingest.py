@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from csf_responder.cohort import cohort_table
 from csf_responder.config import IndicationSpec, LabelSpec, PanelSpec, analyte_match_key
-from csf_responder.contracts import CheckedCohort, check_cohort
+from csf_responder.contracts import CheckedCohort, _isin, check_cohort
 from csf_responder.io import (
     CohortFiles,
     RawCohort,
@@ -34,7 +33,6 @@ from csf_responder.labels import (
     exclusion_rejects,
     lead_in_summary,
 )
-from csf_responder.readers import arrow_text
 
 __all__ = ["IngestedCohort", "SCORING_REJECT_COLUMNS", "ScoringCohort", "ScoringRead",
            "check_scoring_chunk", "ingest_cohort", "scoring_chunks"]
@@ -139,15 +137,6 @@ class ScoringCohort:
     table: pd.DataFrame
     rejects: pd.DataFrame
     subjects: pd.Series
-
-
-def _isin_text(values: pd.Series, among: pd.Series) -> np.ndarray:
-    """Whether each text value is among ``among`` (hashed by Arrow, no Python strings;
-    a third faster than grouping ``among`` to count it)."""
-    import pyarrow.compute as pc
-
-    found = pc.is_in(arrow_text(values), value_set=arrow_text(among))
-    return np.asarray(pc.fill_null(found, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _patient_rejects(checked: CheckedCohort, file: str) -> pd.DataFrame:
@@ -286,7 +275,7 @@ def check_scoring_chunk(raw: RawCohort, *, panel: PanelSpec, indication: Indicat
     subjects = checked.patients["subject_id"]
     summary = lead_in_summary(checked.visits, subjects=subjects, lead_in_days=lead_in_days,
                               baseline_tolerance_days=baseline_tolerance_days)
-    no_visits = ~_isin_text(subjects, checked.visits["subject_id"])
+    no_visits = ~_isin(subjects, checked.visits["subject_id"]).to_numpy()  # by Arrow
     lead = summary["leadin_slope"].to_numpy()
     declines = (lead if indication.score.higher_is_better else -lead) < 0
     checks = [

@@ -451,14 +451,6 @@ def _text_column(texts: Sequence[str], codes: np.ndarray) -> pd.Series:
     return take_text(pa.array(list(texts), pa.large_string()), codes)
 
 
-def _is_str(column: pd.Series) -> bool:
-    """Whether a column is of pandas' default text dtype (``str``: Arrow-backed, NaN for
-    missing), the dtype a column of Python strings becomes."""
-    dtype = column.dtype
-    return (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
-            and dtype.na_value is np.nan)
-
-
 def _arrow_column(array) -> pd.Series:
     """Arrow text as a pandas ``str`` column (see :func:`_text_column`)."""
     import pyarrow as pa
@@ -638,9 +630,10 @@ class Scorer:
         missing = np.isnan(base) if base is not None else None
         final = _tail_matrix(self.model, self._head, head, base, missing)
         probability = _predict(self.model[-1], final).astype("float64")
-        ids = table["subject_id"]  # pandas' str (Arrow) kept; anything else made str
-        out = pd.DataFrame({"subject_id": ids.reset_index(drop=True) if _is_str(ids)
-                            else ids.to_numpy(), "probability": probability})
+        from csf_responder.readers import arrow_text
+
+        out = pd.DataFrame({"subject_id": _arrow_column(arrow_text(table["subject_id"])),
+                            "probability": probability})  # ids: str, their Arrow kept
         level = self.profile["interval_level"]
         if len(self.interval_models):
             spread = np.column_stack([

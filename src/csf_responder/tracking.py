@@ -773,8 +773,8 @@ def find_scoring_model(uri: str) -> ModelFiles:
 
 
 def import_model_loader() -> None:
-    """Import what :func:`load_scoring_model` needs and the lookup does not (skops, and
-    every scikit-learn module it trusts: about a CPU second), say while
+    """Import what :func:`load_scoring_model` needs and the lookup does not (skops,
+    scikit-learn and every module skops trusts: about 1.5 CPU s), say while
     :func:`find_scoring_model` runs in another process."""
     import skops.io  # noqa: F401
 
